@@ -1,0 +1,462 @@
+//! Configuration shared by every program.
+//!
+//! One TOML file: `--config PATH`, else `$RIPEM_KEYSERVER_CONFIG`, else
+//! `/etc/ripem-keyserver/keyserver.toml`; a missing default file means
+//! built-in defaults, a missing named file is an error. Every path derives
+//! from `state_dir` unless the file sets it on its own, and command-line
+//! flags override the file. Unknown keys are refused, so a typo is caught
+//! when the program starts rather than silently ignored.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the configuration is looked for when nothing names it.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ripem-keyserver/keyserver.toml";
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "RIPEM_KEYSERVER_CONFIG";
+/// The state directory when the configuration names none.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ripem-keyserver";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The configuration file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The configuration file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How replies are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Pipe to the system's sendmail program.
+    Sendmail,
+    /// Speak SMTP to a relay.
+    Smtp,
+    /// Write each message as an `.eml` file in the outbox directory.
+    File,
+}
+
+/// The file as written; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    state_dir: Option<PathBuf>,
+    database: Option<PathBuf>,
+    spool_dir: Option<PathBuf>,
+    transaction_log: Option<PathBuf>,
+    pub_dir: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
+    #[serde(default)]
+    keyserv: FileKeyserv,
+    #[serde(default)]
+    keyreg: FileKeyreg,
+    #[serde(default)]
+    mail: FileMail,
+    #[serde(default)]
+    addresses: FileAddresses,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeyserv {
+    listen: Option<Vec<String>>,
+    rate_limit: Option<u32>,
+    rate_burst: Option<u32>,
+    log_requests: Option<bool>,
+    allow_quit: Option<bool>,
+    #[serde(default)]
+    redirect: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeyreg {
+    rescan_seconds: Option<u64>,
+    writer_timeout_seconds: Option<u64>,
+    max_request_age_days: Option<u64>,
+    max_message_bytes: Option<u64>,
+    min_rsa_bits: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMail {
+    transport: Option<Transport>,
+    from: Option<String>,
+    outbox: Option<PathBuf>,
+    sendmail: Option<PathBuf>,
+    smtp_host: Option<String>,
+    smtp_port: Option<u16>,
+    smtp_starttls: Option<bool>,
+    smtp_user: Option<String>,
+    smtp_password: Option<String>,
+    givepubs_subject: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAddresses {
+    register: Option<String>,
+    change: Option<String>,
+    remove: Option<String>,
+    get: Option<String>,
+}
+
+/// Where each file lives.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The state directory everything else defaults under.
+    pub state_dir: PathBuf,
+    /// The GDBM key database.
+    pub database: PathBuf,
+    /// Root of the spool queues (`add`, `change`, `remove`, `failed`).
+    pub spool_dir: PathBuf,
+    /// The append-only transaction log.
+    pub transaction_log: PathBuf,
+    /// Directory of the flat keyring files.
+    pub pub_dir: PathBuf,
+    /// keyserv's pid file.
+    pub pid_file: PathBuf,
+    /// Outbox for the `file` mail transport.
+    pub outbox: PathBuf,
+}
+
+impl Paths {
+    /// The RIPEM-style text flat file.
+    pub fn flat_text(&self) -> PathBuf {
+        self.pub_dir.join("pubkeys.txt")
+    }
+
+    /// The armored keyring flat file.
+    pub fn flat_armored(&self) -> PathBuf {
+        self.pub_dir.join("pubkeys.asc")
+    }
+
+    /// The lock file that orders database writers and readers (see `store`).
+    pub fn database_lock(&self) -> PathBuf {
+        let mut name = self.database.clone().into_os_string();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+}
+
+/// keyserv's settings.
+#[derive(Debug, Clone)]
+pub struct KeyservConfig {
+    /// Addresses to answer on.
+    pub listen: Vec<SocketAddr>,
+    /// Answers per second per source network; 0 turns limiting off.
+    pub rate_limit: u32,
+    /// How many answers a network may send in a burst.
+    pub rate_burst: u32,
+    /// Log each requester's address (off for privacy).
+    pub log_requests: bool,
+    /// Honour the old `QUIT` command (off: a UDP source can be forged).
+    pub allow_quit: bool,
+    /// Domain → `host[:port]` of the key server responsible for it.
+    pub redirect: BTreeMap<String, String>,
+}
+
+/// keyreg's settings.
+#[derive(Debug, Clone)]
+pub struct KeyregConfig {
+    /// Rescan the queues this often even without a notify event.
+    pub rescan_interval: Duration,
+    /// Give up on a batch if the database can't be opened for writing in this time.
+    pub writer_timeout: Duration,
+    /// Signed requests older than this are refused.
+    pub max_request_age: Duration,
+    /// copymail refuses larger messages.
+    pub max_message_bytes: u64,
+    /// Smallest RSA key accepted.
+    pub min_rsa_bits: usize,
+}
+
+/// Outgoing mail settings.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    /// How replies leave.
+    pub transport: Transport,
+    /// The server's own address, used as From:.
+    pub from: String,
+    /// The sendmail program for the `sendmail` transport.
+    pub sendmail: PathBuf,
+    /// SMTP relay host.
+    pub smtp_host: String,
+    /// SMTP relay port.
+    pub smtp_port: u16,
+    /// Require STARTTLS with the relay.
+    pub smtp_starttls: bool,
+    /// SMTP login name, if the relay wants one.
+    pub smtp_user: Option<String>,
+    /// SMTP password.
+    pub smtp_password: Option<String>,
+    /// Subject of givepubs' answer.
+    pub givepubs_subject: String,
+}
+
+/// The addresses people write to.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    /// Registration requests.
+    pub register: String,
+    /// Key change requests.
+    pub change: String,
+    /// Removal requests.
+    pub remove: String,
+    /// Requests for the flat keyring.
+    pub get: String,
+}
+
+/// The whole configuration, with every default applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    /// File locations.
+    pub paths: Paths,
+    /// keyserv.
+    pub keyserv: KeyservConfig,
+    /// keyreg.
+    pub keyreg: KeyregConfig,
+    /// Outgoing mail.
+    pub mail: MailConfig,
+    /// Request addresses.
+    pub addresses: Addresses,
+}
+
+impl Config {
+    /// Loads the configuration as every program does: `explicit` (from
+    /// `--config`), else the environment variable, else the default path;
+    /// then `state_dir` (from `--state-dir`) overrides the file's.
+    pub fn load(explicit: Option<&Path>, state_dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        let (path, must_exist) = match (explicit, from_env) {
+            (Some(path), _) => (path.to_path_buf(), true),
+            (None, Some(path)) => (path, true),
+            (None, None) => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::from_toml(&text, Some(&path), state_dir),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                Config::from_toml("", None, state_dir)
+            }
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// Builds the configuration from TOML text (`source` names it in errors).
+    pub fn from_toml(
+        text: &str,
+        source: Option<&Path>,
+        state_dir: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let source_name =
+            source.map_or_else(|| PathBuf::from("(built-in defaults)"), Path::to_path_buf);
+        let file: FileConfig = toml::from_str(text).map_err(|err| ConfigError::Syntax {
+            path: source_name.clone(),
+            message: err.to_string().trim_end().replace('\n', " "),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: source_name.clone(),
+            message,
+        };
+
+        let state_dir = state_dir
+            .map(Path::to_path_buf)
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let under =
+            |own: Option<PathBuf>, default: &str| own.unwrap_or_else(|| state_dir.join(default));
+        let paths = Paths {
+            database: under(file.database, "keys.gdbm"),
+            spool_dir: under(file.spool_dir, "spool"),
+            transaction_log: under(file.transaction_log, "transactions.log"),
+            pub_dir: under(file.pub_dir, "pub"),
+            pid_file: under(file.pid_file, "keyserv.pid"),
+            outbox: under(file.mail.outbox, "outbox"),
+            state_dir: state_dir.clone(),
+        };
+
+        let listen = file
+            .keyserv
+            .listen
+            .unwrap_or_else(|| vec!["0.0.0.0:1611".to_string()])
+            .iter()
+            .map(|addr| {
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| invalid(format!("keyserv.listen: {addr:?} is not ADDRESS:PORT")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut redirect = BTreeMap::new();
+        for (domain, server) in file.keyserv.redirect {
+            redirect.insert(domain.to_ascii_lowercase(), server);
+        }
+        let keyserv = KeyservConfig {
+            listen,
+            rate_limit: file.keyserv.rate_limit.unwrap_or(20),
+            rate_burst: file.keyserv.rate_burst.unwrap_or(40),
+            log_requests: file.keyserv.log_requests.unwrap_or(false),
+            allow_quit: file.keyserv.allow_quit.unwrap_or(false),
+            redirect,
+        };
+
+        let keyreg = KeyregConfig {
+            rescan_interval: Duration::from_secs(file.keyreg.rescan_seconds.unwrap_or(30).max(1)),
+            writer_timeout: Duration::from_secs(file.keyreg.writer_timeout_seconds.unwrap_or(60)),
+            max_request_age: Duration::from_secs(
+                file.keyreg.max_request_age_days.unwrap_or(7) * 86_400,
+            ),
+            max_message_bytes: file.keyreg.max_message_bytes.unwrap_or(50 * 1024 * 1024),
+            min_rsa_bits: file.keyreg.min_rsa_bits.unwrap_or(2048),
+        };
+        if keyreg.min_rsa_bits < 1024 {
+            return Err(invalid("keyreg.min_rsa_bits must be at least 1024".into()));
+        }
+
+        let host = hostname();
+        let default_address = |local: &str| format!("{local}@{host}");
+        let mail = MailConfig {
+            transport: file.mail.transport.unwrap_or(Transport::Sendmail),
+            from: file
+                .mail
+                .from
+                .unwrap_or_else(|| default_address("keyserver")),
+            sendmail: file
+                .mail
+                .sendmail
+                .unwrap_or_else(|| PathBuf::from("/usr/sbin/sendmail")),
+            smtp_host: file.mail.smtp_host.unwrap_or_else(|| "localhost".into()),
+            smtp_port: file.mail.smtp_port.unwrap_or(25),
+            smtp_starttls: file.mail.smtp_starttls.unwrap_or(false),
+            smtp_user: file.mail.smtp_user,
+            smtp_password: file.mail.smtp_password,
+            givepubs_subject: file
+                .mail
+                .givepubs_subject
+                .unwrap_or_else(|| "Public keys from the RIPEM key server".into()),
+        };
+        let addresses = Addresses {
+            register: file
+                .addresses
+                .register
+                .unwrap_or_else(|| default_address("ripem-register-keys")),
+            change: file
+                .addresses
+                .change
+                .unwrap_or_else(|| default_address("ripem-change-keys")),
+            remove: file
+                .addresses
+                .remove
+                .unwrap_or_else(|| default_address("ripem-remove-keys")),
+            get: file
+                .addresses
+                .get
+                .unwrap_or_else(|| default_address("ripem-get-keys")),
+        };
+        Ok(Config {
+            source: source.map(Path::to_path_buf),
+            paths,
+            keyserv,
+            keyreg,
+            mail,
+            addresses,
+        })
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| name.contains('.'))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_derive_from_state_dir() {
+        let config = Config::from_toml("state_dir = \"/srv/ks\"\n", None, None).unwrap();
+        assert_eq!(config.paths.database, PathBuf::from("/srv/ks/keys.gdbm"));
+        assert_eq!(
+            config.paths.flat_text(),
+            PathBuf::from("/srv/ks/pub/pubkeys.txt")
+        );
+        let config = Config::from_toml(
+            "state_dir = \"/srv/ks\"\ndatabase = \"/data/k.gdbm\"\n",
+            None,
+            Some(Path::new("demo")),
+        )
+        .unwrap();
+        assert_eq!(config.paths.database, PathBuf::from("/data/k.gdbm"));
+        assert_eq!(config.paths.spool_dir, PathBuf::from("demo/spool"));
+    }
+
+    #[test]
+    fn sections_and_defaults() {
+        let text = r#"
+[keyserv]
+listen = ["127.0.0.1:16110", "[::1]:16110"]
+rate_limit = 0
+[keyserv.redirect]
+"Example.NET" = "keys.example.net:1611"
+[mail]
+transport = "file"
+from = "keys@example.org"
+"#;
+        let config = Config::from_toml(text, None, None).unwrap();
+        assert_eq!(config.keyserv.listen.len(), 2);
+        assert_eq!(config.keyserv.rate_limit, 0);
+        assert_eq!(
+            config.keyserv.redirect["example.net"],
+            "keys.example.net:1611"
+        );
+        assert_eq!(config.mail.transport, Transport::File);
+        assert_eq!(
+            config.keyreg.max_request_age,
+            Duration::from_secs(7 * 86_400)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = Config::from_toml("state_dir = \n", Some(Path::new("k.toml")), None).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("k.toml:") && text.contains("line 1"),
+            "{text}"
+        );
+        let err = Config::from_toml("[keyserv]\nlisten = [\"nowhere\"]\n", None, None).unwrap_err();
+        assert!(err.to_string().contains("nowhere"));
+        assert!(Config::from_toml("statedir = \"x\"\n", None, None).is_err());
+    }
+}

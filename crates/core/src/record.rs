@@ -1,0 +1,244 @@
+//! The key record: RIPEM's `Name: value` text format.
+//!
+//! A record is what the database stores per key, what keyserv sends in a
+//! `USERINFO` answer and what the flat file lists. One field per line;
+//! a value continues on following lines that start with one space (an
+//! empty continuation line is a lone space). Unknown fields are ignored
+//! when reading, so older readers survive newer writers. This is the only
+//! parser and printer of records in the project.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::types::{Email, Fingerprint, IdentError};
+
+/// The largest record accepted when reading, far above one datagram.
+pub const MAX_RECORD_LEN: usize = 1 << 20;
+
+/// Why text is not a valid record.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A required field is absent.
+    #[error("record has no {0} field")]
+    Missing(&'static str),
+    /// A field's value does not parse.
+    #[error("record field {field}: {reason}")]
+    BadField {
+        /// The field name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A line is neither `Name: value` nor a continuation.
+    #[error("record line {0} is not a field")]
+    BadLine(usize),
+    /// Larger than [`MAX_RECORD_LEN`].
+    #[error("record larger than {MAX_RECORD_LEN} bytes")]
+    TooLarge,
+}
+
+impl From<IdentError> for RecordError {
+    fn from(err: IdentError) -> Self {
+        RecordError::BadField {
+            field: "User/Fingerprint",
+            reason: err.to_string(),
+        }
+    }
+}
+
+/// One registered key and the addresses it is registered under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Every address registered to this key, in registration order.
+    pub users: Vec<Email>,
+    /// The key's primary fingerprint.
+    pub fingerprint: Fingerprint,
+    /// When the key was first registered.
+    pub registered: DateTime<Utc>,
+    /// When the record last changed (signed requests older than this are stale).
+    pub updated: DateTime<Utc>,
+    /// The stripped public key, ASCII-armored, lines without trailing newline.
+    pub key_armor: String,
+}
+
+fn timestamp(time: &DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn parse_time(field: &'static str, value: &str) -> Result<DateTime<Utc>, RecordError> {
+    DateTime::parse_from_rfc3339(value.trim())
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|err| RecordError::BadField {
+            field,
+            reason: err.to_string(),
+        })
+}
+
+impl Record {
+    /// The record as text, each line ended by `\n`.
+    pub fn to_text(&self) -> String {
+        let mut out = String::with_capacity(self.key_armor.len() + 256);
+        for user in &self.users {
+            out.push_str("User: ");
+            out.push_str(user.as_str());
+            out.push('\n');
+        }
+        out.push_str("Fingerprint: ");
+        out.push_str(self.fingerprint.as_str());
+        out.push('\n');
+        out.push_str("Registered: ");
+        out.push_str(&timestamp(&self.registered));
+        out.push('\n');
+        out.push_str("Updated: ");
+        out.push_str(&timestamp(&self.updated));
+        out.push('\n');
+        out.push_str("PublicKeyInfo:\n");
+        for line in self.key_armor.lines() {
+            out.push(' ');
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Parses a record; `\r\n` line ends are accepted.
+    pub fn parse(text: &str) -> Result<Record, RecordError> {
+        if text.len() > MAX_RECORD_LEN {
+            return Err(RecordError::TooLarge);
+        }
+        let mut users = Vec::new();
+        let mut fingerprint = None;
+        let mut registered = None;
+        let mut updated = None;
+        let mut key_lines: Option<Vec<&str>> = None;
+        let mut in_key = false;
+        for (index, raw_line) in text.lines().enumerate() {
+            let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
+            if let Some(continuation) = line.strip_prefix(' ') {
+                if in_key {
+                    if let Some(lines) = key_lines.as_mut() {
+                        lines.push(continuation);
+                    }
+                }
+                continue;
+            }
+            if line.is_empty() {
+                in_key = false;
+                continue;
+            }
+            let (name, value) = line
+                .split_once(':')
+                .ok_or(RecordError::BadLine(index + 1))?;
+            let value = value.trim();
+            in_key = false;
+            match name {
+                "User" => users.push(Email::parse(value)?),
+                "Fingerprint" => fingerprint = Some(Fingerprint::parse(value)?),
+                "Registered" => registered = Some(parse_time("Registered", value)?),
+                "Updated" => updated = Some(parse_time("Updated", value)?),
+                "PublicKeyInfo" => {
+                    in_key = true;
+                    key_lines = Some(Vec::new());
+                }
+                _ => {}
+            }
+        }
+        let key_armor = key_lines
+            .filter(|lines| !lines.is_empty())
+            .ok_or(RecordError::Missing("PublicKeyInfo"))?
+            .join("\n");
+        if users.is_empty() {
+            return Err(RecordError::Missing("User"));
+        }
+        Ok(Record {
+            users,
+            fingerprint: fingerprint.ok_or(RecordError::Missing("Fingerprint"))?,
+            registered: registered.ok_or(RecordError::Missing("Registered"))?,
+            updated: updated.ok_or(RecordError::Missing("Updated"))?,
+            key_armor,
+        })
+    }
+
+    /// Splits text holding several records separated by blank lines (as in
+    /// the flat file), skipping `#` comment lines; yields each record's text.
+    pub fn split_many(text: &str) -> impl Iterator<Item = String> + '_ {
+        let mut lines = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .peekable();
+        std::iter::from_fn(move || {
+            while lines.peek().is_some_and(|line| line.trim().is_empty()) {
+                lines.next();
+            }
+            lines.peek()?;
+            let mut chunk = String::new();
+            while let Some(line) =
+                lines.next_if(|line| !line.trim().is_empty() || line.starts_with(' '))
+            {
+                chunk.push_str(line);
+                chunk.push('\n');
+            }
+            Some(chunk)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        let time = DateTime::parse_from_rfc3339("2026-11-22T01:21:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        Record {
+            users: vec![
+                Email::parse("alice@example.com").unwrap(),
+                Email::parse("alice@lists.example.org").unwrap(),
+            ],
+            fingerprint: Fingerprint::parse("3A0F000011112222333344445555666677778888").unwrap(),
+            registered: time,
+            updated: time,
+            key_armor: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZabc\n=AbCd\n-----END PGP PUBLIC KEY BLOCK-----".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let record = sample();
+        let text = record.to_text();
+        assert!(text.starts_with(
+            "User: alice@example.com\nUser: alice@lists.example.org\nFingerprint: 3A0F"
+        ));
+        assert!(
+            text.contains("PublicKeyInfo:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n \n mDMEZabc\n")
+        );
+        assert_eq!(Record::parse(&text).unwrap(), record);
+        assert_eq!(Record::parse(&text.replace('\n', "\r\n")).unwrap(), record);
+    }
+
+    #[test]
+    fn missing_and_bad_fields_are_errors() {
+        let text = sample().to_text();
+        let no_fpr: String = text
+            .lines()
+            .filter(|l| !l.starts_with("Fingerprint"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(matches!(
+            Record::parse(&no_fpr),
+            Err(RecordError::Missing("Fingerprint"))
+        ));
+        assert!(Record::parse(&text.replace("2026-11-22T01:21:30Z", "yesterday")).is_err());
+        assert!(Record::parse("garbage line\n").is_err());
+        assert!(Record::parse("").is_err());
+    }
+
+    #[test]
+    fn split_many_separates_on_blank_lines() {
+        let one = sample().to_text();
+        let text = format!("# Created on today\n\n{one}\n{one}\n");
+        let parts: Vec<String> = Record::split_many(&text).collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(Record::parse(&parts[1]).unwrap(), sample());
+    }
+}
