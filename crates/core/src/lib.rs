@@ -14,3 +14,8 @@ pub mod gdbm;
 pub mod record;
 pub mod store;
 pub mod types;
+pub mod mail;
+pub mod protocol;
+pub mod reply;
+pub mod spool;
+pub mod txlog;

@@ -1,0 +1,216 @@
+//! Reading request mail: who to answer, and what the message carries.
+//!
+//! This is the one mail reader of the project (mailparse underneath). It
+//! finds the return address (`Reply-To:`, else `From:`, else the envelope
+//! sender from `Return-Path:` or the mbox `From ` line) and applies the
+//! loop rules: no answer to bounces (empty envelope sender, MAILER-DAEMON),
+//! to `Auto-Submitted:` other than `no`, or to `Precedence: bulk|list|junk`,
+//! so two robots never talk to each other forever. It also collects the
+//! decoded text of every MIME part and the bytes of binary key
+//! attachments, within fixed limits: mail is hostile input.
+
+use mailparse::{addrparse, MailAddr, MailHeaderMap, ParsedMail};
+
+use crate::types::Email;
+
+/// At most this many MIME parts are looked at in one message.
+pub const MAX_PARTS: usize = 1000;
+
+/// Why bytes could not be read as a mail message at all.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// Not a mail message (no header block).
+    #[error("not a mail message: {0}")]
+    NotMail(String),
+}
+
+/// Whether and where a request is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReturnAddress {
+    /// Reply to this address.
+    Reply(Email),
+    /// Don't reply, for this reason (the loop rules, or no usable address).
+    NoReply(String),
+}
+
+impl ReturnAddress {
+    /// The address to answer, if any.
+    pub fn address(&self) -> Option<&Email> {
+        match self {
+            ReturnAddress::Reply(email) => Some(email),
+            ReturnAddress::NoReply(_) => None,
+        }
+    }
+}
+
+/// What keyreg and givepubs need from a request mail.
+#[derive(Debug, Clone)]
+pub struct RequestMail {
+    /// The `Message-ID:` header, for `In-Reply-To:`.
+    pub message_id: Option<String>,
+    /// The `Subject:` header, decoded.
+    pub subject: String,
+    /// Whether and where to reply.
+    pub return_address: ReturnAddress,
+    /// The decoded text of each part that may hold armored data.
+    pub texts: Vec<String>,
+    /// Non-armored `application/pgp-keys` attachments.
+    pub binary_keys: Vec<Vec<u8>>,
+}
+
+/// Splits off an mbox `From sender date` line; returns the envelope sender.
+fn strip_mbox_line(raw: &[u8]) -> (Option<String>, &[u8]) {
+    if !raw.starts_with(b"From ") {
+        return (None, raw);
+    }
+    let end = raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1);
+    let line = String::from_utf8_lossy(&raw[5..end]);
+    let sender = line.split_whitespace().next().map(str::to_string);
+    (sender, &raw[end..])
+}
+
+/// The bare address of the first mailbox in a header value.
+fn first_mailbox(value: &str) -> Option<String> {
+    let list = addrparse(value).ok()?;
+    list.iter().find_map(|addr| match addr {
+        MailAddr::Single(info) => Some(info.addr.clone()),
+        MailAddr::Group(group) => group.addrs.first().map(|info| info.addr.clone()),
+    })
+}
+
+fn is_daemon(address: &str) -> bool {
+    let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
+    local.eq_ignore_ascii_case("mailer-daemon")
+}
+
+/// Decides whether and where to answer, by the loop rules.
+fn return_address(mail: &ParsedMail<'_>, envelope: Option<String>) -> ReturnAddress {
+    let headers = mail.get_headers();
+    let envelope = headers
+        .get_first_value("Return-Path")
+        .or(envelope)
+        .map(|value| value.trim().trim_start_matches('<').trim_end_matches('>').trim().to_string());
+    if let Some(sender) = &envelope {
+        if sender.is_empty() {
+            return ReturnAddress::NoReply("a bounce (empty envelope sender)".into());
+        }
+        if is_daemon(sender) {
+            return ReturnAddress::NoReply("a bounce (from MAILER-DAEMON)".into());
+        }
+    }
+    if let Some(auto) = headers.get_first_value("Auto-Submitted") {
+        let auto = auto.trim().to_ascii_lowercase();
+        if !auto.is_empty() && !auto.starts_with("no") {
+            return ReturnAddress::NoReply(format!("automatically submitted ({auto})"));
+        }
+    }
+    if let Some(precedence) = headers.get_first_value("Precedence") {
+        let precedence = precedence.trim().to_ascii_lowercase();
+        if ["bulk", "list", "junk"].contains(&precedence.as_str()) {
+            return ReturnAddress::NoReply(format!("Precedence: {precedence}"));
+        }
+    }
+    let chosen = headers
+        .get_first_value("Reply-To")
+        .and_then(|v| first_mailbox(&v))
+        .or_else(|| headers.get_first_value("From").and_then(|v| first_mailbox(&v)))
+        .or(envelope);
+    match chosen {
+        None => ReturnAddress::NoReply("no return address".into()),
+        Some(address) if is_daemon(&address) => ReturnAddress::NoReply("a bounce (from MAILER-DAEMON)".into()),
+        Some(address) => match Email::parse(&address) {
+            Ok(email) => ReturnAddress::Reply(email),
+            Err(_) => ReturnAddress::NoReply(format!("unusable return address {:?}", address.chars().take(80).collect::<String>())),
+        },
+    }
+}
+
+const ARMOR_MARK: &[u8] = b"-----BEGIN PGP";
+
+impl RequestMail {
+    /// Reads a request mail. Fails only when the bytes are not a mail message.
+    pub fn parse(raw: &[u8]) -> Result<RequestMail, MailError> {
+        let (envelope, message) = strip_mbox_line(raw);
+        let mail = mailparse::parse_mail(message).map_err(|err| MailError::NotMail(err.to_string()))?;
+        if mail.headers.is_empty() {
+            return Err(MailError::NotMail("no header lines".into()));
+        }
+        let headers = mail.get_headers();
+        let message_id = headers.get_first_value("Message-ID").map(|id| id.trim().to_string()).filter(|id| !id.is_empty());
+        let subject = headers.get_first_value("Subject").unwrap_or_default();
+        let return_address = return_address(&mail, envelope);
+
+        let mut texts = Vec::new();
+        let mut binary_keys = Vec::new();
+        for part in mail.parts().filter(|part| part.subparts.is_empty()).take(MAX_PARTS) {
+            let Ok(body) = part.get_body_raw() else { continue };
+            let mimetype = part.ctype.mimetype.as_str();
+            let armored = body.windows(ARMOR_MARK.len()).any(|window| window == ARMOR_MARK);
+            if armored {
+                texts.push(String::from_utf8_lossy(&body).into_owned());
+            } else if mimetype == "application/pgp-keys" && !body.is_empty() {
+                binary_keys.push(body);
+            }
+        }
+        Ok(RequestMail {
+            message_id,
+            subject,
+            return_address,
+            texts,
+            binary_keys,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply_of(raw: &str) -> ReturnAddress {
+        RequestMail::parse(raw.as_bytes()).unwrap().return_address
+    }
+
+    fn email(s: &str) -> ReturnAddress {
+        ReturnAddress::Reply(Email::parse(s).unwrap())
+    }
+
+    #[test]
+    fn return_address_precedence() {
+        assert_eq!(reply_of("From: A <a@example.com>\nReply-To: r@example.org\n\nhi"), email("r@example.org"));
+        assert_eq!(reply_of("From: A <a@example.com>\n\nhi"), email("a@example.com"));
+        assert_eq!(reply_of("Return-Path: <env@example.net>\nSubject: x\n\nhi"), email("env@example.net"));
+        assert_eq!(reply_of("From env@example.net Sat Nov 21 10:00:00 2026\nSubject: x\n\nhi"), email("env@example.net"));
+    }
+
+    #[test]
+    fn loop_rules_forbid_replies() {
+        for raw in [
+            "Return-Path: <>\nFrom: a@example.com\n\nbounce",
+            "From: MAILER-DAEMON@example.com\n\nbounce",
+            "From MAILER-DAEMON Sat Nov 21 10:00:00 2026\nFrom: a@example.com\n\nx",
+            "From: a@example.com\nAuto-Submitted: auto-replied\n\nx",
+            "From: a@example.com\nPrecedence: bulk\n\nx",
+            "From: a@example.com\nPrecedence: LIST\n\nx",
+            "Subject: nobody\n\nx",
+            "From: not an address\n\nx",
+        ] {
+            assert!(matches!(reply_of(raw), ReturnAddress::NoReply(_)), "{raw:?}");
+        }
+        assert_eq!(reply_of("From: a@example.com\nAuto-Submitted: no\n\nx"), email("a@example.com"));
+    }
+
+    #[test]
+    fn collects_armored_text_from_every_part() {
+        let raw = "From: a@example.com\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain\n\nhello\n--XX\nContent-Type: application/pgp-keys\nContent-Transfer-Encoding: base64\n\nLS0tLS1CRUdJTiBQR1AgUFVCTElDIEtFWSBCTE9DSy0tLS0t\n--XX\nContent-Type: application/pgp-keys\nContent-Transfer-Encoding: base64\n\nmDMEAAAA\n--XX--\n";
+        let mail = RequestMail::parse(raw.as_bytes()).unwrap();
+        assert_eq!(mail.texts, ["-----BEGIN PGP PUBLIC KEY BLOCK-----"]);
+        assert_eq!(mail.binary_keys.len(), 1);
+    }
+
+    #[test]
+    fn junk_is_not_mail() {
+        assert!(RequestMail::parse(b"").is_err());
+        assert!(RequestMail::parse(b"\n\njust a body").is_err());
+        let _ = RequestMail::parse(&[0xff, 0x00, 0x13, b'\n', b':', 0x80]);
+    }
+}

@@ -1,0 +1,274 @@
+//! Outgoing mail: building replies and sending them (lettre underneath).
+//!
+//! Every reply carries `Auto-Submitted: auto-replied` (RFC 3834) and
+//! `In-Reply-To:`/`References:` to the request. One [`Mailer`] type covers
+//! the three transports: `sendmail` (a program), `smtp` (a relay, with
+//! optional STARTTLS and login) and `file` (an `.eml` file per message in
+//! the outbox directory, for tests and the demo). keyreg does not send
+//! directly: it writes each reply into `spool/outgoing/` before deleting
+//! the request, then [`Mailer::flush`] sends and deletes them, so a mail
+//! outage delays replies but never loses one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{Address, FileTransport, SendmailTransport, SmtpTransport, Transport as _};
+
+use crate::config::{MailConfig, Paths, Transport};
+use crate::spool::{write_atomically, Spool, SpoolError};
+use crate::types::Email;
+
+/// Why a message could not be built, queued or sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// An address lettre will not take.
+    #[error("bad address {address:?}: {reason}")]
+    Address {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The message could not be built.
+    #[error("building the message: {0}")]
+    Build(String),
+    /// The transport refused or failed.
+    #[error("sending to {to} by {transport}: {reason}")]
+    Send {
+        /// The recipient.
+        to: String,
+        /// Which transport.
+        transport: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The outgoing queue could not be written or read.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// The `Auto-Submitted: auto-replied` header.
+#[derive(Debug, Clone)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-replied".into())
+    }
+}
+
+/// A file sent along with a reply.
+#[derive(Debug, Clone)]
+pub struct ReplyAttachment {
+    /// The file name shown to the recipient.
+    pub filename: String,
+    /// Its MIME type, e.g. `application/pgp-keys`.
+    pub content_type: String,
+    /// Its contents.
+    pub bytes: Vec<u8>,
+}
+
+/// An automatic reply to a request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The recipient.
+    pub to: Email,
+    /// The subject line.
+    pub subject: String,
+    /// The request's Message-ID.
+    pub in_reply_to: Option<String>,
+    /// Plain-text body.
+    pub body: String,
+    /// An optional attachment.
+    pub attachment: Option<ReplyAttachment>,
+}
+
+fn parse_address(address: &str) -> Result<Address, ReplyError> {
+    address.parse::<Address>().map_err(|err| ReplyError::Address {
+        address: address.to_string(),
+        reason: err.to_string(),
+    })
+}
+
+impl Reply {
+    /// The whole message, headers and body, as RFC 5322 bytes.
+    pub fn to_bytes(&self, from: &str) -> Result<Vec<u8>, ReplyError> {
+        let from: Mailbox = from.parse().map_err(|err: lettre::address::AddressError| ReplyError::Address {
+            address: from.to_string(),
+            reason: err.to_string(),
+        })?;
+        let mut builder = lettre::Message::builder()
+            .from(from)
+            .to(Mailbox::new(None, parse_address(self.to.as_str())?))
+            .subject(self.subject.clone())
+            .header(AutoSubmitted);
+        if let Some(id) = &self.in_reply_to {
+            builder = builder.in_reply_to(id.clone()).references(id.clone());
+        }
+        let text = SinglePart::plain(self.body.clone());
+        let message = match &self.attachment {
+            None => builder.singlepart(text),
+            Some(file) => {
+                let content_type = ContentType::parse(&file.content_type).map_err(|err| ReplyError::Build(err.to_string()))?;
+                let attachment = Attachment::new(file.filename.clone()).body(file.bytes.clone(), content_type);
+                builder.multipart(MultiPart::mixed().singlepart(text).singlepart(attachment))
+            }
+        }
+        .map_err(|err| ReplyError::Build(err.to_string()))?;
+        Ok(message.formatted())
+    }
+}
+
+enum Sender {
+    Sendmail(SendmailTransport),
+    Smtp(Box<SmtpTransport>),
+    File(FileTransport, PathBuf),
+}
+
+/// Sends mail by the configured transport.
+pub struct Mailer {
+    sender: Sender,
+    from: String,
+}
+
+impl Mailer {
+    /// The mailer the configuration describes.
+    pub fn from_config(mail: &MailConfig, paths: &Paths) -> Result<Mailer, ReplyError> {
+        let sender = match mail.transport {
+            Transport::Sendmail => Sender::Sendmail(SendmailTransport::new_with_command(&mail.sendmail)),
+            Transport::Smtp => {
+                let mut builder = if mail.smtp_starttls {
+                    SmtpTransport::starttls_relay(&mail.smtp_host).map_err(|err| ReplyError::Send {
+                        to: mail.smtp_host.clone(),
+                        transport: "smtp",
+                        reason: err.to_string(),
+                    })?
+                } else {
+                    SmtpTransport::builder_dangerous(&mail.smtp_host)
+                }
+                .port(mail.smtp_port);
+                if let (Some(user), Some(password)) = (&mail.smtp_user, &mail.smtp_password) {
+                    builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+                }
+                Sender::Smtp(Box::new(builder.build()))
+            }
+            Transport::File => {
+                fs::create_dir_all(&paths.outbox).map_err(|source| SpoolError::Io {
+                    path: paths.outbox.clone(),
+                    source,
+                })?;
+                Sender::File(FileTransport::new(&paths.outbox), paths.outbox.clone())
+            }
+        };
+        parse_address(&mail.from)?;
+        Ok(Mailer {
+            sender,
+            from: mail.from.clone(),
+        })
+    }
+
+    /// The server's own address.
+    pub fn from_address(&self) -> &str {
+        &self.from
+    }
+
+    fn transport_name(&self) -> &'static str {
+        match self.sender {
+            Sender::Sendmail(_) => "sendmail",
+            Sender::Smtp(_) => "smtp",
+            Sender::File(..) => "file",
+        }
+    }
+
+    /// Sends already formatted message bytes to `to`.
+    pub fn send_bytes(&self, to: &Email, bytes: &[u8]) -> Result<(), ReplyError> {
+        let envelope = lettre::address::Envelope::new(Some(parse_address(&self.from)?), vec![parse_address(to.as_str())?])
+            .map_err(|err| ReplyError::Build(err.to_string()))?;
+        let failed = |reason: String| ReplyError::Send {
+            to: to.to_string(),
+            transport: self.transport_name(),
+            reason,
+        };
+        match &self.sender {
+            Sender::Sendmail(transport) => transport.send_raw(&envelope, bytes).map_err(|e| failed(e.to_string())),
+            Sender::Smtp(transport) => transport.send_raw(&envelope, bytes).map(|_| ()).map_err(|e| failed(e.to_string())),
+            Sender::File(transport, dir) => transport
+                .send_raw(&envelope, bytes)
+                .map(|_| ())
+                .map_err(|e| failed(format!("{}: {e}", dir.display()))),
+        }
+    }
+
+    /// Builds and sends a reply at once (givepubs).
+    pub fn send(&self, reply: &Reply) -> Result<(), ReplyError> {
+        let bytes = reply.to_bytes(&self.from)?;
+        self.send_bytes(&reply.to, &bytes)
+    }
+
+    /// Queues a reply in `spool/outgoing/` under `name`. If a reply under
+    /// that name is already queued (the request is being processed again
+    /// after a crash), the first one is kept, so each request is answered
+    /// once.
+    pub fn queue(&self, spool: &Spool, name: &str, reply: &Reply) -> Result<(), ReplyError> {
+        let path = spool.outgoing_dir().join(format!("{name}.eml"));
+        if path.exists() {
+            return Ok(());
+        }
+        let mut bytes = format!("X-Ripem-Recipient: {}\n", reply.to).into_bytes();
+        bytes.extend(reply.to_bytes(&self.from)?);
+        write_atomically(&path, &bytes)?;
+        Ok(())
+    }
+
+    /// Sends every queued reply, deleting each once sent. Returns how many
+    /// were sent and the errors of those that were not (they stay queued).
+    pub fn flush(&self, spool: &Spool) -> (usize, Vec<ReplyError>) {
+        let dir = spool.outgoing_dir();
+        let mut names: Vec<PathBuf> = match fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+                .collect(),
+            Err(source) => return (0, vec![SpoolError::Io { path: dir, source }.into()]),
+        };
+        names.sort();
+        let mut sent = 0;
+        let mut errors = Vec::new();
+        for path in names {
+            match self.send_queued(&path) {
+                Ok(()) => sent += 1,
+                Err(err) => errors.push(err),
+            }
+        }
+        (sent, errors)
+    }
+
+    fn send_queued(&self, path: &Path) -> Result<(), ReplyError> {
+        let io = |source| SpoolError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let queued = fs::read(path).map_err(io)?;
+        let (first_line, message) = queued.split_at(queued.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1));
+        let recipient = String::from_utf8_lossy(first_line);
+        let recipient = recipient
+            .strip_prefix("X-Ripem-Recipient: ")
+            .and_then(|addr| Email::parse(addr).ok())
+            .ok_or_else(|| ReplyError::Build(format!("{}: not a queued reply", path.display())))?;
+        self.send_bytes(&recipient, message)?;
+        fs::remove_file(path).map_err(io)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,325 @@
+//! The spool: maildir-style queues of incoming requests.
+//!
+//! Each queue (`add`, `change`, `remove`) has `tmp/` and `new/`. A message
+//! is written to `tmp/`, fsynced, renamed into `new/` under a unique name
+//! starting `key.`, and the directory is fsynced: a file in `new/` is
+//! always whole. keyreg takes files from `new/` oldest first and deletes
+//! each only after its outcome is logged. Files that can't be processed go
+//! to `failed/` with a `.reason` file beside them. Replies waiting to be
+//! sent wait in `outgoing/`, so a mail outage loses nothing either.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The three request queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueName {
+    /// Registrations.
+    Add,
+    /// Key changes signed by the old key.
+    Change,
+    /// Removals signed by the registered key.
+    Remove,
+}
+
+impl QueueName {
+    /// Every queue, in processing order.
+    pub const ALL: [QueueName; 3] = [QueueName::Add, QueueName::Change, QueueName::Remove];
+
+    /// The queue's directory name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueName::Add => "add",
+            QueueName::Change => "change",
+            QueueName::Remove => "remove",
+        }
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for QueueName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        QueueName::ALL
+            .into_iter()
+            .find(|queue| queue.as_str() == s)
+            .ok_or_else(|| format!("unknown queue {s:?} (expected add, change or remove)"))
+    }
+}
+
+/// Why a message could not be spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The message is larger than the configured limit.
+    #[error("message larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The system error.
+        source: io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Flushes a directory so a rename or unlink in it survives a crash.
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+}
+
+/// A name no other delivery, on this host or another sharing the spool, uses.
+fn unique_name(prefix: &str) -> String {
+    static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+        .replace(['/', '.'], "_");
+    format!(
+        "{prefix}.{}.{:06}.P{}Q{}R{:08x}.{host}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>(),
+    )
+}
+
+/// Writes `bytes` to `dir/tmp`-style temp file then renames it to
+/// `final_path`, fsyncing file and directory: readers never see half a file.
+pub fn write_atomically(final_path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    let dir = final_path.parent().unwrap_or(Path::new("."));
+    let temp = dir.join(format!(".{}", unique_name("tmp")));
+    let result = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, final_path)
+    })();
+    if let Err(source) = result {
+        let _ = fs::remove_file(&temp);
+        return Err(SpoolError::Io {
+            path: final_path.to_path_buf(),
+            source,
+        });
+    }
+    sync_dir(dir)
+}
+
+/// The spool directory tree.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+/// A request file waiting in a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolFile {
+    /// Which queue it is in.
+    pub queue: QueueName,
+    /// Its path in `new/`.
+    pub path: PathBuf,
+}
+
+impl SpoolFile {
+    /// The file's unique name.
+    pub fn name(&self) -> String {
+        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+}
+
+impl Spool {
+    /// The spool rooted at `root` (`state_dir/spool` by default).
+    pub fn new(root: &Path) -> Spool {
+        Spool { root: root.to_path_buf() }
+    }
+
+    /// `new/` of a queue: where complete messages wait.
+    pub fn new_dir(&self, queue: QueueName) -> PathBuf {
+        self.root.join(queue.as_str()).join("new")
+    }
+
+    fn tmp_dir(&self, queue: QueueName) -> PathBuf {
+        self.root.join(queue.as_str()).join("tmp")
+    }
+
+    /// Where unprocessable requests are kept.
+    pub fn failed_dir(&self) -> PathBuf {
+        self.root.join("failed")
+    }
+
+    /// Where replies wait to be sent.
+    pub fn outgoing_dir(&self) -> PathBuf {
+        self.root.join("outgoing")
+    }
+
+    /// Creates every spool directory that is missing.
+    pub fn create_dirs(&self) -> Result<(), SpoolError> {
+        let mut dirs = vec![self.failed_dir(), self.outgoing_dir()];
+        for queue in QueueName::ALL {
+            dirs.push(self.tmp_dir(queue));
+            dirs.push(self.new_dir(queue));
+        }
+        for dir in dirs {
+            fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        }
+        Ok(())
+    }
+
+    /// Spools one message from `input`, refusing it if it is over
+    /// `max_bytes`. Returns the path in `new/` once the message is safely
+    /// on disk; on any error nothing is left in `new/`.
+    pub fn deliver(&self, queue: QueueName, input: &mut dyn Read, max_bytes: u64) -> Result<PathBuf, SpoolError> {
+        let name = unique_name("key");
+        let temp = self.tmp_dir(queue).join(&name);
+        let final_path = self.new_dir(queue).join(&name);
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o640)
+                .open(&temp)
+                .map_err(io_error(&temp))?;
+            let copied = io::copy(&mut input.take(max_bytes.saturating_add(1)), &mut file).map_err(io_error(&temp))?;
+            if copied > max_bytes {
+                return Err(SpoolError::TooLarge { limit: max_bytes });
+            }
+            file.sync_all().map_err(io_error(&temp))?;
+            fs::rename(&temp, &final_path).map_err(io_error(&final_path))?;
+            sync_dir(&self.new_dir(queue))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result.map(|()| final_path)
+    }
+
+    /// Every complete message waiting in `queue`, oldest first (by
+    /// modification time, then name). Dot files are skipped.
+    pub fn pending(&self, queue: QueueName) -> Result<Vec<SpoolFile>, SpoolError> {
+        let dir = self.new_dir(queue);
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let entry = entry.map_err(io_error(&dir))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() {
+                let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+                files.push((modified, entry.path()));
+            }
+        }
+        files.sort();
+        Ok(files
+            .into_iter()
+            .map(|(_, path)| SpoolFile { queue, path })
+            .collect())
+    }
+
+    /// Deletes a processed request.
+    pub fn remove(&self, file: &SpoolFile) -> Result<(), SpoolError> {
+        match fs::remove_file(&file.path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(SpoolError::Io { path: file.path.clone(), source }),
+        }
+        sync_dir(&self.new_dir(file.queue))
+    }
+
+    /// Moves a request that can't be processed to `failed/`, with the
+    /// reason in `<name>.reason` beside it. Returns the new path.
+    pub fn quarantine(&self, file: &SpoolFile, reason: &str) -> Result<PathBuf, SpoolError> {
+        let dir = self.failed_dir();
+        let name = format!("{}.{}", file.queue, file.name());
+        let target = dir.join(&name);
+        write_atomically(&dir.join(format!("{name}.reason")), format!("{reason}\n").as_bytes())?;
+        fs::rename(&file.path, &target).map_err(io_error(&target))?;
+        sync_dir(&dir)?;
+        sync_dir(&self.new_dir(file.queue))?;
+        Ok(target)
+    }
+}
+
+/// Reads a whole spool file, refusing to read more than `limit` bytes.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, SpoolError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io_error(path))?;
+    if bytes.len() as u64 > limit {
+        return Err(SpoolError::TooLarge { limit });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliver_then_pending_then_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        spool.create_dirs().unwrap();
+        let first = spool.deliver(QueueName::Add, &mut &b"one"[..], 100).unwrap();
+        let second = spool.deliver(QueueName::Add, &mut &b"two"[..], 100).unwrap();
+        assert!(first.file_name().unwrap().to_string_lossy().starts_with("key."));
+        let pending = spool.pending(QueueName::Add).unwrap();
+        assert_eq!(pending.iter().map(|f| f.path.clone()).collect::<Vec<_>>(), [first, second]);
+        assert!(fs::read_dir(spool.tmp_dir(QueueName::Add)).unwrap().next().is_none());
+        spool.remove(&pending[0]).unwrap();
+        spool.remove(&pending[0]).unwrap();
+        assert_eq!(spool.pending(QueueName::Add).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn too_large_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        spool.create_dirs().unwrap();
+        let err = spool.deliver(QueueName::Change, &mut &[0u8; 101][..], 100).unwrap_err();
+        assert!(matches!(err, SpoolError::TooLarge { limit: 100 }));
+        assert!(spool.pending(QueueName::Change).unwrap().is_empty());
+        assert!(fs::read_dir(spool.tmp_dir(QueueName::Change)).unwrap().next().is_none());
+        spool.deliver(QueueName::Change, &mut &[0u8; 100][..], 100).unwrap();
+    }
+
+    #[test]
+    fn quarantine_keeps_file_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        spool.create_dirs().unwrap();
+        spool.deliver(QueueName::Remove, &mut &b"junk"[..], 100).unwrap();
+        let file = spool.pending(QueueName::Remove).unwrap().remove(0);
+        let moved = spool.quarantine(&file, "not a mail message").unwrap();
+        assert_eq!(fs::read(&moved).unwrap(), b"junk");
+        let reason = fs::read_to_string(format!("{}.reason", moved.display())).unwrap();
+        assert_eq!(reason, "not a mail message\n");
+        assert!(spool.pending(QueueName::Remove).unwrap().is_empty());
+    }
+}
