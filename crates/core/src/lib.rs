@@ -5,17 +5,30 @@
 //! (the RIPEM text record), [`store`] (the GDBM key database, over the safe
 //! [`gdbm`] wrapper), [`spool`] (the mail queues), [`mail`] (reading
 //! requests), [`reply`] (sending mail), [`openpgp`] (key checks),
-//! [`request`] (add/change/remove), [`protocol`] (the UDP lookup protocol),
-//! [`flat`] (the flat keyring) and [`txlog`] (the transaction log).
+//! [`request`] (add/change/remove), [`registrar`] (keyreg's cycle),
+//! [`protocol`] (the UDP lookup protocol), [`server`] (keyserv),
+//! [`client`] (keylookup), [`flat`] (the flat keyring) and [`txlog`]
+//! (the transaction log). The programs' `main`s only parse flags and call
+//! in here; [`cli`] is what they share.
 #![warn(missing_docs)]
 
+pub mod atomic;
+pub mod cli;
+pub mod client;
 pub mod config;
+pub mod flat;
 pub mod gdbm;
-pub mod record;
-pub mod store;
-pub mod types;
 pub mod mail;
+pub mod openpgp;
+pub mod pidfile;
 pub mod protocol;
+pub mod record;
+pub mod registrar;
 pub mod reply;
+pub mod request;
+pub mod server;
+pub mod signals;
 pub mod spool;
+pub mod store;
 pub mod txlog;
+pub mod types;

@@ -63,7 +63,10 @@ fn strip_mbox_line(raw: &[u8]) -> (Option<String>, &[u8]) {
     if !raw.starts_with(b"From ") {
         return (None, raw);
     }
-    let end = raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1);
+    let end = raw
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(raw.len(), |i| i + 1);
     let line = String::from_utf8_lossy(&raw[5..end]);
     let sender = line.split_whitespace().next().map(str::to_string);
     (sender, &raw[end..])
@@ -89,7 +92,14 @@ fn return_address(mail: &ParsedMail<'_>, envelope: Option<String>) -> ReturnAddr
     let envelope = headers
         .get_first_value("Return-Path")
         .or(envelope)
-        .map(|value| value.trim().trim_start_matches('<').trim_end_matches('>').trim().to_string());
+        .map(|value| {
+            value
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .trim()
+                .to_string()
+        });
     if let Some(sender) = &envelope {
         if sender.is_empty() {
             return ReturnAddress::NoReply("a bounce (empty envelope sender)".into());
@@ -113,14 +123,23 @@ fn return_address(mail: &ParsedMail<'_>, envelope: Option<String>) -> ReturnAddr
     let chosen = headers
         .get_first_value("Reply-To")
         .and_then(|v| first_mailbox(&v))
-        .or_else(|| headers.get_first_value("From").and_then(|v| first_mailbox(&v)))
+        .or_else(|| {
+            headers
+                .get_first_value("From")
+                .and_then(|v| first_mailbox(&v))
+        })
         .or(envelope);
     match chosen {
         None => ReturnAddress::NoReply("no return address".into()),
-        Some(address) if is_daemon(&address) => ReturnAddress::NoReply("a bounce (from MAILER-DAEMON)".into()),
+        Some(address) if is_daemon(&address) => {
+            ReturnAddress::NoReply("a bounce (from MAILER-DAEMON)".into())
+        }
         Some(address) => match Email::parse(&address) {
             Ok(email) => ReturnAddress::Reply(email),
-            Err(_) => ReturnAddress::NoReply(format!("unusable return address {:?}", address.chars().take(80).collect::<String>())),
+            Err(_) => ReturnAddress::NoReply(format!(
+                "unusable return address {:?}",
+                address.chars().take(80).collect::<String>()
+            )),
         },
     }
 }
@@ -131,21 +150,33 @@ impl RequestMail {
     /// Reads a request mail. Fails only when the bytes are not a mail message.
     pub fn parse(raw: &[u8]) -> Result<RequestMail, MailError> {
         let (envelope, message) = strip_mbox_line(raw);
-        let mail = mailparse::parse_mail(message).map_err(|err| MailError::NotMail(err.to_string()))?;
+        let mail =
+            mailparse::parse_mail(message).map_err(|err| MailError::NotMail(err.to_string()))?;
         if mail.headers.is_empty() {
             return Err(MailError::NotMail("no header lines".into()));
         }
         let headers = mail.get_headers();
-        let message_id = headers.get_first_value("Message-ID").map(|id| id.trim().to_string()).filter(|id| !id.is_empty());
+        let message_id = headers
+            .get_first_value("Message-ID")
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty());
         let subject = headers.get_first_value("Subject").unwrap_or_default();
         let return_address = return_address(&mail, envelope);
 
         let mut texts = Vec::new();
         let mut binary_keys = Vec::new();
-        for part in mail.parts().filter(|part| part.subparts.is_empty()).take(MAX_PARTS) {
-            let Ok(body) = part.get_body_raw() else { continue };
+        for part in mail
+            .parts()
+            .filter(|part| part.subparts.is_empty())
+            .take(MAX_PARTS)
+        {
+            let Ok(body) = part.get_body_raw() else {
+                continue;
+            };
             let mimetype = part.ctype.mimetype.as_str();
-            let armored = body.windows(ARMOR_MARK.len()).any(|window| window == ARMOR_MARK);
+            let armored = body
+                .windows(ARMOR_MARK.len())
+                .any(|window| window == ARMOR_MARK);
             if armored {
                 texts.push(String::from_utf8_lossy(&body).into_owned());
             } else if mimetype == "application/pgp-keys" && !body.is_empty() {
@@ -176,10 +207,22 @@ mod tests {
 
     #[test]
     fn return_address_precedence() {
-        assert_eq!(reply_of("From: A <a@example.com>\nReply-To: r@example.org\n\nhi"), email("r@example.org"));
-        assert_eq!(reply_of("From: A <a@example.com>\n\nhi"), email("a@example.com"));
-        assert_eq!(reply_of("Return-Path: <env@example.net>\nSubject: x\n\nhi"), email("env@example.net"));
-        assert_eq!(reply_of("From env@example.net Sat Nov 21 10:00:00 2026\nSubject: x\n\nhi"), email("env@example.net"));
+        assert_eq!(
+            reply_of("From: A <a@example.com>\nReply-To: r@example.org\n\nhi"),
+            email("r@example.org")
+        );
+        assert_eq!(
+            reply_of("From: A <a@example.com>\n\nhi"),
+            email("a@example.com")
+        );
+        assert_eq!(
+            reply_of("Return-Path: <env@example.net>\nSubject: x\n\nhi"),
+            email("env@example.net")
+        );
+        assert_eq!(
+            reply_of("From env@example.net Sat Nov 21 10:00:00 2026\nSubject: x\n\nhi"),
+            email("env@example.net")
+        );
     }
 
     #[test]
@@ -194,9 +237,15 @@ mod tests {
             "Subject: nobody\n\nx",
             "From: not an address\n\nx",
         ] {
-            assert!(matches!(reply_of(raw), ReturnAddress::NoReply(_)), "{raw:?}");
+            assert!(
+                matches!(reply_of(raw), ReturnAddress::NoReply(_)),
+                "{raw:?}"
+            );
         }
-        assert_eq!(reply_of("From: a@example.com\nAuto-Submitted: no\n\nx"), email("a@example.com"));
+        assert_eq!(
+            reply_of("From: a@example.com\nAuto-Submitted: no\n\nx"),
+            email("a@example.com")
+        );
     }
 
     #[test]

@@ -55,7 +55,11 @@ fn lines(datagram: &[u8]) -> Option<Vec<&str>> {
     if text.contains('\0') {
         return None;
     }
-    Some(text.lines().map(|line| line.trim_end_matches('\r')).collect())
+    Some(
+        text.lines()
+            .map(|line| line.trim_end_matches('\r'))
+            .collect(),
+    )
 }
 
 /// Decodes a request datagram.
@@ -138,7 +142,8 @@ pub fn parse_answer(datagram: &[u8]) -> Option<Answer> {
         "CMDUNREG" => Some(Answer::CommandUnrecognised),
         "REDIRECT" => rest.lines().find_map(|line| {
             let (name, value) = line.split_once(':')?;
-            (name.trim() == "Server" && !value.trim().is_empty()).then(|| Answer::Redirect(value.trim().to_string()))
+            (name.trim() == "Server" && !value.trim().is_empty())
+                .then(|| Answer::Redirect(value.trim().to_string()))
         }),
         _ => None,
     }
@@ -158,10 +163,16 @@ pub enum Lookup {
 /// Looks `query` up: the exact address, then (RIPEM's fallback) the same
 /// mailbox one domain level up at a time, then the redirect map by domain
 /// (most specific first).
-pub fn lookup(store: &KeyStore, redirects: &BTreeMap<String, String>, query: &Query) -> Result<Lookup, StoreError> {
+pub fn lookup(
+    store: &KeyStore,
+    redirects: &BTreeMap<String, String>,
+    query: &Query,
+) -> Result<Lookup, StoreError> {
     let email = match query {
         Query::Fingerprint(_) => {
-            return Ok(store.record_text(query)?.map_or(Lookup::NotFound, Lookup::Found));
+            return Ok(store
+                .record_text(query)?
+                .map_or(Lookup::NotFound, Lookup::Found));
         }
         Query::Email(email) => email,
     };
@@ -191,17 +202,32 @@ mod tests {
     #[test]
     fn requests_decode() {
         let q = |s: &str| Query::parse(s).unwrap();
-        assert_eq!(parse_request(b"LOOKUSER\nUser: Alice@Example.com\n\0"), Request::LookUser(q("alice@example.com")));
-        assert_eq!(parse_request(b"LOOKUSER\r\nuser:  bob@example.org\r\n"), Request::LookUser(q("bob@example.org")));
+        assert_eq!(
+            parse_request(b"LOOKUSER\nUser: Alice@Example.com\n\0"),
+            Request::LookUser(q("alice@example.com"))
+        );
+        assert_eq!(
+            parse_request(b"LOOKUSER\r\nuser:  bob@example.org\r\n"),
+            Request::LookUser(q("bob@example.org"))
+        );
         assert_eq!(
             parse_request(b"LOOKUSER\nUser: 0x3a0f000011112222333344445555666677778888\n"),
             Request::LookUser(q("0x3A0F000011112222333344445555666677778888"))
         );
         assert_eq!(parse_request(b"LOOKUSER\n"), Request::Malformed);
-        assert_eq!(parse_request(b"LOOKUSER\nUser: not an address\n"), Request::Malformed);
+        assert_eq!(
+            parse_request(b"LOOKUSER\nUser: not an address\n"),
+            Request::Malformed
+        );
         assert_eq!(parse_request(b"QUIT\n"), Request::Quit);
         assert_eq!(parse_request(b"GETALL\n"), Request::Unknown);
-        for junk in [&b""[..], b"\0", b"\xff\xfe", b"LOOK\0USER\n", b"hello world"] {
+        for junk in [
+            &b""[..],
+            b"\0",
+            b"\xff\xfe",
+            b"LOOK\0USER\n",
+            b"hello world",
+        ] {
             assert_eq!(parse_request(junk), Request::Malformed, "{junk:?}");
         }
     }
@@ -211,12 +237,18 @@ mod tests {
         let mut out = Vec::new();
         encode_response(&Response::UserInfo(b"User: a@example.com\n"), &mut out);
         assert_eq!(out, b"USERINFO\nUser: a@example.com\n\0");
-        assert_eq!(parse_answer(&out), Some(Answer::UserInfo("User: a@example.com\n".into())));
+        assert_eq!(
+            parse_answer(&out),
+            Some(Answer::UserInfo("User: a@example.com\n".into()))
+        );
         encode_response(&Response::NotFound("a@example.com"), &mut out);
         assert_eq!(out, b"NOTFOUND\nUser: a@example.com\n\0");
         assert_eq!(parse_answer(&out), Some(Answer::NotFound));
         encode_response(&Response::Redirect("keys.example.net:1611"), &mut out);
-        assert_eq!(parse_answer(&out), Some(Answer::Redirect("keys.example.net:1611".into())));
+        assert_eq!(
+            parse_answer(&out),
+            Some(Answer::Redirect("keys.example.net:1611".into()))
+        );
         encode_response(&Response::BadFormat, &mut out);
         assert_eq!(out, b"BADFMT\n\0");
         encode_response(&Response::CommandUnrecognised, &mut out);
@@ -229,6 +261,9 @@ mod tests {
     fn request_encoding_is_ripem_style() {
         let query = Query::parse("a@example.com").unwrap();
         assert_eq!(encode_request(&query), b"LOOKUSER\nUser: a@example.com\n\0");
-        assert_eq!(parse_request(&encode_request(&query)), Request::LookUser(query));
+        assert_eq!(
+            parse_request(&encode_request(&query)),
+            Request::LookUser(query)
+        );
     }
 }

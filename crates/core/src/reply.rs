@@ -17,8 +17,9 @@ use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Address, FileTransport, SendmailTransport, SmtpTransport, Transport as _};
 
+use crate::atomic::write_atomically;
 use crate::config::{MailConfig, Paths, Transport};
-use crate::spool::{write_atomically, Spool, SpoolError};
+use crate::spool::{Spool, SpoolError};
 use crate::types::Email;
 
 /// Why a message could not be built, queued or sent.
@@ -95,19 +96,23 @@ pub struct Reply {
 }
 
 fn parse_address(address: &str) -> Result<Address, ReplyError> {
-    address.parse::<Address>().map_err(|err| ReplyError::Address {
-        address: address.to_string(),
-        reason: err.to_string(),
-    })
+    address
+        .parse::<Address>()
+        .map_err(|err| ReplyError::Address {
+            address: address.to_string(),
+            reason: err.to_string(),
+        })
 }
 
 impl Reply {
     /// The whole message, headers and body, as RFC 5322 bytes.
     pub fn to_bytes(&self, from: &str) -> Result<Vec<u8>, ReplyError> {
-        let from: Mailbox = from.parse().map_err(|err: lettre::address::AddressError| ReplyError::Address {
-            address: from.to_string(),
-            reason: err.to_string(),
-        })?;
+        let from: Mailbox =
+            from.parse()
+                .map_err(|err: lettre::address::AddressError| ReplyError::Address {
+                    address: from.to_string(),
+                    reason: err.to_string(),
+                })?;
         let mut builder = lettre::Message::builder()
             .from(from)
             .to(Mailbox::new(None, parse_address(self.to.as_str())?))
@@ -120,8 +125,10 @@ impl Reply {
         let message = match &self.attachment {
             None => builder.singlepart(text),
             Some(file) => {
-                let content_type = ContentType::parse(&file.content_type).map_err(|err| ReplyError::Build(err.to_string()))?;
-                let attachment = Attachment::new(file.filename.clone()).body(file.bytes.clone(), content_type);
+                let content_type = ContentType::parse(&file.content_type)
+                    .map_err(|err| ReplyError::Build(err.to_string()))?;
+                let attachment =
+                    Attachment::new(file.filename.clone()).body(file.bytes.clone(), content_type);
                 builder.multipart(MultiPart::mixed().singlepart(text).singlepart(attachment))
             }
         }
@@ -146,13 +153,17 @@ impl Mailer {
     /// The mailer the configuration describes.
     pub fn from_config(mail: &MailConfig, paths: &Paths) -> Result<Mailer, ReplyError> {
         let sender = match mail.transport {
-            Transport::Sendmail => Sender::Sendmail(SendmailTransport::new_with_command(&mail.sendmail)),
+            Transport::Sendmail => {
+                Sender::Sendmail(SendmailTransport::new_with_command(&mail.sendmail))
+            }
             Transport::Smtp => {
                 let mut builder = if mail.smtp_starttls {
-                    SmtpTransport::starttls_relay(&mail.smtp_host).map_err(|err| ReplyError::Send {
-                        to: mail.smtp_host.clone(),
-                        transport: "smtp",
-                        reason: err.to_string(),
+                    SmtpTransport::starttls_relay(&mail.smtp_host).map_err(|err| {
+                        ReplyError::Send {
+                            to: mail.smtp_host.clone(),
+                            transport: "smtp",
+                            reason: err.to_string(),
+                        }
                     })?
                 } else {
                     SmtpTransport::builder_dangerous(&mail.smtp_host)
@@ -193,16 +204,24 @@ impl Mailer {
 
     /// Sends already formatted message bytes to `to`.
     pub fn send_bytes(&self, to: &Email, bytes: &[u8]) -> Result<(), ReplyError> {
-        let envelope = lettre::address::Envelope::new(Some(parse_address(&self.from)?), vec![parse_address(to.as_str())?])
-            .map_err(|err| ReplyError::Build(err.to_string()))?;
+        let envelope = lettre::address::Envelope::new(
+            Some(parse_address(&self.from)?),
+            vec![parse_address(to.as_str())?],
+        )
+        .map_err(|err| ReplyError::Build(err.to_string()))?;
         let failed = |reason: String| ReplyError::Send {
             to: to.to_string(),
             transport: self.transport_name(),
             reason,
         };
         match &self.sender {
-            Sender::Sendmail(transport) => transport.send_raw(&envelope, bytes).map_err(|e| failed(e.to_string())),
-            Sender::Smtp(transport) => transport.send_raw(&envelope, bytes).map(|_| ()).map_err(|e| failed(e.to_string())),
+            Sender::Sendmail(transport) => transport
+                .send_raw(&envelope, bytes)
+                .map_err(|e| failed(e.to_string())),
+            Sender::Smtp(transport) => transport
+                .send_raw(&envelope, bytes)
+                .map(|_| ())
+                .map_err(|e| failed(e.to_string())),
             Sender::File(transport, dir) => transport
                 .send_raw(&envelope, bytes)
                 .map(|_| ())
@@ -227,7 +246,7 @@ impl Mailer {
         }
         let mut bytes = format!("X-Ripem-Recipient: {}\n", reply.to).into_bytes();
         bytes.extend(reply.to_bytes(&self.from)?);
-        write_atomically(&path, &bytes)?;
+        write_atomically(&path, &bytes).map_err(|source| SpoolError::Io { path, source })?;
         Ok(())
     }
 
@@ -261,7 +280,8 @@ impl Mailer {
             source,
         };
         let queued = fs::read(path).map_err(io)?;
-        let (first_line, message) = queued.split_at(queued.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1));
+        let (first_line, message) =
+            queued.split_at(queued.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1));
         let recipient = String::from_utf8_lossy(first_line);
         let recipient = recipient
             .strip_prefix("X-Ripem-Recipient: ")

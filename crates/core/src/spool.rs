@@ -10,12 +10,14 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::atomic;
 
 /// The three request queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,15 +86,16 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     }
 }
 
-/// Flushes a directory so a rename or unlink in it survives a crash.
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+    atomic::sync_dir(dir).map_err(io_error(dir))
 }
 
 /// A name no other delivery, on this host or another sharing the spool, uses.
 fn unique_name(prefix: &str) -> String {
     static SEQUENCE: AtomicU32 = AtomicU32::new(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -106,27 +109,6 @@ fn unique_name(prefix: &str) -> String {
         SEQUENCE.fetch_add(1, Ordering::Relaxed),
         rand::random::<u32>(),
     )
-}
-
-/// Writes `bytes` to `dir/tmp`-style temp file then renames it to
-/// `final_path`, fsyncing file and directory: readers never see half a file.
-pub fn write_atomically(final_path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
-    let dir = final_path.parent().unwrap_or(Path::new("."));
-    let temp = dir.join(format!(".{}", unique_name("tmp")));
-    let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp, final_path)
-    })();
-    if let Err(source) = result {
-        let _ = fs::remove_file(&temp);
-        return Err(SpoolError::Io {
-            path: final_path.to_path_buf(),
-            source,
-        });
-    }
-    sync_dir(dir)
 }
 
 /// The spool directory tree.
@@ -147,14 +129,19 @@ pub struct SpoolFile {
 impl SpoolFile {
     /// The file's unique name.
     pub fn name(&self) -> String {
-        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 }
 
 impl Spool {
     /// The spool rooted at `root` (`state_dir/spool` by default).
     pub fn new(root: &Path) -> Spool {
-        Spool { root: root.to_path_buf() }
+        Spool {
+            root: root.to_path_buf(),
+        }
     }
 
     /// `new/` of a queue: where complete messages wait.
@@ -192,7 +179,12 @@ impl Spool {
     /// Spools one message from `input`, refusing it if it is over
     /// `max_bytes`. Returns the path in `new/` once the message is safely
     /// on disk; on any error nothing is left in `new/`.
-    pub fn deliver(&self, queue: QueueName, input: &mut dyn Read, max_bytes: u64) -> Result<PathBuf, SpoolError> {
+    pub fn deliver(
+        &self,
+        queue: QueueName,
+        input: &mut dyn Read,
+        max_bytes: u64,
+    ) -> Result<PathBuf, SpoolError> {
         let name = unique_name("key");
         let temp = self.tmp_dir(queue).join(&name);
         let final_path = self.new_dir(queue).join(&name);
@@ -203,7 +195,8 @@ impl Spool {
                 .mode(0o640)
                 .open(&temp)
                 .map_err(io_error(&temp))?;
-            let copied = io::copy(&mut input.take(max_bytes.saturating_add(1)), &mut file).map_err(io_error(&temp))?;
+            let copied = io::copy(&mut input.take(max_bytes.saturating_add(1)), &mut file)
+                .map_err(io_error(&temp))?;
             if copied > max_bytes {
                 return Err(SpoolError::TooLarge { limit: max_bytes });
             }
@@ -245,7 +238,12 @@ impl Spool {
         match fs::remove_file(&file.path) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(SpoolError::Io { path: file.path.clone(), source }),
+            Err(source) => {
+                return Err(SpoolError::Io {
+                    path: file.path.clone(),
+                    source,
+                })
+            }
         }
         sync_dir(&self.new_dir(file.queue))
     }
@@ -256,7 +254,9 @@ impl Spool {
         let dir = self.failed_dir();
         let name = format!("{}.{}", file.queue, file.name());
         let target = dir.join(&name);
-        write_atomically(&dir.join(format!("{name}.reason")), format!("{reason}\n").as_bytes())?;
+        let reason_path = dir.join(format!("{name}.reason"));
+        atomic::write_atomically(&reason_path, format!("{reason}\n").as_bytes())
+            .map_err(io_error(&reason_path))?;
         fs::rename(&file.path, &target).map_err(io_error(&target))?;
         sync_dir(&dir)?;
         sync_dir(&self.new_dir(file.queue))?;
@@ -286,12 +286,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::new(dir.path());
         spool.create_dirs().unwrap();
-        let first = spool.deliver(QueueName::Add, &mut &b"one"[..], 100).unwrap();
-        let second = spool.deliver(QueueName::Add, &mut &b"two"[..], 100).unwrap();
-        assert!(first.file_name().unwrap().to_string_lossy().starts_with("key."));
+        let first = spool
+            .deliver(QueueName::Add, &mut &b"one"[..], 100)
+            .unwrap();
+        let second = spool
+            .deliver(QueueName::Add, &mut &b"two"[..], 100)
+            .unwrap();
+        assert!(first
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("key."));
         let pending = spool.pending(QueueName::Add).unwrap();
-        assert_eq!(pending.iter().map(|f| f.path.clone()).collect::<Vec<_>>(), [first, second]);
-        assert!(fs::read_dir(spool.tmp_dir(QueueName::Add)).unwrap().next().is_none());
+        assert_eq!(
+            pending.iter().map(|f| f.path.clone()).collect::<Vec<_>>(),
+            [first, second]
+        );
+        assert!(fs::read_dir(spool.tmp_dir(QueueName::Add))
+            .unwrap()
+            .next()
+            .is_none());
         spool.remove(&pending[0]).unwrap();
         spool.remove(&pending[0]).unwrap();
         assert_eq!(spool.pending(QueueName::Add).unwrap().len(), 1);
@@ -302,11 +316,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::new(dir.path());
         spool.create_dirs().unwrap();
-        let err = spool.deliver(QueueName::Change, &mut &[0u8; 101][..], 100).unwrap_err();
+        let err = spool
+            .deliver(QueueName::Change, &mut &[0u8; 101][..], 100)
+            .unwrap_err();
         assert!(matches!(err, SpoolError::TooLarge { limit: 100 }));
         assert!(spool.pending(QueueName::Change).unwrap().is_empty());
-        assert!(fs::read_dir(spool.tmp_dir(QueueName::Change)).unwrap().next().is_none());
-        spool.deliver(QueueName::Change, &mut &[0u8; 100][..], 100).unwrap();
+        assert!(fs::read_dir(spool.tmp_dir(QueueName::Change))
+            .unwrap()
+            .next()
+            .is_none());
+        spool
+            .deliver(QueueName::Change, &mut &[0u8; 100][..], 100)
+            .unwrap();
     }
 
     #[test]
@@ -314,7 +335,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::new(dir.path());
         spool.create_dirs().unwrap();
-        spool.deliver(QueueName::Remove, &mut &b"junk"[..], 100).unwrap();
+        spool
+            .deliver(QueueName::Remove, &mut &b"junk"[..], 100)
+            .unwrap();
         let file = spool.pending(QueueName::Remove).unwrap().remove(0);
         let moved = spool.quarantine(&file, "not a mail message").unwrap();
         assert_eq!(fs::read(&moved).unwrap(), b"junk");

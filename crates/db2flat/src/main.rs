@@ -1,1 +1,71 @@
-fn main() {}
+//! db2flat: dump the key database to the flat keyring files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use ripem_core::cli::{finish, CommonArgs};
+use ripem_core::flat;
+use ripem_core::store::KeyStore;
+
+/// Write the key database to pubkeys.txt and pubkeys.asc, atomically.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Path of the text file [default: STATE_DIR/pub/pubkeys.txt]; the .asc file goes beside it
+    #[arg(long, value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.common.load()?;
+    let text = args.output.unwrap_or_else(|| config.paths.flat_text());
+    let armored = text.with_extension("asc");
+    if let Some(dir) = text.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let paths = &config.paths;
+    let store = KeyStore::open_read(
+        &paths.database,
+        &paths.database_lock(),
+        config.keyreg.writer_timeout,
+    )
+    .with_context(|| format!("opening {}", paths.database.display()));
+    let store = match store {
+        Ok(store) => Some(store),
+        Err(err)
+            if err
+                .downcast_ref::<ripem_core::store::StoreError>()
+                .is_some_and(|e| e.is_missing()) =>
+        {
+            None
+        }
+        Err(err) => return Err(err),
+    };
+    let summary = match &store {
+        Some(store) => flat::dump(store, &text, &armored, chrono::Utc::now())?,
+        None => flat::dump_empty(&text, &armored, chrono::Utc::now())?,
+    };
+    eprintln!(
+        "db2flat: wrote {} keys to {} and {}{}",
+        summary.keys,
+        text.display(),
+        armored.display(),
+        if summary.skipped > 0 {
+            format!(
+                " ({} unreadable keys left out of the .asc)",
+                summary.skipped
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    finish("db2flat", run(Args::parse()))
+}

@@ -1,1 +1,69 @@
-fn main() {}
+//! keylookup: look a key up on RIPEM key servers over UDP.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ripem_core::cli::{exit, finish, CommonArgs};
+use ripem_core::client::{self, ClientAnswer, Patience};
+use ripem_core::record::Record;
+use ripem_core::types::Query;
+
+/// Ask key servers for a key and print it armored (pipe it to `gpg --import`).
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Key server to ask, HOST[:PORT] (repeatable; tried in order) [default: localhost:1611]
+    #[arg(long, value_name = "HOST[:PORT]")]
+    server: Vec<String>,
+    /// Tries per server
+    #[arg(long, default_value_t = 3)]
+    tries: u32,
+    /// Milliseconds to wait for each try
+    #[arg(long, default_value_t = 1500)]
+    timeout_ms: u64,
+    /// Print the whole record, not just the armored key
+    #[arg(long)]
+    record: bool,
+    /// The address, or 0x and the key's fingerprint
+    query: String,
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let query = Query::parse(&args.query)?;
+    let servers = if args.server.is_empty() {
+        vec!["localhost".to_string()]
+    } else {
+        args.server
+    };
+    let patience = Patience {
+        tries: args.tries,
+        timeout: Duration::from_millis(args.timeout_ms),
+    };
+    match client::lookup(&servers, &query, patience) {
+        ClientAnswer::Found { record, server } => {
+            if args.record {
+                print!("{record}");
+            } else {
+                let parsed = Record::parse(&record)
+                    .map_err(|err| anyhow::anyhow!("{server} sent a damaged record: {err}"))?;
+                println!("{}", parsed.key_armor);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientAnswer::NotFound { server } => {
+            eprintln!("keylookup: {query} is not registered ({server})");
+            Ok(ExitCode::from(1))
+        }
+        ClientAnswer::NoServer(failures) => {
+            eprintln!("keylookup: no key server answered: {}", failures.join("; "));
+            Ok(ExitCode::from(exit::UNAVAILABLE))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    finish("keylookup", run(Args::parse()))
+}

@@ -1,1 +1,87 @@
-fn main() {}
+//! keyreg: register, change and remove keys from the spool queues.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use ripem_core::cli::{exit, finish, CommonArgs};
+use ripem_core::registrar::{CycleSummary, Registrar, RegistrarError};
+
+/// Process key registration requests from the spool into the key database.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Process everything pending in all queues, then exit
+    #[arg(long, conflicts_with = "import")]
+    once: bool,
+    /// Load armored or binary keyrings, or db2flat flat files, into the database (no replies)
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    import: Vec<PathBuf>,
+    /// Also log each outcome line, not just one line per request
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn report(summary: &CycleSummary, verbose: bool) {
+    for request in &summary.requests {
+        let reply = match &request.reply {
+            ripem_core::mail::ReturnAddress::Reply(to) => to.to_string(),
+            ripem_core::mail::ReturnAddress::NoReply(reason) => format!("no reply ({reason})"),
+        };
+        eprintln!(
+            "keyreg: {} {} → {reply}: {}",
+            request.queue, request.file, request.summary
+        );
+        if verbose {
+            request
+                .outcome
+                .iter()
+                .for_each(|line| eprintln!("keyreg:   {line}"));
+        }
+    }
+    for error in &summary.reply_errors {
+        eprintln!("keyreg: reply not sent yet, will retry: {error}");
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.common.load()?;
+    let registrar = Registrar::new(config).context("starting keyreg")?;
+    if !args.import.is_empty() {
+        let tally = registrar.import(&args.import)?;
+        println!("{tally}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.once {
+        let summary = registrar.process_pending()?;
+        report(&summary, args.verbose);
+        return Ok(if summary.reply_errors.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(exit::TEMPFAIL)
+        });
+    }
+    eprintln!(
+        "keyreg: started, pid {}, watching {}",
+        std::process::id(),
+        registrar
+            .spool()
+            .new_dir(ripem_core::spool::QueueName::Add)
+            .display()
+    );
+    registrar.run_daemon(
+        &|result: Result<CycleSummary, RegistrarError>| match result {
+            Ok(summary) => report(&summary, args.verbose),
+            Err(err) => eprintln!("keyreg: batch left in the spool, will retry: {err}"),
+        },
+    )?;
+    eprintln!("keyreg: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    finish("keyreg", run(Args::parse()))
+}

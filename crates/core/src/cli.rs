@@ -1,0 +1,124 @@
+//! What every program's `main` shares: the common flags, loading the
+//! configuration from them, and turning an error into one line on stderr
+//! and a sysexits-style exit code.
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{Config, ConfigError};
+use crate::flat::FlatError;
+use crate::pidfile::PidFileError;
+use crate::reply::ReplyError;
+use crate::spool::SpoolError;
+use crate::store::StoreError;
+
+/// Exit codes from `sysexits.h`.
+pub mod exit {
+    /// The input data was incorrect.
+    pub const DATAERR: u8 = 65;
+    /// A service is unavailable.
+    pub const UNAVAILABLE: u8 = 69;
+    /// An internal software error.
+    pub const SOFTWARE: u8 = 70;
+    /// A system file or resource could not be used.
+    pub const OSERR: u8 = 71;
+    /// A file could not be created.
+    pub const CANTCREAT: u8 = 73;
+    /// An I/O error.
+    pub const IOERR: u8 = 74;
+    /// A temporary failure; try again later.
+    pub const TEMPFAIL: u8 = 75;
+    /// Something is wrong in the configuration.
+    pub const CONFIG: u8 = 78;
+}
+
+/// Flags every program takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Configuration file [default: $RIPEM_KEYSERVER_CONFIG, else /etc/ripem-keyserver/keyserver.toml]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// State directory; every path not set on its own derives from it
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// Loads the configuration these flags name.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.config.as_deref(), self.state_dir.as_deref())
+    }
+}
+
+/// The exit code that suits an error: the first error in its chain of
+/// causes that this library knows decides.
+pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
+    let mut current: Option<&(dyn Error + 'static)> = Some(err);
+    while let Some(err) = current {
+        if err.is::<ConfigError>() {
+            return exit::CONFIG;
+        }
+        if let Some(err) = err.downcast_ref::<SpoolError>() {
+            return match err {
+                SpoolError::TooLarge { .. } => exit::DATAERR,
+                SpoolError::Io { .. } => exit::TEMPFAIL,
+            };
+        }
+        if let Some(err) = err.downcast_ref::<StoreError>() {
+            return match err {
+                StoreError::Busy { .. } => exit::TEMPFAIL,
+                StoreError::Damaged { .. } => exit::DATAERR,
+                _ => exit::IOERR,
+            };
+        }
+        if let Some(err) = err.downcast_ref::<PidFileError>() {
+            return match err {
+                PidFileError::AlreadyRunning { .. } => exit::TEMPFAIL,
+                PidFileError::Io { .. } => exit::CANTCREAT,
+            };
+        }
+        if err.is::<ReplyError>() {
+            return exit::TEMPFAIL;
+        }
+        if err.is::<FlatError>() {
+            return exit::IOERR;
+        }
+        if err.is::<std::io::Error>() {
+            return exit::IOERR;
+        }
+        current = err.source();
+    }
+    exit::SOFTWARE
+}
+
+/// Ends a program: on error, prints `program: cause: cause…` on one line
+/// and returns [`exit_code`]. A broken pipe on stdout is not an error.
+pub fn finish<E>(program: &str, result: Result<ExitCode, E>) -> ExitCode
+where
+    E: Into<Box<dyn Error + Send + Sync>>,
+{
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            let err: Box<dyn Error + Send + Sync> = err.into();
+            let mut chain = Vec::new();
+            let mut current: Option<&(dyn Error + 'static)> = Some(err.as_ref());
+            while let Some(cause) = current {
+                if cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                {
+                    return ExitCode::SUCCESS;
+                }
+                let text = cause.to_string();
+                if !chain.iter().any(|seen: &String| seen.contains(&text)) {
+                    chain.push(text);
+                }
+                current = cause.source();
+            }
+            eprintln!("{program}: {}", chain.join(": ").replace('\n', " "));
+            ExitCode::from(exit_code(err.as_ref()))
+        }
+    }
+}

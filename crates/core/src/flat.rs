@@ -1,0 +1,117 @@
+//! The flat keyring: the whole database as two files for download.
+//!
+//! `pubkeys.txt` starts with `# Created on <date>` and lists each key's
+//! record once, sorted by its first address, records separated by a blank
+//! line; `keyreg --import` reads it back. `pubkeys.asc` is one armored
+//! keyring holding every key, which `gpg --import` reads. Both are written
+//! atomically, streaming record by record.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::atomic::AtomicFile;
+use crate::openpgp::{self, ArmoredKeyringWriter};
+use crate::record::Record;
+use crate::store::{KeyStore, StoreError};
+use crate::types::Query;
+
+/// Why the flat files could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum FlatError {
+    /// Reading the database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file being written.
+        path: PathBuf,
+        /// The system error.
+        source: io::Error,
+    },
+}
+
+/// What a dump wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpSummary {
+    /// Keys written.
+    pub keys: usize,
+    /// Keys whose stored armor could not be decoded (left out of the `.asc`).
+    pub skipped: usize,
+}
+
+/// Writes both flat files from `store`.
+pub fn dump(
+    store: &KeyStore,
+    text_path: &Path,
+    armored_path: &Path,
+    now: DateTime<Utc>,
+) -> Result<DumpSummary, FlatError> {
+    let records = store
+        .records_sorted()?
+        .into_iter()
+        .filter_map(|(_, fingerprint)| store.record(&Query::Fingerprint(fingerprint)).transpose());
+    dump_records(records, text_path, armored_path, now)
+}
+
+/// Writes flat files holding no key (no database exists yet).
+pub fn dump_empty(
+    text_path: &Path,
+    armored_path: &Path,
+    now: DateTime<Utc>,
+) -> Result<DumpSummary, FlatError> {
+    dump_records(std::iter::empty(), text_path, armored_path, now)
+}
+
+fn dump_records(
+    records: impl Iterator<Item = Result<Record, StoreError>>,
+    text_path: &Path,
+    armored_path: &Path,
+    now: DateTime<Utc>,
+) -> Result<DumpSummary, FlatError> {
+    let text_err = |source| FlatError::Io {
+        path: text_path.to_path_buf(),
+        source,
+    };
+    let armored_err = |source| FlatError::Io {
+        path: armored_path.to_path_buf(),
+        source,
+    };
+    let mut text = AtomicFile::create(text_path).map_err(text_err)?;
+    let armored = AtomicFile::create(armored_path).map_err(armored_err)?;
+    let mut keyring = ArmoredKeyringWriter::new(armored).map_err(armored_err)?;
+    writeln!(
+        text,
+        "# Created on {}",
+        now.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )
+    .map_err(text_err)?;
+
+    let mut summary = DumpSummary {
+        keys: 0,
+        skipped: 0,
+    };
+    for record in records {
+        let record = record?;
+        write_record(&mut text, &record).map_err(text_err)?;
+        match openpgp::dearmor(&record.key_armor) {
+            Ok(binary) => keyring.write_key(&binary).map_err(armored_err)?,
+            Err(_) => summary.skipped += 1,
+        }
+        summary.keys += 1;
+    }
+    text.commit().map_err(text_err)?;
+    keyring
+        .finish()
+        .map_err(armored_err)?
+        .commit()
+        .map_err(armored_err)?;
+    Ok(summary)
+}
+
+fn write_record(out: &mut impl Write, record: &Record) -> io::Result<()> {
+    out.write_all(b"\n")?;
+    out.write_all(record.to_text().as_bytes())
+}

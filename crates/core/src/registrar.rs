@@ -1,0 +1,467 @@
+//! keyreg's work: taking requests from the spool and applying them.
+//!
+//! One cycle takes up to [`MAX_BATCH`] files, oldest first, and:
+//! 1. reads and checks each request without touching the database;
+//! 2. takes the write lock, asks keyserv to release the database, opens it
+//!    as writer, applies the whole batch, syncs and closes it (one short
+//!    write window per batch, not per file);
+//! 3. for each request, appends it with its outcome to the transaction log,
+//!    queues its reply, and only then deletes the spool file;
+//! 4. sends the queued replies.
+//!
+//! A crash anywhere loses nothing: the file is processed again, applying
+//! it again changes nothing, and a reply already queued is not replaced.
+//! A file that is not a mail message moves to `spool/failed/`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use nix::sys::signal::Signal;
+
+use crate::config::Config;
+use crate::mail::{RequestMail, ReturnAddress};
+use crate::openpgp::KeyPolicy;
+use crate::pidfile::{self, PidFileError};
+use crate::record::Record;
+use crate::reply::{Mailer, Reply, ReplyError};
+use crate::request::{self, Candidate, KeyOutcome, Tally};
+use crate::spool::{self, QueueName, Spool, SpoolError, SpoolFile};
+use crate::store::{KeyStore, StoreError, WriteLock};
+use crate::txlog::{LogEntry, TransactionLog};
+
+/// At most this many requests share one write window.
+pub const MAX_BATCH: usize = 500;
+
+/// Why a cycle could not run; the spool files stay where they are.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrarError {
+    /// The spool could not be read or changed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The database could not be opened or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// keyserv could not be signalled.
+    #[error(transparent)]
+    PidFile(#[from] PidFileError),
+    /// The mail transport is misconfigured.
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+    /// The transaction log could not be written.
+    #[error("{path}: {source}")]
+    Log {
+        /// The log file.
+        path: PathBuf,
+        /// The system error.
+        source: std::io::Error,
+    },
+    /// An import file could not be read.
+    #[error("{path}: {source}")]
+    Import {
+        /// The file.
+        path: PathBuf,
+        /// The system error.
+        source: std::io::Error,
+    },
+}
+
+/// One request's result, as logged and reported.
+#[derive(Debug, Clone)]
+pub struct RequestReport {
+    /// The queue.
+    pub queue: QueueName,
+    /// The spool file name.
+    pub file: String,
+    /// Where the reply went, or why none did.
+    pub reply: ReturnAddress,
+    /// Outcome lines.
+    pub outcome: Vec<String>,
+    /// One line for the operator's log.
+    pub summary: String,
+}
+
+/// What one cycle did.
+#[derive(Debug, Default)]
+pub struct CycleSummary {
+    /// Per request.
+    pub requests: Vec<RequestReport>,
+    /// Keys and addresses.
+    pub tally: Tally,
+    /// Replies sent.
+    pub replies_sent: usize,
+    /// Replies that could not be sent (they stay queued).
+    pub reply_errors: Vec<String>,
+}
+
+enum Prepared {
+    Request {
+        mail: RequestMail,
+        candidates: Vec<Candidate>,
+    },
+    NotMail(String),
+}
+
+/// keyreg: the spool, the database, the log and the mailer.
+pub struct Registrar {
+    config: Config,
+    spool: Spool,
+    log: TransactionLog,
+    mailer: Mailer,
+    policy: KeyPolicy,
+}
+
+impl Registrar {
+    /// Sets up from the configuration, creating the spool directories.
+    pub fn new(config: Config) -> Result<Registrar, RegistrarError> {
+        let spool = Spool::new(&config.paths.spool_dir);
+        spool.create_dirs()?;
+        let mailer = Mailer::from_config(&config.mail, &config.paths)?;
+        let policy = KeyPolicy {
+            min_rsa_bits: config.keyreg.min_rsa_bits,
+            ..KeyPolicy::default()
+        };
+        Ok(Registrar {
+            log: TransactionLog::new(&config.paths.transaction_log),
+            config,
+            spool,
+            mailer,
+            policy,
+        })
+    }
+
+    /// The spool this registrar serves.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Takes the write window: the lock, keyserv's release, the writer.
+    fn open_for_writing(&self) -> Result<KeyStore, RegistrarError> {
+        let paths = &self.config.paths;
+        let timeout = self.config.keyreg.writer_timeout;
+        let lock = WriteLock::acquire(&paths.database_lock(), timeout)?;
+        pidfile::signal_running(&paths.pid_file, Signal::SIGUSR1)?;
+        Ok(KeyStore::open_write(&paths.database, lock, timeout)?)
+    }
+
+    /// Runs cycles until the spool is empty; returns what was done.
+    pub fn process_pending(&self) -> Result<CycleSummary, RegistrarError> {
+        let mut total = CycleSummary::default();
+        loop {
+            let mut batch = Vec::new();
+            // Registrations only for now; change and remove requests wait in
+            // their queues, untouched, until they are supported.
+            batch.extend(
+                self.spool
+                    .pending(QueueName::Add)?
+                    .into_iter()
+                    .take(MAX_BATCH),
+            );
+            if batch.is_empty() {
+                break;
+            }
+            let cycle = self.process_batch(&batch)?;
+            total.requests.extend(cycle.requests);
+            total.tally += cycle.tally;
+        }
+        let (sent, errors) = self.mailer.flush(&self.spool);
+        total.replies_sent = sent;
+        total.reply_errors = errors.iter().map(ToString::to_string).collect();
+        Ok(total)
+    }
+
+    fn process_batch(&self, batch: &[SpoolFile]) -> Result<CycleSummary, RegistrarError> {
+        let limit = self.config.keyreg.max_message_bytes;
+        let mut prepared = Vec::with_capacity(batch.len());
+        for file in batch {
+            let raw = spool::read_limited(&file.path, limit)?;
+            let item = match RequestMail::parse(&raw) {
+                Ok(mail) => {
+                    let candidates =
+                        request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy);
+                    Prepared::Request { mail, candidates }
+                }
+                Err(err) => Prepared::NotMail(err.to_string()),
+            };
+            prepared.push((file, raw, item));
+        }
+
+        let now = Utc::now();
+        let mut outcomes: Vec<Vec<KeyOutcome>> = Vec::with_capacity(prepared.len());
+        let needs_store = prepared
+            .iter()
+            .any(|(_, _, item)| matches!(item, Prepared::Request { candidates, .. } if candidates.iter().any(|c| matches!(c, Candidate::Key(_)))));
+        let mut store = if needs_store {
+            Some(self.open_for_writing()?)
+        } else {
+            None
+        };
+        for (_, _, item) in &prepared {
+            let mut results = Vec::new();
+            if let Prepared::Request { candidates, .. } = item {
+                for candidate in candidates {
+                    results.push(match (candidate, store.as_mut()) {
+                        (Candidate::Key(key), Some(store)) => request::apply_key(store, key, now)?,
+                        (Candidate::Key(key), None) => KeyOutcome::Refused {
+                            key: format!("key {}", key.fingerprint()),
+                            reason: "internal error: database not open".into(),
+                        },
+                        (Candidate::Refused { key, reason }, _) => KeyOutcome::Refused {
+                            key: key.clone(),
+                            reason: reason.clone(),
+                        },
+                    });
+                }
+            }
+            outcomes.push(results);
+        }
+        if let Some(store) = store.as_mut() {
+            store.sync()?;
+        }
+        drop(store);
+
+        let mut summary = CycleSummary::default();
+        for ((file, raw, item), results) in prepared.into_iter().zip(outcomes) {
+            let report = match item {
+                Prepared::NotMail(reason) => {
+                    let report = RequestReport {
+                        queue: file.queue,
+                        file: file.name(),
+                        reply: ReturnAddress::NoReply("not a mail message".into()),
+                        outcome: vec![format!(
+                            "moved to {}: {reason}",
+                            self.spool.failed_dir().display()
+                        )],
+                        summary: format!(
+                            "not a mail message, moved to {}",
+                            self.spool.failed_dir().display()
+                        ),
+                    };
+                    self.log_request(&report, &raw)?;
+                    self.spool.quarantine(file, &reason)?;
+                    report
+                }
+                Prepared::Request { mail, .. } => {
+                    let mut tally = Tally::default();
+                    results.iter().for_each(|outcome| tally.count(outcome));
+                    summary.tally += tally;
+                    let mut outcome: Vec<String> =
+                        results.iter().flat_map(KeyOutcome::lines).collect();
+                    if outcome.is_empty() {
+                        outcome.push("no public key found in the message".into());
+                    }
+                    let report = RequestReport {
+                        queue: file.queue,
+                        file: file.name(),
+                        reply: mail.return_address.clone(),
+                        summary: if results.is_empty() {
+                            outcome[0].clone()
+                        } else {
+                            tally.to_string()
+                        },
+                        outcome,
+                    };
+                    self.log_request(&report, &raw)?;
+                    if let ReturnAddress::Reply(to) = &mail.return_address {
+                        let reply = Reply {
+                            to: to.clone(),
+                            subject: reply_subject(&mail.subject),
+                            in_reply_to: mail.message_id.clone(),
+                            body: self.reply_body(&report, results.is_empty()),
+                            attachment: None,
+                        };
+                        self.mailer.queue(&self.spool, &file.name(), &reply)?;
+                    }
+                    self.spool.remove(file)?;
+                    report
+                }
+            };
+            summary.requests.push(report);
+        }
+        Ok(summary)
+    }
+
+    fn log_request(&self, report: &RequestReport, raw: &[u8]) -> Result<(), RegistrarError> {
+        let reply_to = match &report.reply {
+            ReturnAddress::Reply(email) => email.to_string(),
+            ReturnAddress::NoReply(reason) => format!("(no reply: {reason})"),
+        };
+        self.log
+            .append(&LogEntry {
+                time: Utc::now(),
+                queue: report.queue.as_str(),
+                source: &report.file,
+                reply_to: Some(&reply_to),
+                outcome: &report.outcome,
+                request: raw,
+            })
+            .map_err(|source| RegistrarError::Log {
+                path: self.log.path().to_path_buf(),
+                source,
+            })
+    }
+
+    fn reply_body(&self, report: &RequestReport, no_keys: bool) -> String {
+        let mut body = String::new();
+        let _ = writeln!(
+            body,
+            "This is the RIPEM key server at {}.\n",
+            self.mailer.from_address()
+        );
+        let _ = writeln!(body, "Your registration request has been processed:\n");
+        for line in &report.outcome {
+            let _ = writeln!(body, "  {line}");
+        }
+        if no_keys {
+            let _ = writeln!(
+                body,
+                "\nTo register, send your public key as an ASCII-armored block, for\nexample the output of `gpg --armor --export you@example.org`, to\n{}.",
+                self.config.addresses.register
+            );
+        }
+        let _ = writeln!(
+            body,
+            "\nAnyone can now look a registered key up over UDP port 1611, for\nexample with `keylookup you@example.org | gpg --import`.\n\nTo replace your key, send the new key signed with the old one to\n{}.\nTo remove it, send a message starting with RemoveKey, signed with\nthe key, to {}.",
+            self.config.addresses.change, self.config.addresses.remove
+        );
+        body
+    }
+
+    /// Loads armored keyrings, binary keyrings or flat files written by
+    /// db2flat straight into the database, with the same checks and the
+    /// same first-come-first-served rule, without replies.
+    pub fn import(&self, files: &[PathBuf]) -> Result<Tally, RegistrarError> {
+        let mut tally = Tally::default();
+        for path in files {
+            let bytes = std::fs::read(path).map_err(|source| RegistrarError::Import {
+                path: path.clone(),
+                source,
+            })?;
+            let candidates = import_candidates(&bytes, &self.policy);
+            let mut store = self.open_for_writing()?;
+            let now = Utc::now();
+            let mut file_tally = Tally::default();
+            let mut lines = Vec::new();
+            for candidate in &candidates {
+                let outcome = match candidate {
+                    Candidate::Key(key) => request::apply_key(&mut store, key, now)?,
+                    Candidate::Refused { key, reason } => KeyOutcome::Refused {
+                        key: key.clone(),
+                        reason: reason.clone(),
+                    },
+                };
+                file_tally.count(&outcome);
+                lines.extend(outcome.lines());
+            }
+            store.sync()?;
+            drop(store);
+            lines.push(format!("import summary: {file_tally}"));
+            self.log
+                .append(&LogEntry {
+                    time: Utc::now(),
+                    queue: "import",
+                    source: &path.display().to_string(),
+                    reply_to: None,
+                    outcome: &lines,
+                    request: format!("(import of {} bytes)", bytes.len()).as_bytes(),
+                })
+                .map_err(|source| RegistrarError::Log {
+                    path: self.log.path().to_path_buf(),
+                    source,
+                })?;
+            tally += file_tally;
+        }
+        Ok(tally)
+    }
+}
+
+/// Why the daemon stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The spool directories could not be watched.
+    #[error("watching {path}: {source}")]
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// The watcher's error.
+        source: notify::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(nix::Error),
+}
+
+impl Registrar {
+    /// Runs until SIGTERM/SIGINT: a cycle at start (files already waiting
+    /// are picked up), then one whenever a file is renamed into a queue,
+    /// and one every `rescan_interval` anyway, so a missed event never
+    /// strands a request. A failed cycle (say the database stayed busy) is
+    /// reported and retried on the next rescan; its files stay spooled.
+    pub fn run_daemon(
+        &self,
+        report: &dyn Fn(Result<CycleSummary, RegistrarError>),
+    ) -> Result<(), DaemonError> {
+        use notify::{RecursiveMode, Watcher};
+
+        crate::signals::install().map_err(DaemonError::Signals)?;
+        let (events, arrivals) = std::sync::mpsc::channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok_and(|event| !event.kind.is_access() && !event.kind.is_remove()) {
+                    let _ = events.send(());
+                }
+            })
+            .map_err(|source| DaemonError::Watch {
+                path: self.config.paths.spool_dir.clone(),
+                source,
+            })?;
+        for queue in QueueName::ALL {
+            let dir = self.spool.new_dir(queue);
+            watcher
+                .watch(&dir, RecursiveMode::NonRecursive)
+                .map_err(|source| DaemonError::Watch { path: dir, source })?;
+        }
+        let tick = Duration::from_millis(200);
+        let mut since_scan = Duration::MAX;
+        while !crate::signals::terminate_requested() {
+            let woken = arrivals.recv_timeout(tick).is_ok();
+            since_scan = since_scan.saturating_add(tick);
+            if woken || since_scan >= self.config.keyreg.rescan_interval {
+                while arrivals.try_recv().is_ok() {}
+                since_scan = Duration::ZERO;
+                report(self.process_pending());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keys in an import file: armored blocks (which also covers db2flat's
+/// text file, whose records hold the armor indented by one space), else a
+/// binary keyring.
+fn import_candidates(bytes: &[u8], policy: &KeyPolicy) -> Vec<Candidate> {
+    let text = String::from_utf8_lossy(bytes);
+    if text.contains("PublicKeyInfo:") {
+        let armors: Vec<String> = Record::split_many(&text)
+            .filter_map(|chunk| Record::parse(&chunk).ok())
+            .map(|record| record.key_armor)
+            .collect();
+        return request::prepare_add(&armors, &[], policy);
+    }
+    if text.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+        return request::prepare_add(&[text.into_owned()], &[], policy);
+    }
+    request::prepare_add(&[], &[bytes.to_vec()], policy)
+}
+
+fn reply_subject(subject: &str) -> String {
+    let subject = subject.trim();
+    if subject.is_empty() {
+        "Re: your key server request".into()
+    } else if subject.to_ascii_lowercase().starts_with("re:") {
+        subject.chars().take(200).collect()
+    } else {
+        format!("Re: {}", subject.chars().take(200).collect::<String>())
+    }
+}
