@@ -155,6 +155,22 @@ impl RequestMail {
         if mail.headers.is_empty() {
             return Err(MailError::NotMail("no header lines".into()));
         }
+        // RFC 5322 field names are printable ASCII without spaces or colons;
+        // mailparse is lenient, so binary junk would otherwise pass as a header.
+        let valid_name = |name: &[u8]| {
+            !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b) && b != b':')
+        };
+        if let Some(bad) = mail
+            .headers
+            .iter()
+            .find(|header| !valid_name(header.get_key_raw()))
+        {
+            let shown: String = String::from_utf8_lossy(bad.get_key_raw())
+                .chars()
+                .take(40)
+                .collect();
+            return Err(MailError::NotMail(format!("bad header line {shown:?}")));
+        }
         let headers = mail.get_headers();
         let message_id = headers
             .get_first_value("Message-ID")

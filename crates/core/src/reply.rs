@@ -4,7 +4,7 @@
 //! `In-Reply-To:`/`References:` to the request. One [`Mailer`] type covers
 //! the three transports: `sendmail` (a program), `smtp` (a relay, with
 //! optional STARTTLS and login) and `file` (an `.eml` file per message in
-//! the outbox directory, for tests and the demo). keyreg does not send
+//! the outbox directory, written atomically, for tests and the demo). keyreg does not send
 //! directly: it writes each reply into `spool/outgoing/` before deleting
 //! the request, then [`Mailer::flush`] sends and deletes them, so a mail
 //! outage delays replies but never loses one.
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{Address, FileTransport, SendmailTransport, SmtpTransport, Transport as _};
+use lettre::{Address, SendmailTransport, SmtpTransport, Transport as _};
 
 use crate::atomic::write_atomically;
 use crate::config::{MailConfig, Paths, Transport};
@@ -140,7 +140,8 @@ impl Reply {
 enum Sender {
     Sendmail(SendmailTransport),
     Smtp(Box<SmtpTransport>),
-    File(FileTransport, PathBuf),
+    /// The outbox directory; each message is written there atomically.
+    File(PathBuf),
 }
 
 /// Sends mail by the configured transport.
@@ -179,7 +180,7 @@ impl Mailer {
                     path: paths.outbox.clone(),
                     source,
                 })?;
-                Sender::File(FileTransport::new(&paths.outbox), paths.outbox.clone())
+                Sender::File(paths.outbox.clone())
             }
         };
         parse_address(&mail.from)?;
@@ -198,12 +199,14 @@ impl Mailer {
         match self.sender {
             Sender::Sendmail(_) => "sendmail",
             Sender::Smtp(_) => "smtp",
-            Sender::File(..) => "file",
+            Sender::File(_) => "file",
         }
     }
 
-    /// Sends already formatted message bytes to `to`.
-    pub fn send_bytes(&self, to: &Email, bytes: &[u8]) -> Result<(), ReplyError> {
+    /// Sends already formatted message bytes to `to`. `name` names the
+    /// message for the file transport, so sending it again after a crash
+    /// replaces the file instead of adding a second one.
+    pub fn send_bytes(&self, to: &Email, bytes: &[u8], name: &str) -> Result<(), ReplyError> {
         let envelope = lettre::address::Envelope::new(
             Some(parse_address(&self.from)?),
             vec![parse_address(to.as_str())?],
@@ -222,17 +225,23 @@ impl Mailer {
                 .send_raw(&envelope, bytes)
                 .map(|_| ())
                 .map_err(|e| failed(e.to_string())),
-            Sender::File(transport, dir) => transport
-                .send_raw(&envelope, bytes)
-                .map(|_| ())
-                .map_err(|e| failed(format!("{}: {e}", dir.display()))),
+            Sender::File(dir) => {
+                let path = dir.join(format!("{name}.eml"));
+                write_atomically(&path, bytes)
+                    .map_err(|e| failed(format!("{}: {e}", path.display())))
+            }
         }
     }
 
     /// Builds and sends a reply at once (givepubs).
     pub fn send(&self, reply: &Reply) -> Result<(), ReplyError> {
         let bytes = reply.to_bytes(&self.from)?;
-        self.send_bytes(&reply.to, &bytes)
+        let name = format!(
+            "reply.{}.{:08x}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f"),
+            rand::random::<u32>()
+        );
+        self.send_bytes(&reply.to, &bytes, &name)
     }
 
     /// Queues a reply in `spool/outgoing/` under `name`. If a reply under
@@ -287,7 +296,11 @@ impl Mailer {
             .strip_prefix("X-Ripem-Recipient: ")
             .and_then(|addr| Email::parse(addr).ok())
             .ok_or_else(|| ReplyError::Build(format!("{}: not a queued reply", path.display())))?;
-        self.send_bytes(&recipient, message)?;
+        let name = path
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.send_bytes(&recipient, message, &name)?;
         fs::remove_file(path).map_err(io)?;
         Ok(())
     }

@@ -1,0 +1,338 @@
+//! The harness shared by the end-to-end tests: a server's state in a temp
+//! directory, the real binaries (built by `cargo build --workspace`), keys
+//! made by rPGP (`ripem-keygen`) and by the system gpg, mail fed through
+//! copymail, keyserv on a loopback port, replies read back from the outbox.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace's build of program `name`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// A finished program run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// A free UDP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One key server's state directory and configuration.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn new() -> Server {
+        Server::with_extra("")
+    }
+
+    /// A server whose configuration has `extra` TOML appended.
+    pub fn with_extra(extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("keyserver.toml");
+        let text = format!(
+            "state_dir = \"{}\"\n[keyserv]\nlisten = [\"127.0.0.1:{port}\"]\n{extra}\n[mail]\ntransport = \"file\"\nfrom = \"keyserver@keys.example.org\"\n",
+            dir.path().display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Server { dir, config, port }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// Runs a program with this server's configuration and `stdin`.
+    pub fn run(&self, program: &str, args: &[&str], stdin: &[u8]) -> Run {
+        let mut child = Command::new(bin(program))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        // A program may stop reading early (copymail over its limit).
+        let _ = input.write_all(stdin);
+        drop(input);
+        child.wait_with_output().unwrap().into()
+    }
+
+    /// Spools a request through copymail, which must accept it.
+    pub fn mail(&self, queue: &str, message: &[u8]) {
+        let run = self.run("copymail", &["--queue", queue], message);
+        assert_eq!(run.code, 0, "copymail failed: {}", run.stderr);
+    }
+
+    /// Runs `keyreg --once`, which must succeed; returns its log.
+    pub fn keyreg_once(&self) -> String {
+        let run = self.run("keyreg", &["--once"], b"");
+        assert_eq!(run.code, 0, "keyreg --once failed: {}", run.stderr);
+        run.stderr
+    }
+
+    /// Files waiting in a queue's `new/`.
+    pub fn pending(&self, queue: &str) -> usize {
+        std::fs::read_dir(self.path(&format!("spool/{queue}/new"))).map_or(0, |d| d.count())
+    }
+
+    /// Every mail in the outbox, parsed.
+    pub fn outbox(&self) -> Vec<SentMail> {
+        let Ok(entries) = std::fs::read_dir(self.path("outbox")) else {
+            return Vec::new();
+        };
+        entries
+            .map(|entry| SentMail::parse(&std::fs::read(entry.unwrap().path()).unwrap()))
+            .collect()
+    }
+
+    /// Starts keyserv and waits until its pid file says it is ready.
+    pub fn start_keyserv(&self) -> Keyserv {
+        let child = Command::new(bin("keyserv"))
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid_file = self.path("keyserv.pid");
+        let started = Instant::now();
+        while std::fs::read_to_string(&pid_file).map_or(true, |t| t.trim().is_empty()) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "keyserv did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Keyserv {
+            child,
+            port: self.port,
+        }
+    }
+
+    /// `keylookup` against this server's keyserv.
+    pub fn keylookup(&self, args: &[&str]) -> Run {
+        let server = format!("127.0.0.1:{}", self.port);
+        let mut all = vec!["--server", server.as_str()];
+        all.extend_from_slice(args);
+        self.run("keylookup", &all, b"")
+    }
+}
+
+/// A running keyserv, stopped with SIGTERM on drop.
+pub struct Keyserv {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Keyserv {
+    /// Sends one datagram and returns the answer (None after 2 s).
+    pub fn ask(&self, request: &[u8]) -> Option<Vec<u8>> {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        socket.send_to(request, ("127.0.0.1", self.port)).unwrap();
+        let mut buffer = vec![0u8; 70_000];
+        let (length, _) = socket.recv_from(&mut buffer).ok()?;
+        buffer.truncate(length);
+        Some(buffer)
+    }
+
+    /// The answer to a LOOKUSER for `user`, as text.
+    pub fn lookup(&self, user: &str) -> String {
+        let answer = self
+            .ask(format!("LOOKUSER\nUser: {user}\n").as_bytes())
+            .expect("keyserv answered");
+        String::from_utf8(answer).unwrap()
+    }
+
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        stderr
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Keyserv {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A mail the server sent.
+pub struct SentMail {
+    pub to: String,
+    pub subject: String,
+    pub in_reply_to: Option<String>,
+    pub auto_submitted: Option<String>,
+    pub body: String,
+    pub attachments: Vec<(String, Vec<u8>)>,
+}
+
+impl SentMail {
+    fn parse(raw: &[u8]) -> SentMail {
+        use mailparse::MailHeaderMap;
+        let mail = mailparse::parse_mail(raw).unwrap();
+        let headers = mail.get_headers();
+        let mut body = String::new();
+        let mut attachments = Vec::new();
+        for part in mail.parts().filter(|p| p.subparts.is_empty()) {
+            let disposition = part.get_content_disposition();
+            match disposition.params.get("filename") {
+                Some(name) => attachments.push((name.clone(), part.get_body_raw().unwrap())),
+                None => body.push_str(&part.get_body().unwrap()),
+            }
+        }
+        SentMail {
+            to: headers.get_first_value("To").unwrap_or_default(),
+            subject: headers.get_first_value("Subject").unwrap_or_default(),
+            in_reply_to: headers.get_first_value("In-Reply-To"),
+            auto_submitted: headers.get_first_value("Auto-Submitted"),
+            body,
+            attachments,
+        }
+    }
+}
+
+/// A key made by `ripem-keygen` (rPGP); returns the armored public key.
+pub fn rpgp_key(dir: &Path, name: &str, args: &[&str]) -> String {
+    let public = dir.join(format!("{name}.asc"));
+    let output = Command::new(bin("ripem-keygen"))
+        .args(args)
+        .arg("--public")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "ripem-keygen: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read_to_string(public).unwrap()
+}
+
+/// A gpg home directory for keys made by the system gpg.
+pub struct Gpg {
+    pub home: tempfile::TempDir,
+}
+
+impl Gpg {
+    pub fn new() -> Gpg {
+        Gpg {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut child = Command::new("gpg")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args([
+                "--batch",
+                "--no-tty",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gpg is installed (scripts/test installs gnupg)");
+        let mut input = child.stdin.take().unwrap();
+        let _ = input.write_all(stdin);
+        drop(input);
+        child.wait_with_output().unwrap().into()
+    }
+
+    /// Makes a key (`algo` as gpg's --quick-gen-key takes it) and returns it armored.
+    pub fn key(&self, user_id: &str, algo: &str) -> String {
+        let made = self.run(&["--quick-gen-key", user_id, algo, "sign", "never"], b"");
+        assert_eq!(made.code, 0, "gpg --quick-gen-key: {}", made.stderr);
+        let email = user_id
+            .rsplit_once('<')
+            .map_or(user_id, |(_, e)| e.trim_end_matches('>'));
+        self.run(&["--armor", "--export", email], b"").stdout
+    }
+
+    /// The fingerprint of the key for `email`.
+    pub fn fingerprint(&self, email: &str) -> String {
+        let listing = self
+            .run(&["--with-colons", "--list-keys", email], b"")
+            .stdout;
+        listing
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .unwrap()
+            .to_string()
+    }
+}
+
+/// A plain registration mail with the key in the body among prose.
+pub fn plain_mail(from: &str, key: &str) -> Vec<u8> {
+    format!("From: {from}\nTo: ripem-register-keys@keys.example.org\nSubject: register\nMessage-ID: <{}@test>\n\nHello,\nhere is my key:\n\n{key}\nRegards.\n", std::process::id()).into_bytes()
+}
+
+/// The fingerprint in a record text.
+pub fn record_fingerprint(record: &str) -> Option<String> {
+    record
+        .lines()
+        .find_map(|l| l.strip_prefix("Fingerprint: "))
+        .map(str::to_string)
+}

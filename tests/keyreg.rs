@@ -1,0 +1,372 @@
+//! keyreg end to end: registrations through copymail in many mail shapes,
+//! keys from gpg and rPGP, first come first served, merges, refusals,
+//! loop rules, quarantine, crash safety and import.
+
+mod common;
+
+use common::*;
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+        if out.len() % 77 == 76 {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn quoted_printable(text: &str) -> String {
+    // Encode '=' and break long lines the way mailers do.
+    text.lines()
+        .map(|line| {
+            let escaped = line.replace('=', "=3D");
+            let mut out = String::new();
+            let mut rest = escaped.as_str();
+            while rest.len() > 70 {
+                let (head, tail) = rest.split_at(70);
+                out.push_str(head);
+                out.push_str("=\n");
+                rest = tail;
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn registrations_in_many_mail_shapes() {
+    let server = Server::new();
+    let keys = tempfile::tempdir().unwrap();
+    let gpg = Gpg::new();
+    let gpg_ed = gpg.key("Gina <gina@example.org>", "ed25519");
+    let gpg_rsa = gpg.key("Rita <rita@example.org>", "rsa3072");
+    let plain = rpgp_key(keys.path(), "p", &["--uid", "Paul <paul@example.org>"]);
+    let attach = rpgp_key(keys.path(), "a", &["--uid", "Ann <ann@example.org>"]);
+    let qp = rpgp_key(keys.path(), "q", &["--uid", "Quinn <quinn@example.org>"]);
+    let crlf = rpgp_key(keys.path(), "c", &["--uid", "Cris <cris@example.org>"]);
+    let mbox = rpgp_key(keys.path(), "m", &["--uid", "Mo <mo@example.org>"]);
+
+    server.mail("add", &plain_mail("Gina <gina@example.org>", &gpg_ed));
+    server.mail("add", &plain_mail("rita@example.org", &gpg_rsa));
+    server.mail("add", &plain_mail("paul@example.org", &plain));
+    server.mail(
+        "add",
+        format!("From: ann@example.org\nSubject: key\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"zz\"\n\n--zz\nContent-Type: text/plain\n\nattached\n--zz\nContent-Type: application/pgp-keys\nContent-Transfer-Encoding: base64\n\n{}\n--zz--\n", base64(attach.as_bytes())).as_bytes(),
+    );
+    server.mail(
+        "add",
+        format!("From: quinn@example.org\nSubject: key\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\nMy key =E2=80=94 enjoy:\n{}\n", quoted_printable(&qp)).as_bytes(),
+    );
+    server.mail(
+        "add",
+        plain_mail("cris@example.org", &crlf)
+            .iter()
+            .flat_map(|&b| {
+                if b == b'\n' {
+                    vec![b'\r', b'\n']
+                } else {
+                    vec![b]
+                }
+            })
+            .collect::<Vec<u8>>()
+            .as_slice(),
+    );
+    server.mail("add", format!("From mo-envelope@example.org Sat Nov 21 10:00:00 2026\nFrom: Mo <mo@example.org>\nReply-To: Mo at home <mo.home@example.net>\nSubject: key\n\n{mbox}").as_bytes());
+
+    let log = server.keyreg_once();
+    assert_eq!(server.pending("add"), 0, "{log}");
+
+    let keyserv = server.start_keyserv();
+    for who in ["gina", "rita", "paul", "ann", "quinn", "cris", "mo"] {
+        let answer = keyserv.lookup(&format!("{who}@example.org"));
+        assert!(answer.starts_with("USERINFO\n"), "{who}: {answer}\n{log}");
+    }
+    assert_eq!(
+        record_fingerprint(&keyserv.lookup("gina@example.org")).unwrap(),
+        gpg.fingerprint("gina@example.org")
+    );
+    assert_eq!(
+        record_fingerprint(&keyserv.lookup("rita@example.org")).unwrap(),
+        gpg.fingerprint("rita@example.org")
+    );
+
+    let mut recipients: Vec<String> = server.outbox().iter().map(|m| m.to.clone()).collect();
+    recipients.sort();
+    assert_eq!(
+        recipients,
+        [
+            "ann@example.org",
+            "cris@example.org",
+            "gina@example.org",
+            "mo.home@example.net",
+            "paul@example.org",
+            "quinn@example.org",
+            "rita@example.org"
+        ]
+    );
+    for mail in server.outbox() {
+        assert_eq!(mail.auto_submitted.as_deref(), Some("auto-replied"));
+        assert!(mail.body.contains(": registered"), "{}", mail.body);
+    }
+    let gina = server
+        .outbox()
+        .into_iter()
+        .find(|m| m.to == "gina@example.org")
+        .unwrap();
+    assert!(gina.in_reply_to.is_some());
+}
+
+#[test]
+fn several_keys_first_come_first_served_merge_and_refusals() {
+    let server = Server::new();
+    let keys = tempfile::tempdir().unwrap();
+    let alice = rpgp_key(
+        keys.path(),
+        "alice",
+        &[
+            "--uid",
+            "Alice <alice@example.org>",
+            "--uid",
+            "Alice <alice@example.com>",
+        ],
+    );
+    let bob = rpgp_key(keys.path(), "bob", &["--uid", "Bob <bob@example.org>"]);
+    let thief = rpgp_key(
+        keys.path(),
+        "thief",
+        &[
+            "--uid",
+            "Eve <alice@example.org>",
+            "--uid",
+            "Eve <eve@example.org>",
+        ],
+    );
+    let expired = rpgp_key(
+        keys.path(),
+        "old",
+        &["--uid", "Old <old@example.org>", "--expired"],
+    );
+    let weak = rpgp_key(
+        keys.path(),
+        "weak",
+        &["--uid", "Weak <weak@example.org>", "--algo", "rsa1024"],
+    );
+    let no_email = rpgp_key(keys.path(), "anon", &["--uid", "Anonymous"]);
+
+    // Two keys in one mail.
+    server.mail(
+        "add",
+        &plain_mail(
+            "alice@example.org",
+            &format!("{alice}\nand my friend's:\n{bob}"),
+        ),
+    );
+    server.mail("add", &plain_mail("eve@example.org", &thief));
+    server.mail("add", &plain_mail("old@example.org", &expired));
+    server.mail("add", &plain_mail("weak@example.org", &weak));
+    server.mail("add", &plain_mail("anon@example.org", &no_email));
+    server.mail("add", &plain_mail("alice@example.org", &alice));
+    server.mail(
+        "add",
+        b"From: talker@example.org\nSubject: hi\n\nno key here\n",
+    );
+    server.keyreg_once();
+
+    let keyserv = server.start_keyserv();
+    let alice_fpr = record_fingerprint(&keyserv.lookup("alice@example.org")).unwrap();
+    assert_eq!(
+        record_fingerprint(&keyserv.lookup("alice@example.com")).unwrap(),
+        alice_fpr
+    );
+    assert!(keyserv.lookup("bob@example.org").starts_with("USERINFO"));
+    let eve = keyserv.lookup("eve@example.org");
+    assert_ne!(record_fingerprint(&eve).unwrap(), alice_fpr);
+    assert!(!eve.contains("User: alice@example.org"), "{eve}");
+    for refused in ["old@example.org", "weak@example.org", "anon@example.org"] {
+        assert!(keyserv.lookup(refused).starts_with("NOTFOUND"), "{refused}");
+    }
+    drop(keyserv);
+
+    let replies = server.outbox();
+    assert_eq!(replies.len(), 7, "one reply per request");
+    let body_to = |to: &str| -> Vec<String> {
+        replies
+            .iter()
+            .filter(|m| m.to == to)
+            .map(|m| m.body.clone())
+            .collect()
+    };
+    let eve_body = &body_to("eve@example.org")[0];
+    assert!(
+        eve_body.contains(&format!(
+            "alice@example.org: refused: already registered to key {alice_fpr}"
+        )),
+        "{eve_body}"
+    );
+    assert!(eve_body.contains("eve@example.org: registered"));
+    assert!(body_to("old@example.org")[0].contains("expired"));
+    assert!(body_to("weak@example.org")[0].contains("at least 2048 bits"));
+    assert!(body_to("anon@example.org")[0].contains("refused"));
+    assert!(
+        body_to("talker@example.org")[0].contains("No public key")
+            || body_to("talker@example.org")[0].contains("no public key")
+    );
+    let alice_bodies = body_to("alice@example.org");
+    assert_eq!(alice_bodies.len(), 2);
+    assert!(
+        alice_bodies
+            .iter()
+            .any(|b| b.contains("nothing new, no change")),
+        "{alice_bodies:?}"
+    );
+}
+
+#[test]
+fn loop_rules_and_unprocessable_mail() {
+    let server = Server::new();
+    let keys = tempfile::tempdir().unwrap();
+    let key = rpgp_key(keys.path(), "k", &["--uid", "Kim <kim@example.org>"]);
+    server.mail(
+        "add",
+        format!("Return-Path: <>\nFrom: MAILER-DAEMON@example.org\nSubject: failure\n\n{key}")
+            .as_bytes(),
+    );
+    server.mail(
+        "add",
+        format!("From: robot@example.org\nAuto-Submitted: auto-generated\n\n{key}").as_bytes(),
+    );
+    server.mail(
+        "add",
+        format!("From: list@example.org\nPrecedence: bulk\n\n{key}").as_bytes(),
+    );
+    server.mail("add", b"\x00\x01\x02 binary junk, not a mail\n");
+    let log = server.keyreg_once();
+    assert!(server.outbox().is_empty(), "no reply to robots");
+    assert_eq!(server.pending("add"), 0);
+    let failed: Vec<_> = std::fs::read_dir(server.path("spool/failed"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        failed.len(),
+        2,
+        "the junk and its .reason: {failed:?}\n{log}"
+    );
+    let text = std::fs::read_to_string(server.path("transactions.log")).unwrap();
+    assert_eq!(
+        text.matches("Request-Bytes: ").count(),
+        4,
+        "every request logged"
+    );
+}
+
+#[test]
+fn killed_mid_batch_loses_nothing_and_answers_once() {
+    let server = Server::new();
+    let keys = tempfile::tempdir().unwrap();
+    let count = 40;
+    for i in 0..count {
+        let key = rpgp_key(
+            keys.path(),
+            &format!("k{i}"),
+            &["--uid", &format!("U{i} <u{i}@example.org>")],
+        );
+        server.mail("add", &plain_mail(&format!("u{i}@example.org"), &key));
+    }
+    // Kill keyreg at several points in its work, then let it finish.
+    for delay_ms in [5u64, 20, 60] {
+        let mut child = std::process::Command::new(bin("keyreg"))
+            .args(["--config", server.config.to_str().unwrap(), "--once"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    server.keyreg_once();
+    assert_eq!(server.pending("add"), 0);
+    let mut recipients: Vec<String> = server.outbox().into_iter().map(|m| m.to).collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(recipients.len(), count);
+    assert_eq!(
+        server.outbox().len(),
+        count,
+        "exactly one reply per request"
+    );
+    let keyserv = server.start_keyserv();
+    for i in 0..count {
+        assert!(
+            keyserv
+                .lookup(&format!("u{i}@example.org"))
+                .starts_with("USERINFO"),
+            "u{i}"
+        );
+    }
+}
+
+#[test]
+fn import_of_keyrings_and_flat_files() {
+    let first = Server::new();
+    let keys = tempfile::tempdir().unwrap();
+    let gpg = Gpg::new();
+    let mut ring = gpg.key("Gus <gus@example.org>", "ed25519");
+    for name in ["ida", "jon"] {
+        ring.push_str(&rpgp_key(
+            keys.path(),
+            name,
+            &["--uid", &format!("{name} <{name}@example.org>")],
+        ));
+    }
+    let ring_path = keys.path().join("ring.asc");
+    std::fs::write(&ring_path, &ring).unwrap();
+    let run = first.run("keyreg", &["--import", ring_path.to_str().unwrap()], b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("3 keys added"), "{}", run.stdout);
+    assert!(first.outbox().is_empty(), "no replies on import");
+    let again = first.run("keyreg", &["--import", ring_path.to_str().unwrap()], b"");
+    assert!(
+        again.stdout.contains("0 keys added, 3 merged"),
+        "{}",
+        again.stdout
+    );
+
+    assert_eq!(first.run("db2flat", &[], b"").code, 0);
+    let second = Server::new();
+    let flat = first.path("pub/pubkeys.txt");
+    let run = second.run("keyreg", &["--import", flat.to_str().unwrap()], b"");
+    assert!(
+        run.stdout.contains("3 keys added"),
+        "{} {}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(second.run("db2flat", &[], b"").code, 0);
+    let strip_date = |t: String| {
+        t.lines()
+            .skip(1)
+            .filter(|l| !l.starts_with("Registered") && !l.starts_with("Updated"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        strip_date(std::fs::read_to_string(flat).unwrap()),
+        strip_date(std::fs::read_to_string(second.path("pub/pubkeys.txt")).unwrap())
+    );
+}
