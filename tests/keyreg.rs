@@ -76,13 +76,7 @@ fn registrations_in_many_mail_shapes() {
         "add",
         plain_mail("cris@example.org", &crlf)
             .iter()
-            .flat_map(|&b| {
-                if b == b'\n' {
-                    vec![b'\r', b'\n']
-                } else {
-                    vec![b]
-                }
-            })
+            .flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] })
             .collect::<Vec<u8>>()
             .as_slice(),
     );
@@ -149,18 +143,9 @@ fn several_keys_first_come_first_served_merge_and_refusals() {
     let thief = rpgp_key(
         keys.path(),
         "thief",
-        &[
-            "--uid",
-            "Eve <alice@example.org>",
-            "--uid",
-            "Eve <eve@example.org>",
-        ],
+        &["--uid", "Eve <alice@example.org>", "--uid", "Eve <eve@example.org>"],
     );
-    let expired = rpgp_key(
-        keys.path(),
-        "old",
-        &["--uid", "Old <old@example.org>", "--expired"],
-    );
+    let expired = rpgp_key(keys.path(), "old", &["--uid", "Old <old@example.org>", "--expired"]);
     let weak = rpgp_key(
         keys.path(),
         "weak",
@@ -171,20 +156,14 @@ fn several_keys_first_come_first_served_merge_and_refusals() {
     // Two keys in one mail.
     server.mail(
         "add",
-        &plain_mail(
-            "alice@example.org",
-            &format!("{alice}\nand my friend's:\n{bob}"),
-        ),
+        &plain_mail("alice@example.org", &format!("{alice}\nand my friend's:\n{bob}")),
     );
     server.mail("add", &plain_mail("eve@example.org", &thief));
     server.mail("add", &plain_mail("old@example.org", &expired));
     server.mail("add", &plain_mail("weak@example.org", &weak));
     server.mail("add", &plain_mail("anon@example.org", &no_email));
     server.mail("add", &plain_mail("alice@example.org", &alice));
-    server.mail(
-        "add",
-        b"From: talker@example.org\nSubject: hi\n\nno key here\n",
-    );
+    server.mail("add", b"From: talker@example.org\nSubject: hi\n\nno key here\n");
     server.keyreg_once();
 
     let keyserv = server.start_keyserv();
@@ -204,13 +183,7 @@ fn several_keys_first_come_first_served_merge_and_refusals() {
 
     let replies = server.outbox();
     assert_eq!(replies.len(), 7, "one reply per request");
-    let body_to = |to: &str| -> Vec<String> {
-        replies
-            .iter()
-            .filter(|m| m.to == to)
-            .map(|m| m.body.clone())
-            .collect()
-    };
+    let body_to = |to: &str| -> Vec<String> { replies.iter().filter(|m| m.to == to).map(|m| m.body.clone()).collect() };
     let eve_body = &body_to("eve@example.org")[0];
     assert!(
         eve_body.contains(&format!(
@@ -229,9 +202,7 @@ fn several_keys_first_come_first_served_merge_and_refusals() {
     let alice_bodies = body_to("alice@example.org");
     assert_eq!(alice_bodies.len(), 2);
     assert!(
-        alice_bodies
-            .iter()
-            .any(|b| b.contains("nothing new, no change")),
+        alice_bodies.iter().any(|b| b.contains("nothing new, no change")),
         "{alice_bodies:?}"
     );
 }
@@ -243,8 +214,7 @@ fn loop_rules_and_unprocessable_mail() {
     let key = rpgp_key(keys.path(), "k", &["--uid", "Kim <kim@example.org>"]);
     server.mail(
         "add",
-        format!("Return-Path: <>\nFrom: MAILER-DAEMON@example.org\nSubject: failure\n\n{key}")
-            .as_bytes(),
+        format!("Return-Path: <>\nFrom: MAILER-DAEMON@example.org\nSubject: failure\n\n{key}").as_bytes(),
     );
     server.mail(
         "add",
@@ -262,17 +232,9 @@ fn loop_rules_and_unprocessable_mail() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(
-        failed.len(),
-        2,
-        "the junk and its .reason: {failed:?}\n{log}"
-    );
+    assert_eq!(failed.len(), 2, "the junk and its .reason: {failed:?}\n{log}");
     let text = std::fs::read_to_string(server.path("transactions.log")).unwrap();
-    assert_eq!(
-        text.matches("Request-Bytes: ").count(),
-        4,
-        "every request logged"
-    );
+    assert_eq!(text.matches("Request-Bytes: ").count(), 4, "every request logged");
 }
 
 #[test]
@@ -305,17 +267,11 @@ fn killed_mid_batch_loses_nothing_and_answers_once() {
     recipients.sort();
     recipients.dedup();
     assert_eq!(recipients.len(), count);
-    assert_eq!(
-        server.outbox().len(),
-        count,
-        "exactly one reply per request"
-    );
+    assert_eq!(server.outbox().len(), count, "exactly one reply per request");
     let keyserv = server.start_keyserv();
     for i in 0..count {
         assert!(
-            keyserv
-                .lookup(&format!("u{i}@example.org"))
-                .starts_with("USERINFO"),
+            keyserv.lookup(&format!("u{i}@example.org")).starts_with("USERINFO"),
             "u{i}"
         );
     }
@@ -341,22 +297,13 @@ fn import_of_keyrings_and_flat_files() {
     assert!(run.stdout.contains("3 keys added"), "{}", run.stdout);
     assert!(first.outbox().is_empty(), "no replies on import");
     let again = first.run("keyreg", &["--import", ring_path.to_str().unwrap()], b"");
-    assert!(
-        again.stdout.contains("0 keys added, 3 merged"),
-        "{}",
-        again.stdout
-    );
+    assert!(again.stdout.contains("0 keys added, 3 merged"), "{}", again.stdout);
 
     assert_eq!(first.run("db2flat", &[], b"").code, 0);
     let second = Server::new();
     let flat = first.path("pub/pubkeys.txt");
     let run = second.run("keyreg", &["--import", flat.to_str().unwrap()], b"");
-    assert!(
-        run.stdout.contains("3 keys added"),
-        "{} {}",
-        run.stdout,
-        run.stderr
-    );
+    assert!(run.stdout.contains("3 keys added"), "{} {}", run.stdout, run.stderr);
     assert_eq!(second.run("db2flat", &[], b"").code, 0);
     let strip_date = |t: String| {
         t.lines()

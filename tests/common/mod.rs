@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 /// The workspace's build of program `name`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -45,11 +42,7 @@ impl From<Output> for Run {
 
 /// A free UDP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// One key server's state directory and configuration.
@@ -139,16 +132,10 @@ impl Server {
         let pid_file = self.path("keyserv.pid");
         let started = Instant::now();
         while std::fs::read_to_string(&pid_file).map_or(true, |t| t.trim().is_empty()) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "keyserv did not start"
-            );
+            assert!(started.elapsed() < Duration::from_secs(10), "keyserv did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
-        Keyserv {
-            child,
-            port: self.port,
-        }
+        Keyserv { child, port: self.port }
     }
 
     /// `keylookup` against this server's keyserv.
@@ -170,9 +157,7 @@ impl Keyserv {
     /// Sends one datagram and returns the answer (None after 2 s).
     pub fn ask(&self, request: &[u8]) -> Option<Vec<u8>> {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         socket.send_to(request, ("127.0.0.1", self.port)).unwrap();
         let mut buffer = vec![0u8; 70_000];
         let (length, _) = socket.recv_from(&mut buffer).ok()?;
@@ -199,9 +184,7 @@ impl Keyserv {
     }
 
     fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
 }
@@ -280,14 +263,7 @@ impl Gpg {
         let mut child = Command::new("gpg")
             .arg("--homedir")
             .arg(self.home.path())
-            .args([
-                "--batch",
-                "--no-tty",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
+            .args(["--batch", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", ""])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -312,9 +288,7 @@ impl Gpg {
 
     /// The fingerprint of the key for `email`.
     pub fn fingerprint(&self, email: &str) -> String {
-        let listing = self
-            .run(&["--with-colons", "--list-keys", email], b"")
-            .stdout;
+        let listing = self.run(&["--with-colons", "--list-keys", email], b"").stdout;
         listing
             .lines()
             .find(|l| l.starts_with("fpr:"))

@@ -7,12 +7,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use ripem_core::cli::{exit, finish, CommonArgs};
+use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
 use ripem_core::spool::{QueueName, Spool, SpoolError};
 
 /// Copy one mail message from standard input into a keyreg spool queue.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(version, about)]
 struct Args {
     #[command(flatten)]
@@ -23,22 +22,8 @@ struct Args {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        Err(err) if !err.use_stderr() => {
-            let _ = err.print();
-            return Ok(ExitCode::SUCCESS);
-        }
-        // A broken alias line must not bounce mail: the MTA retries on 75.
-        Err(err) => anyhow::bail!(
-            "{}",
-            err.render()
-                .to_string()
-                .lines()
-                .next()
-                .unwrap_or("bad arguments")
-        ),
-    };
+    // A broken alias line must not bounce mail: the MTA retries on 75.
+    let args: Args = parse_args(exit::TEMPFAIL);
     let config = args.common.load()?;
     let spool = Spool::new(&config.paths.spool_dir);
     spool.create_dirs()?;
@@ -54,12 +39,10 @@ fn run() -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let result = run();
-    let too_large = result.as_ref().err().is_some_and(|err| {
-        matches!(
-            err.downcast_ref::<SpoolError>(),
-            Some(SpoolError::TooLarge { .. })
-        )
-    });
+    let too_large = result
+        .as_ref()
+        .err()
+        .is_some_and(|err| matches!(err.downcast_ref::<SpoolError>(), Some(SpoolError::TooLarge { .. })));
     let code = finish("copymail", result);
     if code == ExitCode::SUCCESS {
         code

@@ -9,12 +9,16 @@ use std::process::ExitCode;
 use crate::config::{Config, ConfigError};
 use crate::flat::FlatError;
 use crate::pidfile::PidFileError;
+use crate::registrar::RegistrarError;
 use crate::reply::ReplyError;
+use crate::server::ServerError;
 use crate::spool::SpoolError;
 use crate::store::StoreError;
 
 /// Exit codes from `sysexits.h`.
 pub mod exit {
+    /// The command was used incorrectly.
+    pub const USAGE: u8 = 64;
     /// The input data was incorrect.
     pub const DATAERR: u8 = 65;
     /// A service is unavailable.
@@ -51,11 +55,49 @@ impl CommonArgs {
     }
 }
 
+/// Parses the command line; on a usage error prints clap's message and
+/// exits with `EX_USAGE` (64), or `usage_code` where a program needs
+/// another (copymail: 75, so the MTA retries rather than bounces).
+pub fn parse_args<T: clap::Parser>(usage_code: u8) -> T {
+    T::try_parse().unwrap_or_else(|err| {
+        let _ = err.print();
+        std::process::exit(if err.use_stderr() { i32::from(usage_code) } else { 0 })
+    })
+}
+
 /// The exit code that suits an error: the first error in its chain of
 /// causes that this library knows decides.
 pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
     let mut current: Option<&(dyn Error + 'static)> = Some(err);
     while let Some(err) = current {
+        // Wrappers declared `transparent` hide their inner error from
+        // `source()`, so look inside them by hand.
+        if let Some(err) = err.downcast_ref::<RegistrarError>() {
+            return match err {
+                RegistrarError::Spool(inner) => exit_code(inner),
+                RegistrarError::Store(inner) => exit_code(inner),
+                RegistrarError::PidFile(inner) => exit_code(inner),
+                RegistrarError::Reply(inner) => exit_code(inner),
+                RegistrarError::Log { .. } | RegistrarError::Import { .. } => exit::IOERR,
+            };
+        }
+        if let Some(err) = err.downcast_ref::<ServerError>() {
+            return match err {
+                ServerError::PidFile(inner) => exit_code(inner),
+                ServerError::Bind { .. } => exit::UNAVAILABLE,
+                ServerError::Signals(_) => exit::OSERR,
+                ServerError::NoListen => exit::CONFIG,
+            };
+        }
+        if let Some(err) = err.downcast_ref::<FlatError>() {
+            return match err {
+                FlatError::Store(inner) => exit_code(inner),
+                FlatError::Io { .. } => exit::IOERR,
+            };
+        }
+        if err.is::<crate::types::IdentError>() {
+            return exit::DATAERR;
+        }
         if err.is::<ConfigError>() {
             return exit::CONFIG;
         }
@@ -81,9 +123,6 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
         if err.is::<ReplyError>() {
             return exit::TEMPFAIL;
         }
-        if err.is::<FlatError>() {
-            return exit::IOERR;
-        }
         if err.is::<std::io::Error>() {
             return exit::IOERR;
         }
@@ -96,14 +135,14 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
 /// and returns [`exit_code`]. A broken pipe on stdout is not an error.
 pub fn finish<E>(program: &str, result: Result<ExitCode, E>) -> ExitCode
 where
-    E: Into<Box<dyn Error + Send + Sync>>,
+    E: AsRef<dyn Error + Send + Sync + 'static>,
 {
     match result {
         Ok(code) => code,
         Err(err) => {
-            let err: Box<dyn Error + Send + Sync> = err.into();
+            let err: &(dyn Error + 'static) = err.as_ref();
             let mut chain = Vec::new();
-            let mut current: Option<&(dyn Error + 'static)> = Some(err.as_ref());
+            let mut current: Option<&(dyn Error + 'static)> = Some(err);
             while let Some(cause) = current {
                 if cause
                     .downcast_ref::<std::io::Error>()
@@ -118,7 +157,7 @@ where
                 current = cause.source();
             }
             eprintln!("{program}: {}", chain.join(": ").replace('\n', " "));
-            ExitCode::from(exit_code(err.as_ref()))
+            ExitCode::from(exit_code(err))
         }
     }
 }

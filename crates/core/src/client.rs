@@ -78,19 +78,14 @@ fn ask(addr: SocketAddr, request: &[u8], patience: Patience) -> Result<Answer, S
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let socket = UdpSocket::bind(local).map_err(|err| format!("{addr}: {err}"))?;
-    socket
-        .connect(addr)
-        .map_err(|err| format!("{addr}: {err}"))?;
+    socket.connect(addr).map_err(|err| format!("{addr}: {err}"))?;
     let mut buffer = vec![0u8; MAX_DATAGRAM + 1];
     for _ in 0..patience.tries.max(1) {
         if let Err(err) = socket.send(request) {
             return Err(format!("{addr}: {err}"));
         }
         let deadline = Instant::now() + patience.timeout;
-        while let Some(left) = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-        {
+        while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
             let _ = socket.set_read_timeout(Some(left));
             match socket.recv(&mut buffer) {
                 Ok(length) => match protocol::parse_answer(&buffer[..length]) {
@@ -104,10 +99,7 @@ fn ask(addr: SocketAddr, request: &[u8], patience: Patience) -> Result<Answer, S
             }
         }
     }
-    Err(format!(
-        "{addr}: no answer after {} tries",
-        patience.tries.max(1)
-    ))
+    Err(format!("{addr}: no answer after {} tries", patience.tries.max(1)))
 }
 
 /// Asks each server in turn for `query`.
@@ -133,15 +125,9 @@ pub fn lookup(servers: &[String], query: &Query, patience: Patience) -> ClientAn
                     queue.push(next);
                     break;
                 }
-                Ok(Answer::Redirect(next)) => {
-                    failures.push(format!("{server}: too many redirects (last to {next})"))
-                }
-                Ok(Answer::BadFormat) => {
-                    failures.push(format!("{server}: refused the request as malformed"))
-                }
-                Ok(Answer::CommandUnrecognised) => {
-                    failures.push(format!("{server}: does not know LOOKUSER"))
-                }
+                Ok(Answer::Redirect(next)) => failures.push(format!("{server}: too many redirects (last to {next})")),
+                Ok(Answer::BadFormat) => failures.push(format!("{server}: refused the request as malformed")),
+                Ok(Answer::CommandUnrecognised) => failures.push(format!("{server}: does not know LOOKUSER")),
                 Err(err) => {
                     failures.push(err);
                     continue;
@@ -187,9 +173,6 @@ mod tests {
             timeout: Duration::from_millis(30),
         };
         let query = Query::parse("a@example.com").unwrap();
-        assert!(matches!(
-            lookup(&[server], &query, patience),
-            ClientAnswer::NoServer(_)
-        ));
+        assert!(matches!(lookup(&[server], &query, patience), ClientAnswer::NoServer(_)));
     }
 }

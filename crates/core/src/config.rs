@@ -272,13 +272,8 @@ impl Config {
     }
 
     /// Builds the configuration from TOML text (`source` names it in errors).
-    pub fn from_toml(
-        text: &str,
-        source: Option<&Path>,
-        state_dir: Option<&Path>,
-    ) -> Result<Config, ConfigError> {
-        let source_name =
-            source.map_or_else(|| PathBuf::from("(built-in defaults)"), Path::to_path_buf);
+    pub fn from_toml(text: &str, source: Option<&Path>, state_dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let source_name = source.map_or_else(|| PathBuf::from("(built-in defaults)"), Path::to_path_buf);
         let file: FileConfig = toml::from_str(text).map_err(|err| ConfigError::Syntax {
             path: source_name.clone(),
             message: err.to_string().trim_end().replace('\n', " "),
@@ -292,8 +287,7 @@ impl Config {
             .map(Path::to_path_buf)
             .or(file.state_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        let under =
-            |own: Option<PathBuf>, default: &str| own.unwrap_or_else(|| state_dir.join(default));
+        let under = |own: Option<PathBuf>, default: &str| own.unwrap_or_else(|| state_dir.join(default));
         let paths = Paths {
             database: under(file.database, "keys.gdbm"),
             spool_dir: under(file.spool_dir, "spool"),
@@ -330,9 +324,7 @@ impl Config {
         let keyreg = KeyregConfig {
             rescan_interval: Duration::from_secs(file.keyreg.rescan_seconds.unwrap_or(30).max(1)),
             writer_timeout: Duration::from_secs(file.keyreg.writer_timeout_seconds.unwrap_or(60)),
-            max_request_age: Duration::from_secs(
-                file.keyreg.max_request_age_days.unwrap_or(7) * 86_400,
-            ),
+            max_request_age: Duration::from_secs(file.keyreg.max_request_age_days.unwrap_or(7) * 86_400),
             max_message_bytes: file.keyreg.max_message_bytes.unwrap_or(50 * 1024 * 1024),
             min_rsa_bits: file.keyreg.min_rsa_bits.unwrap_or(2048),
         };
@@ -344,10 +336,7 @@ impl Config {
         let default_address = |local: &str| format!("{local}@{host}");
         let mail = MailConfig {
             transport: file.mail.transport.unwrap_or(Transport::Sendmail),
-            from: file
-                .mail
-                .from
-                .unwrap_or_else(|| default_address("keyserver")),
+            from: file.mail.from.unwrap_or_else(|| default_address("keyserver")),
             sendmail: file
                 .mail
                 .sendmail
@@ -375,10 +364,7 @@ impl Config {
                 .addresses
                 .remove
                 .unwrap_or_else(|| default_address("ripem-remove-keys")),
-            get: file
-                .addresses
-                .get
-                .unwrap_or_else(|| default_address("ripem-get-keys")),
+            get: file.addresses.get.unwrap_or_else(|| default_address("ripem-get-keys")),
         };
         Ok(Config {
             source: source.map(Path::to_path_buf),
@@ -407,10 +393,7 @@ mod tests {
     fn paths_derive_from_state_dir() {
         let config = Config::from_toml("state_dir = \"/srv/ks\"\n", None, None).unwrap();
         assert_eq!(config.paths.database, PathBuf::from("/srv/ks/keys.gdbm"));
-        assert_eq!(
-            config.paths.flat_text(),
-            PathBuf::from("/srv/ks/pub/pubkeys.txt")
-        );
+        assert_eq!(config.paths.flat_text(), PathBuf::from("/srv/ks/pub/pubkeys.txt"));
         let config = Config::from_toml(
             "state_dir = \"/srv/ks\"\ndatabase = \"/data/k.gdbm\"\n",
             None,
@@ -436,25 +419,16 @@ from = "keys@example.org"
         let config = Config::from_toml(text, None, None).unwrap();
         assert_eq!(config.keyserv.listen.len(), 2);
         assert_eq!(config.keyserv.rate_limit, 0);
-        assert_eq!(
-            config.keyserv.redirect["example.net"],
-            "keys.example.net:1611"
-        );
+        assert_eq!(config.keyserv.redirect["example.net"], "keys.example.net:1611");
         assert_eq!(config.mail.transport, Transport::File);
-        assert_eq!(
-            config.keyreg.max_request_age,
-            Duration::from_secs(7 * 86_400)
-        );
+        assert_eq!(config.keyreg.max_request_age, Duration::from_secs(7 * 86_400));
     }
 
     #[test]
     fn errors_name_the_line() {
         let err = Config::from_toml("state_dir = \n", Some(Path::new("k.toml")), None).unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.starts_with("k.toml:") && text.contains("line 1"),
-            "{text}"
-        );
+        assert!(text.starts_with("k.toml:") && text.contains("line 1"), "{text}");
         let err = Config::from_toml("[keyserv]\nlisten = [\"nowhere\"]\n", None, None).unwrap_err();
         assert!(err.to_string().contains("nowhere"));
         assert!(Config::from_toml("statedir = \"x\"\n", None, None).is_err());

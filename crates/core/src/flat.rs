@@ -57,11 +57,7 @@ pub fn dump(
 }
 
 /// Writes flat files holding no key (no database exists yet).
-pub fn dump_empty(
-    text_path: &Path,
-    armored_path: &Path,
-    now: DateTime<Utc>,
-) -> Result<DumpSummary, FlatError> {
+pub fn dump_empty(text_path: &Path, armored_path: &Path, now: DateTime<Utc>) -> Result<DumpSummary, FlatError> {
     dump_records(std::iter::empty(), text_path, armored_path, now)
 }
 
@@ -82,17 +78,9 @@ fn dump_records(
     let mut text = AtomicFile::create(text_path).map_err(text_err)?;
     let armored = AtomicFile::create(armored_path).map_err(armored_err)?;
     let mut keyring = ArmoredKeyringWriter::new(armored).map_err(armored_err)?;
-    writeln!(
-        text,
-        "# Created on {}",
-        now.to_rfc3339_opts(SecondsFormat::Secs, true)
-    )
-    .map_err(text_err)?;
+    writeln!(text, "# Created on {}", now.to_rfc3339_opts(SecondsFormat::Secs, true)).map_err(text_err)?;
 
-    let mut summary = DumpSummary {
-        keys: 0,
-        skipped: 0,
-    };
+    let mut summary = DumpSummary { keys: 0, skipped: 0 };
     for record in records {
         let record = record?;
         write_record(&mut text, &record).map_err(text_err)?;
@@ -103,11 +91,7 @@ fn dump_records(
         summary.keys += 1;
     }
     text.commit().map_err(text_err)?;
-    keyring
-        .finish()
-        .map_err(armored_err)?
-        .commit()
-        .map_err(armored_err)?;
+    keyring.finish().map_err(armored_err)?.commit().map_err(armored_err)?;
     Ok(summary)
 }
 

@@ -136,8 +136,8 @@ impl Gdbm {
             code,
             message,
         };
-        let c_path = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| fail(0, "path contains a NUL byte".into()))?;
+        let c_path =
+            CString::new(path.as_os_str().as_bytes()).map_err(|_| fail(0, "path contains a NUL byte".into()))?;
         let flags = match mode {
             OpenMode::Reader => sys::GDBM_READER,
             OpenMode::WriterCreate => sys::GDBM_WRCREAT,
@@ -146,8 +146,7 @@ impl Gdbm {
         take_errno();
         // SAFETY: c_path is a valid NUL-terminated string that outlives the call;
         // a null fatal function makes libgdbm report errors instead of exiting.
-        let handle =
-            unsafe { sys::gdbm_open(c_path.as_ptr() as *mut c_char, 0, flags, 0o644, None) };
+        let handle = unsafe { sys::gdbm_open(c_path.as_ptr() as *mut c_char, 0, flags, 0o644, None) };
         if handle.is_null() {
             let code = take_errno();
             return Err(fail(code, describe(code)));
@@ -206,8 +205,7 @@ impl Gdbm {
         };
         take_errno();
         // SAFETY: the handle is open; both datums borrow live slices for this call.
-        let status =
-            unsafe { sys::gdbm_store(self.handle, key, value, sys::GDBM_REPLACE as c_int) };
+        let status = unsafe { sys::gdbm_store(self.handle, key, value, sys::GDBM_REPLACE as c_int) };
         if status != 0 {
             return Err(self.error("store"));
         }

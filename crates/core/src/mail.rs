@@ -63,10 +63,7 @@ fn strip_mbox_line(raw: &[u8]) -> (Option<String>, &[u8]) {
     if !raw.starts_with(b"From ") {
         return (None, raw);
     }
-    let end = raw
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(raw.len(), |i| i + 1);
+    let end = raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1);
     let line = String::from_utf8_lossy(&raw[5..end]);
     let sender = line.split_whitespace().next().map(str::to_string);
     (sender, &raw[end..])
@@ -89,17 +86,14 @@ fn is_daemon(address: &str) -> bool {
 /// Decides whether and where to answer, by the loop rules.
 fn return_address(mail: &ParsedMail<'_>, envelope: Option<String>) -> ReturnAddress {
     let headers = mail.get_headers();
-    let envelope = headers
-        .get_first_value("Return-Path")
-        .or(envelope)
-        .map(|value| {
-            value
-                .trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .trim()
-                .to_string()
-        });
+    let envelope = headers.get_first_value("Return-Path").or(envelope).map(|value| {
+        value
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .trim()
+            .to_string()
+    });
     if let Some(sender) = &envelope {
         if sender.is_empty() {
             return ReturnAddress::NoReply("a bounce (empty envelope sender)".into());
@@ -123,17 +117,11 @@ fn return_address(mail: &ParsedMail<'_>, envelope: Option<String>) -> ReturnAddr
     let chosen = headers
         .get_first_value("Reply-To")
         .and_then(|v| first_mailbox(&v))
-        .or_else(|| {
-            headers
-                .get_first_value("From")
-                .and_then(|v| first_mailbox(&v))
-        })
+        .or_else(|| headers.get_first_value("From").and_then(|v| first_mailbox(&v)))
         .or(envelope);
     match chosen {
         None => ReturnAddress::NoReply("no return address".into()),
-        Some(address) if is_daemon(&address) => {
-            ReturnAddress::NoReply("a bounce (from MAILER-DAEMON)".into())
-        }
+        Some(address) if is_daemon(&address) => ReturnAddress::NoReply("a bounce (from MAILER-DAEMON)".into()),
         Some(address) => match Email::parse(&address) {
             Ok(email) => ReturnAddress::Reply(email),
             Err(_) => ReturnAddress::NoReply(format!(
@@ -150,25 +138,15 @@ impl RequestMail {
     /// Reads a request mail. Fails only when the bytes are not a mail message.
     pub fn parse(raw: &[u8]) -> Result<RequestMail, MailError> {
         let (envelope, message) = strip_mbox_line(raw);
-        let mail =
-            mailparse::parse_mail(message).map_err(|err| MailError::NotMail(err.to_string()))?;
+        let mail = mailparse::parse_mail(message).map_err(|err| MailError::NotMail(err.to_string()))?;
         if mail.headers.is_empty() {
             return Err(MailError::NotMail("no header lines".into()));
         }
         // RFC 5322 field names are printable ASCII without spaces or colons;
         // mailparse is lenient, so binary junk would otherwise pass as a header.
-        let valid_name = |name: &[u8]| {
-            !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b) && b != b':')
-        };
-        if let Some(bad) = mail
-            .headers
-            .iter()
-            .find(|header| !valid_name(header.get_key_raw()))
-        {
-            let shown: String = String::from_utf8_lossy(bad.get_key_raw())
-                .chars()
-                .take(40)
-                .collect();
+        let valid_name = |name: &[u8]| !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b) && b != b':');
+        if let Some(bad) = mail.headers.iter().find(|header| !valid_name(header.get_key_raw())) {
+            let shown: String = String::from_utf8_lossy(bad.get_key_raw()).chars().take(40).collect();
             return Err(MailError::NotMail(format!("bad header line {shown:?}")));
         }
         let headers = mail.get_headers();
@@ -181,18 +159,12 @@ impl RequestMail {
 
         let mut texts = Vec::new();
         let mut binary_keys = Vec::new();
-        for part in mail
-            .parts()
-            .filter(|part| part.subparts.is_empty())
-            .take(MAX_PARTS)
-        {
+        for part in mail.parts().filter(|part| part.subparts.is_empty()).take(MAX_PARTS) {
             let Ok(body) = part.get_body_raw() else {
                 continue;
             };
             let mimetype = part.ctype.mimetype.as_str();
-            let armored = body
-                .windows(ARMOR_MARK.len())
-                .any(|window| window == ARMOR_MARK);
+            let armored = body.windows(ARMOR_MARK.len()).any(|window| window == ARMOR_MARK);
             if armored {
                 texts.push(String::from_utf8_lossy(&body).into_owned());
             } else if mimetype == "application/pgp-keys" && !body.is_empty() {
@@ -227,10 +199,7 @@ mod tests {
             reply_of("From: A <a@example.com>\nReply-To: r@example.org\n\nhi"),
             email("r@example.org")
         );
-        assert_eq!(
-            reply_of("From: A <a@example.com>\n\nhi"),
-            email("a@example.com")
-        );
+        assert_eq!(reply_of("From: A <a@example.com>\n\nhi"), email("a@example.com"));
         assert_eq!(
             reply_of("Return-Path: <env@example.net>\nSubject: x\n\nhi"),
             email("env@example.net")
@@ -253,10 +222,7 @@ mod tests {
             "Subject: nobody\n\nx",
             "From: not an address\n\nx",
         ] {
-            assert!(
-                matches!(reply_of(raw), ReturnAddress::NoReply(_)),
-                "{raw:?}"
-            );
+            assert!(matches!(reply_of(raw), ReturnAddress::NoReply(_)), "{raw:?}");
         }
         assert_eq!(
             reply_of("From: a@example.com\nAuto-Submitted: no\n\nx"),

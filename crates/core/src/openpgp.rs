@@ -29,21 +29,21 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use chrono::{DateTime, TimeZone, Utc};
 use pgp::armor::{BlockType, Dearmor, DearmorOptions};
 use pgp::composed::{
-    ArmorOptions, Deserializable, KeyType, SignedKeyDetails, SignedPublicKey, SignedPublicSubKey,
-    SignedSecretKey, SignedSecretSubKey,
+    ArmorOptions, Deserializable, KeyType, SignedKeyDetails, SignedPublicKey, SignedPublicSubKey, SignedSecretKey,
+    SignedSecretSubKey,
 };
 use pgp::crypto::ecc_curve::ECCCurve;
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::public_key::PublicKeyAlgorithm;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::{
-    Features, KeyFlags, PubKeyInner, PublicKey, PublicSubkey, SecretKey, SecretSubkey, Signature,
-    SignatureConfig, SignatureType, Subpacket, SubpacketData, UserId,
+    Features, KeyFlags, PubKeyInner, PublicKey, PublicSubkey, SecretKey, SecretSubkey, Signature, SignatureConfig,
+    SignatureType, Subpacket, SubpacketData, UserId,
 };
 use pgp::ser::Serialize;
 use pgp::types::{
-    CompressionAlgorithm, Duration as PgpDuration, KeyDetails as _, KeyVersion, Password,
-    PublicParams, SignedUser, Tag, Timestamp,
+    CompressionAlgorithm, Duration as PgpDuration, KeyDetails as _, KeyVersion, Password, PublicParams, SignedUser,
+    Tag, Timestamp,
 };
 use rand::{CryptoRng, Rng};
 
@@ -132,9 +132,7 @@ fn unreadable(err: impl std::fmt::Display) -> KeyError {
 fn guarded<T>(f: impl FnOnce() -> Result<T, KeyError>) -> Result<T, KeyError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
-        Err(_) => Err(KeyError::Unreadable(
-            "malformed key data (parser failure)".to_string(),
-        )),
+        Err(_) => Err(KeyError::Unreadable("malformed key data (parser failure)".to_string())),
     }
 }
 
@@ -222,8 +220,7 @@ fn armored_iter<'a, R: BufRead + 'a>(
     input: R,
 ) -> Result<Box<dyn Iterator<Item = Result<SignedPublicKey, KeyError>> + 'a>, KeyError> {
     let options = DearmorOptions::new().set_limit(ARMOR_HEADER_LIMIT);
-    let (iter, _headers) =
-        SignedPublicKey::from_armor_many_buf_with_options(input, options).map_err(unreadable)?;
+    let (iter, _headers) = SignedPublicKey::from_armor_many_buf_with_options(input, options).map_err(unreadable)?;
     Ok(Box::new(iter.map(|r| r.map_err(unreadable))))
 }
 
@@ -242,13 +239,12 @@ pub fn read_keyring<'a, R: BufRead + 'a>(
     let Some(first) = first else {
         return Err(KeyError::NoKey);
     };
-    let inner: Box<dyn Iterator<Item = Result<SignedPublicKey, KeyError>> + 'a> =
-        if first & 0x80 != 0 {
-            let iter = SignedPublicKey::from_bytes_many(input).map_err(unreadable)?;
-            Box::new(iter.map(|r| r.map_err(unreadable)))
-        } else {
-            guarded(|| armored_iter(input))?
-        };
+    let inner: Box<dyn Iterator<Item = Result<SignedPublicKey, KeyError>> + 'a> = if first & 0x80 != 0 {
+        let iter = SignedPublicKey::from_bytes_many(input).map_err(unreadable)?;
+        Box::new(iter.map(|r| r.map_err(unreadable)))
+    } else {
+        guarded(|| armored_iter(input))?
+    };
     Ok(Box::new(PanicFreeIter { inner: Some(inner) }))
 }
 
@@ -455,9 +451,7 @@ fn add_missing_sigs(into: &mut Vec<Signature>, from: &[Signature]) {
 /// Drops identical signature packets, keeping the first of each.
 fn dedup_sigs(sigs: Vec<Signature>) -> Vec<Signature> {
     let mut seen = HashSet::new();
-    sigs.into_iter()
-        .filter(|s| seen.insert(sig_body(s)))
-        .collect()
+    sigs.into_iter().filter(|s| seen.insert(sig_body(s))).collect()
 }
 
 fn describe_algorithm(key: &PublicKey) -> String {
@@ -497,10 +491,7 @@ fn rsa_bits(key: &PublicKey) -> Option<usize> {
 fn check_algorithm(key: &PublicKey, policy: &KeyPolicy) -> Result<(), KeyError> {
     let ok = match key.public_params() {
         PublicParams::RSA(_) => {
-            if !matches!(
-                key.algorithm(),
-                PublicKeyAlgorithm::RSA | PublicKeyAlgorithm::RSASign
-            ) {
+            if !matches!(key.algorithm(), PublicKeyAlgorithm::RSA | PublicKeyAlgorithm::RSASign) {
                 false
             } else {
                 let bits = rsa_bits(key).unwrap_or(0);
@@ -595,8 +586,8 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
         KeyVersion::V4 | KeyVersion::V6 => {}
         other => return Err(KeyError::UnsupportedVersion(u8::from(other))),
     }
-    let fingerprint = Fingerprint::from_bytes(primary.fingerprint().as_bytes())
-        .map_err(|e| KeyError::Unreadable(e.to_string()))?;
+    let fingerprint =
+        Fingerprint::from_bytes(primary.fingerprint().as_bytes()).map_err(|e| KeyError::Unreadable(e.to_string()))?;
     check_algorithm(&primary, policy)?;
 
     let user_count = key.details.users.len();
@@ -658,10 +649,7 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
             continue;
         }
         let sigs = verified_user_sigs(&user, &primary, &mut budget)?;
-        if !sigs
-            .iter()
-            .any(|s| s.typ() != Some(SignatureType::CertRevocation))
-        {
+        if !sigs.iter().any(|s| s.typ() != Some(SignatureType::CertRevocation)) {
             continue;
         }
         users.push(SignedUser {
@@ -748,19 +736,13 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
                     continue;
                 };
                 budget.spend()?;
-                if backsig
-                    .verify_primary_key_binding(&subkey.key, &primary)
-                    .is_err()
-                {
+                if backsig.verify_primary_key_binding(&subkey.key, &primary).is_err() {
                     continue;
                 }
             }
             sigs.push(sig);
         }
-        if sigs
-            .iter()
-            .any(|s| s.typ() == Some(SignatureType::SubkeyBinding))
-        {
+        if sigs.iter().any(|s| s.typ() == Some(SignatureType::SubkeyBinding)) {
             subkeys.push(SignedPublicSubKey {
                 key: subkey.key,
                 signatures: sigs,
@@ -792,11 +774,7 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
 
 /// The signatures on `user` that are certifications or certification
 /// revocations made by `primary` and that verify, without duplicates.
-fn verified_user_sigs(
-    user: &SignedUser,
-    primary: &PublicKey,
-    budget: &mut Budget,
-) -> Result<Vec<Signature>, KeyError> {
+fn verified_user_sigs(user: &SignedUser, primary: &PublicKey, budget: &mut Budget) -> Result<Vec<Signature>, KeyError> {
     let mut sigs = Vec::new();
     let candidates: Vec<Signature> = user
         .signatures
@@ -806,10 +784,7 @@ fn verified_user_sigs(
         .collect();
     for sig in dedup_sigs(candidates) {
         budget.spend()?;
-        if sig
-            .verify_certification(primary, Tag::UserId, &user.id)
-            .is_ok()
-        {
+        if sig.verify_certification(primary, Tag::UserId, &user.id).is_ok() {
             sigs.push(sig);
         }
     }
@@ -840,9 +815,7 @@ pub fn dearmor(armored: &str) -> Result<Vec<u8>, KeyError> {
         let mut reader = Dearmor::with_options(io::BufReader::new(armored.as_bytes()), options);
         reader.read_header().map_err(unreadable)?;
         if reader.typ != Some(BlockType::PublicKey) {
-            return Err(KeyError::Unreadable(
-                "not a PGP PUBLIC KEY BLOCK".to_string(),
-            ));
+            return Err(KeyError::Unreadable("not a PGP PUBLIC KEY BLOCK".to_string()));
         }
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes).map_err(unreadable)?;
@@ -858,19 +831,14 @@ pub fn dearmor(armored: &str) -> Result<Vec<u8>, KeyError> {
 fn starts_with_public_key_packet(bytes: &[u8]) -> bool {
     match bytes.first() {
         Some(&b) if b & 0x80 != 0 => {
-            let tag = if b & 0x40 != 0 {
-                b & 0x3f
-            } else {
-                (b >> 2) & 0x0f
-            };
+            let tag = if b & 0x40 != 0 { b & 0x3f } else { (b >> 2) & 0x0f };
             tag == 6
         }
         _ => false,
     }
 }
 
-const BASE64_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const ARMOR_LINE_CHARS: usize = 64;
 const CRC24_INIT: u32 = 0x00B7_04CE;
 const CRC24_POLY: u32 = 0x0186_4CFB;
@@ -1057,21 +1025,16 @@ fn timestamp_of(time: DateTime<Utc>) -> Result<Timestamp, KeyError> {
     Ok(Timestamp::from_secs(secs))
 }
 
-fn issuer_subpackets(
-    config: &mut SignatureConfig,
-    signer: &SecretKey,
-    created: Timestamp,
-) -> Result<(), KeyError> {
+fn issuer_subpackets(config: &mut SignatureConfig, signer: &SecretKey, created: Timestamp) -> Result<(), KeyError> {
     config
         .hashed_subpackets
         .push(Subpacket::regular(SubpacketData::SignatureCreationTime(created)).map_err(gen_err)?);
-    config.hashed_subpackets.push(
-        Subpacket::regular(SubpacketData::IssuerFingerprint(signer.fingerprint()))
-            .map_err(gen_err)?,
-    );
-    config.unhashed_subpackets.push(
-        Subpacket::regular(SubpacketData::IssuerKeyId(signer.legacy_key_id())).map_err(gen_err)?,
-    );
+    config
+        .hashed_subpackets
+        .push(Subpacket::regular(SubpacketData::IssuerFingerprint(signer.fingerprint())).map_err(gen_err)?);
+    config
+        .unhashed_subpackets
+        .push(Subpacket::regular(SubpacketData::IssuerKeyId(signer.legacy_key_id())).map_err(gen_err)?);
     Ok(())
 }
 
@@ -1086,10 +1049,7 @@ fn key_type_of(algorithm: GenAlgorithm) -> (KeyType, PublicKeyAlgorithm) {
 /// self-signatures). Unlike rPGP's builder it allows small RSA keys and a
 /// key expiration time, so tests can make weak and expired keys. Use
 /// `SignedSecretKey::to_public_key` for the public half.
-pub fn generate_key<R: Rng + CryptoRng>(
-    mut rng: R,
-    spec: &KeySpec,
-) -> Result<SignedSecretKey, KeyError> {
+pub fn generate_key<R: Rng + CryptoRng>(mut rng: R, spec: &KeySpec) -> Result<SignedSecretKey, KeyError> {
     if spec.user_ids.is_empty() {
         return Err(gen_err("at least one user ID is needed"));
     }
@@ -1100,8 +1060,7 @@ pub fn generate_key<R: Rng + CryptoRng>(
     };
     let (key_type, alg) = key_type_of(spec.algorithm);
     let (public_params, secret_params) = key_type.generate(&mut rng).map_err(gen_err)?;
-    let inner =
-        PubKeyInner::new(KeyVersion::V4, alg, created, None, public_params).map_err(gen_err)?;
+    let inner = PubKeyInner::new(KeyVersion::V4, alg, created, None, public_params).map_err(gen_err)?;
     let public = PublicKey::from_inner(inner).map_err(gen_err)?;
     let secret = SecretKey::new(public.clone(), secret_params).map_err(gen_err)?;
     let pw = Password::empty();
@@ -1109,8 +1068,7 @@ pub fn generate_key<R: Rng + CryptoRng>(
     let mut users = Vec::new();
     for (index, uid) in spec.user_ids.iter().enumerate() {
         let id = UserId::from_str(Default::default(), uid).map_err(gen_err)?;
-        let mut config =
-            SignatureConfig::v4(SignatureType::CertPositive, alg, HashAlgorithm::Sha256);
+        let mut config = SignatureConfig::v4(SignatureType::CertPositive, alg, HashAlgorithm::Sha256);
         issuer_subpackets(&mut config, &secret, created)?;
         let mut flags = KeyFlags::default();
         flags.set_certify(true);
@@ -1123,9 +1081,7 @@ pub fn generate_key<R: Rng + CryptoRng>(
             SubpacketData::PreferredSymmetricAlgorithms(
                 vec![SymmetricKeyAlgorithm::AES256, SymmetricKeyAlgorithm::AES128].into(),
             ),
-            SubpacketData::PreferredHashAlgorithms(
-                vec![HashAlgorithm::Sha512, HashAlgorithm::Sha256].into(),
-            ),
+            SubpacketData::PreferredHashAlgorithms(vec![HashAlgorithm::Sha512, HashAlgorithm::Sha256].into()),
             SubpacketData::PreferredCompressionAlgorithms(
                 vec![CompressionAlgorithm::ZLIB, CompressionAlgorithm::ZIP].into(),
             ),
@@ -1150,21 +1106,14 @@ pub fn generate_key<R: Rng + CryptoRng>(
     let mut secret_subkeys = Vec::new();
     if spec.encryption_subkey {
         let (sub_type, sub_alg) = match spec.algorithm {
-            GenAlgorithm::Ed25519 => (
-                KeyType::ECDH(ECCCurve::Curve25519Legacy),
-                PublicKeyAlgorithm::ECDH,
-            ),
+            GenAlgorithm::Ed25519 => (KeyType::ECDH(ECCCurve::Curve25519Legacy), PublicKeyAlgorithm::ECDH),
             GenAlgorithm::Rsa(bits) => (KeyType::Rsa(bits), PublicKeyAlgorithm::RSA),
         };
-        let (sub_public_params, sub_secret_params) =
-            sub_type.generate(&mut rng).map_err(gen_err)?;
-        let sub_inner = PubKeyInner::new(KeyVersion::V4, sub_alg, created, None, sub_public_params)
-            .map_err(gen_err)?;
+        let (sub_public_params, sub_secret_params) = sub_type.generate(&mut rng).map_err(gen_err)?;
+        let sub_inner = PubKeyInner::new(KeyVersion::V4, sub_alg, created, None, sub_public_params).map_err(gen_err)?;
         let sub_public = PublicSubkey::from_inner(sub_inner).map_err(gen_err)?;
-        let sub_secret =
-            SecretSubkey::new(sub_public.clone(), sub_secret_params).map_err(gen_err)?;
-        let mut config =
-            SignatureConfig::v4(SignatureType::SubkeyBinding, alg, HashAlgorithm::Sha256);
+        let sub_secret = SecretSubkey::new(sub_public.clone(), sub_secret_params).map_err(gen_err)?;
+        let mut config = SignatureConfig::v4(SignatureType::SubkeyBinding, alg, HashAlgorithm::Sha256);
         issuer_subpackets(&mut config, &secret, created)?;
         let mut flags = KeyFlags::default();
         flags.set_encrypt_comms(true);
@@ -1173,9 +1122,9 @@ pub fn generate_key<R: Rng + CryptoRng>(
             .hashed_subpackets
             .push(Subpacket::regular(SubpacketData::KeyFlags(flags)).map_err(gen_err)?);
         if let Some(expiry) = expiry {
-            config.hashed_subpackets.push(
-                Subpacket::regular(SubpacketData::KeyExpirationTime(expiry)).map_err(gen_err)?,
-            );
+            config
+                .hashed_subpackets
+                .push(Subpacket::regular(SubpacketData::KeyExpirationTime(expiry)).map_err(gen_err)?);
         }
         let binding = config
             .sign_subkey_binding(&secret, &public, &pw, &sub_public)
@@ -1193,10 +1142,7 @@ pub fn generate_key<R: Rng + CryptoRng>(
 
 /// Adds a third-party certification (type 0x10) by `signer` to every user
 /// ID of `key`: for testing that such certifications are stripped.
-pub fn certify_user_ids(
-    signer: &SignedSecretKey,
-    key: &SignedPublicKey,
-) -> Result<SignedPublicKey, KeyError> {
+pub fn certify_user_ids(signer: &SignedSecretKey, key: &SignedPublicKey) -> Result<SignedPublicKey, KeyError> {
     let mut out = key.clone();
     let now = timestamp_of(Utc::now())?;
     for user in &mut out.details.users {
@@ -1222,10 +1168,7 @@ pub fn certify_user_ids(
 
 /// Adds a key revocation signature (type 0x20, "key is no longer used")
 /// made by `secret` to its public key `key`.
-pub fn revoke_key(
-    secret: &SignedSecretKey,
-    key: &SignedPublicKey,
-) -> Result<SignedPublicKey, KeyError> {
+pub fn revoke_key(secret: &SignedSecretKey, key: &SignedPublicKey) -> Result<SignedPublicKey, KeyError> {
     let mut out = key.clone();
     let now = timestamp_of(Utc::now())?;
     let mut config = SignatureConfig::v4(
@@ -1259,12 +1202,7 @@ pub fn revoke_user_id(
 ) -> Result<SignedPublicKey, KeyError> {
     let mut out = key.clone();
     let when = timestamp_of(after + chrono::Duration::seconds(1))?;
-    let Some(user) = out
-        .details
-        .users
-        .iter_mut()
-        .find(|u| u.id.id() == user_id.as_bytes())
-    else {
+    let Some(user) = out.details.users.iter_mut().find(|u| u.id.id() == user_id.as_bytes()) else {
         return Err(gen_err(format!("no user ID {user_id:?}")));
     };
     let mut config = SignatureConfig::v4(
@@ -1341,17 +1279,13 @@ mod tests {
     /// The one RSA-2048 key of the test module (RSA generation is slow in debug).
     fn rsa2048() -> &'static SignedSecretKey {
         static KEY: OnceLock<SignedSecretKey> = OnceLock::new();
-        KEY.get_or_init(|| {
-            generate_key(rng(), &rsa_spec(2048, "Rita <rita@example.org>")).expect("rsa2048")
-        })
+        KEY.get_or_init(|| generate_key(rng(), &rsa_spec(2048, "Rita <rita@example.org>")).expect("rsa2048"))
     }
 
     /// The one RSA-1024 key of the test module.
     fn rsa1024() -> &'static SignedSecretKey {
         static KEY: OnceLock<SignedSecretKey> = OnceLock::new();
-        KEY.get_or_init(|| {
-            generate_key(rng(), &rsa_spec(1024, "Weak <weak@example.org>")).expect("rsa1024")
-        })
+        KEY.get_or_init(|| generate_key(rng(), &rsa_spec(1024, "Weak <weak@example.org>")).expect("rsa1024"))
     }
 
     fn gpg(home: &Path, args: &[&str]) -> std::process::Output {
@@ -1376,8 +1310,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-                .expect("chmod");
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
         }
         dir
     }
@@ -1423,10 +1356,7 @@ mod tests {
         assert_eq!(checked.expires_at(), None);
         assert!(!checked.is_expired(Utc::now()));
         assert_eq!(checked.signed_public_key().public_subkeys.len(), 1);
-        assert_eq!(
-            checked.fingerprint().as_str(),
-            format!("{:X}", public.fingerprint())
-        );
+        assert_eq!(checked.fingerprint().as_str(), format!("{:X}", public.fingerprint()));
         // Nothing to strip: the stripped key is the key.
         assert_eq!(checked.to_bytes(), public.to_bytes().expect("bytes"));
         assert!(checked.signed_public_key().verify_bindings().is_ok());
@@ -1434,19 +1364,12 @@ mod tests {
 
     #[test]
     fn rpgp_rsa_key_passes_and_rsa1024_is_refused() {
-        let checked =
-            check_key(rsa2048().to_public_key(), &KeyPolicy::default()).expect("rsa2048 accepted");
+        let checked = check_key(rsa2048().to_public_key(), &KeyPolicy::default()).expect("rsa2048 accepted");
         assert_eq!(checked.algorithm(), "RSA 2048");
         assert_eq!(checked.emails()[0].as_str(), "rita@example.org");
 
         let err = check_key(rsa1024().to_public_key(), &KeyPolicy::default()).unwrap_err();
-        assert_eq!(
-            err,
-            KeyError::WeakRsa {
-                bits: 1024,
-                min: 2048
-            }
-        );
+        assert_eq!(err, KeyError::WeakRsa { bits: 1024, min: 2048 });
         assert_eq!(
             err.to_string(),
             "RSA keys must be at least 2048 bits; this one has 1024"
@@ -1494,10 +1417,7 @@ mod tests {
                 .all(|fp| **fp == alice.primary_key.fingerprint()));
         }
         assert!(checked.signed_public_key().verify_bindings().is_ok());
-        assert_eq!(
-            checked.to_bytes(),
-            alice.to_public_key().to_bytes().expect("bytes")
-        );
+        assert_eq!(checked.to_bytes(), alice.to_public_key().to_bytes().expect("bytes"));
     }
 
     #[test]
@@ -1526,19 +1446,14 @@ mod tests {
         if let Some(last) = flipped.last_mut() {
             *last ^= 0x01;
         }
-        let result = parse_binary_keys(&flipped)
-            .and_then(|mut keys| check_key(keys.remove(0), &KeyPolicy::default()));
+        let result = parse_binary_keys(&flipped).and_then(|mut keys| check_key(keys.remove(0), &KeyPolicy::default()));
         assert_eq!(result.unwrap_err(), KeyError::BadSelfSignatures);
 
         // Change the user ID text: its signature no longer covers it.
-        let pos = bytes
-            .windows(3)
-            .position(|w| w == b"eve")
-            .expect("user id in packets");
+        let pos = bytes.windows(3).position(|w| w == b"eve").expect("user id in packets");
         let mut renamed = bytes.clone();
         renamed[pos] = b'x';
-        let result = parse_binary_keys(&renamed)
-            .and_then(|mut keys| check_key(keys.remove(0), &KeyPolicy::default()));
+        let result = parse_binary_keys(&renamed).and_then(|mut keys| check_key(keys.remove(0), &KeyPolicy::default()));
         assert_eq!(result.unwrap_err(), KeyError::BadSelfSignatures);
         assert_eq!(
             KeyError::BadSelfSignatures.to_string(),
@@ -1568,30 +1483,16 @@ mod tests {
         assert_eq!(merged.to_bytes(), full.to_bytes().expect("bytes"));
 
         // Merging again adds nothing.
-        let again = merged
-            .merge(&b)
-            .expect("merge again")
-            .merge(&a)
-            .expect("and again");
+        let again = merged.merge(&b).expect("merge again").merge(&a).expect("and again");
         assert_eq!(again, merged);
 
         // A revocation merges in.
-        let revoked = check_key(
-            revoke_key(&secret, &full).expect("revoke"),
-            &KeyPolicy::default(),
-        )
-        .expect("revoked key still checks");
+        let revoked = check_key(revoke_key(&secret, &full).expect("revoke"), &KeyPolicy::default())
+            .expect("revoked key still checks");
         assert!(revoked.is_revoked());
         let merged = merged.merge(&revoked).expect("merge revocation");
         assert!(merged.is_revoked());
-        assert_eq!(
-            merged
-                .signed_public_key()
-                .details
-                .revocation_signatures
-                .len(),
-            1
-        );
+        assert_eq!(merged.signed_public_key().details.revocation_signatures.len(), 1);
 
         let other = check_key(
             ed25519_secret(&["O <o@example.org>"]).to_public_key(),
@@ -1623,10 +1524,8 @@ mod tests {
 
     #[test]
     fn find_armored_keys_in_prose_with_crlf() {
-        let k1 = armor_public_key(&ed25519_secret(&["A <a@example.org>"]).to_public_key())
-            .expect("armor");
-        let k2 = armor_public_key(&ed25519_secret(&["B <b@example.org>"]).to_public_key())
-            .expect("armor");
+        let k1 = armor_public_key(&ed25519_secret(&["A <a@example.org>"]).to_public_key()).expect("armor");
+        let k2 = armor_public_key(&ed25519_secret(&["B <b@example.org>"]).to_public_key()).expect("armor");
         let text = format!(
             "Hello,\n{BEGIN_PUBLIC_KEY}\nthis one is cut short\n\nplease register these:\n\n{k1}\nand\n> {BEGIN_PUBLIC_KEY}\n> quoted, ignored\n\n{k2}\nThanks!\n"
         )
@@ -1652,11 +1551,7 @@ mod tests {
         let keys: Vec<CheckedKey> = (0..3)
             .map(|i| {
                 let uid = format!("User {i} <user{i}@example.org>");
-                check_key(
-                    ed25519_secret(&[&uid]).to_public_key(),
-                    &KeyPolicy::default(),
-                )
-                .expect("check")
+                check_key(ed25519_secret(&[&uid]).to_public_key(), &KeyPolicy::default()).expect("check")
             })
             .collect();
 
@@ -1683,10 +1578,7 @@ mod tests {
             .expect("all keys read");
         assert_eq!(streamed, parsed);
         for (key, original) in parsed.into_iter().zip(&keys) {
-            assert_eq!(
-                &check_key(key, &KeyPolicy::default()).expect("check"),
-                original
-            );
+            assert_eq!(&check_key(key, &KeyPolicy::default()).expect("check"), original);
         }
 
         let home = gpg_home();
@@ -1735,10 +1627,7 @@ mod tests {
             max_signature_checks: 1,
             ..KeyPolicy::default()
         };
-        assert_eq!(
-            check_key(key, &policy).unwrap_err(),
-            KeyError::TooManySignatures(1)
-        );
+        assert_eq!(check_key(key, &policy).unwrap_err(), KeyError::TooManySignatures(1));
     }
 
     #[test]

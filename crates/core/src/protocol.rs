@@ -55,11 +55,7 @@ fn lines(datagram: &[u8]) -> Option<Vec<&str>> {
     if text.contains('\0') {
         return None;
     }
-    Some(
-        text.lines()
-            .map(|line| line.trim_end_matches('\r'))
-            .collect(),
-    )
+    Some(text.lines().map(|line| line.trim_end_matches('\r')).collect())
 }
 
 /// Decodes a request datagram.
@@ -142,8 +138,7 @@ pub fn parse_answer(datagram: &[u8]) -> Option<Answer> {
         "CMDUNREG" => Some(Answer::CommandUnrecognised),
         "REDIRECT" => rest.lines().find_map(|line| {
             let (name, value) = line.split_once(':')?;
-            (name.trim() == "Server" && !value.trim().is_empty())
-                .then(|| Answer::Redirect(value.trim().to_string()))
+            (name.trim() == "Server" && !value.trim().is_empty()).then(|| Answer::Redirect(value.trim().to_string()))
         }),
         _ => None,
     }
@@ -162,26 +157,30 @@ pub enum Lookup {
 
 /// Looks `query` up: the exact address, then (RIPEM's fallback) the same
 /// mailbox one domain level up at a time, then the redirect map by domain
-/// (most specific first).
+/// (most specific first). `store` is `None` while no database exists yet.
 pub fn lookup(
-    store: &KeyStore,
+    store: Option<&KeyStore>,
     redirects: &BTreeMap<String, String>,
     query: &Query,
 ) -> Result<Lookup, StoreError> {
     let email = match query {
         Query::Fingerprint(_) => {
-            return Ok(store
-                .record_text(query)?
-                .map_or(Lookup::NotFound, Lookup::Found));
+            let found = match store {
+                Some(store) => store.record_text(query)?,
+                None => None,
+            };
+            return Ok(found.map_or(Lookup::NotFound, Lookup::Found));
         }
         Query::Email(email) => email,
     };
-    let mut candidate: Option<Email> = Some(email.clone());
-    while let Some(current) = candidate {
-        if let Some(record) = store.record_text(&Query::Email(current.clone()))? {
-            return Ok(Lookup::Found(record));
+    if let Some(store) = store {
+        let mut candidate: Option<Email> = Some(email.clone());
+        while let Some(current) = candidate {
+            if let Some(record) = store.record_text(&Query::Email(current.clone()))? {
+                return Ok(Lookup::Found(record));
+            }
+            candidate = current.up_one_level();
         }
-        candidate = current.up_one_level();
     }
     let mut domain = email.domain();
     loop {
@@ -215,19 +214,10 @@ mod tests {
             Request::LookUser(q("0x3A0F000011112222333344445555666677778888"))
         );
         assert_eq!(parse_request(b"LOOKUSER\n"), Request::Malformed);
-        assert_eq!(
-            parse_request(b"LOOKUSER\nUser: not an address\n"),
-            Request::Malformed
-        );
+        assert_eq!(parse_request(b"LOOKUSER\nUser: not an address\n"), Request::Malformed);
         assert_eq!(parse_request(b"QUIT\n"), Request::Quit);
         assert_eq!(parse_request(b"GETALL\n"), Request::Unknown);
-        for junk in [
-            &b""[..],
-            b"\0",
-            b"\xff\xfe",
-            b"LOOK\0USER\n",
-            b"hello world",
-        ] {
+        for junk in [&b""[..], b"\0", b"\xff\xfe", b"LOOK\0USER\n", b"hello world"] {
             assert_eq!(parse_request(junk), Request::Malformed, "{junk:?}");
         }
     }
@@ -261,9 +251,6 @@ mod tests {
     fn request_encoding_is_ripem_style() {
         let query = Query::parse("a@example.com").unwrap();
         assert_eq!(encode_request(&query), b"LOOKUSER\nUser: a@example.com\n\0");
-        assert_eq!(
-            parse_request(&encode_request(&query)),
-            Request::LookUser(query)
-        );
+        assert_eq!(parse_request(&encode_request(&query)), Request::LookUser(query));
     }
 }

@@ -125,9 +125,7 @@ impl Record {
                 in_key = false;
                 continue;
             }
-            let (name, value) = line
-                .split_once(':')
-                .ok_or(RecordError::BadLine(index + 1))?;
+            let (name, value) = line.split_once(':').ok_or(RecordError::BadLine(index + 1))?;
             let value = value.trim();
             in_key = false;
             match name {
@@ -161,19 +159,14 @@ impl Record {
     /// Splits text holding several records separated by blank lines (as in
     /// the flat file), skipping `#` comment lines; yields each record's text.
     pub fn split_many(text: &str) -> impl Iterator<Item = String> + '_ {
-        let mut lines = text
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .peekable();
+        let mut lines = text.lines().filter(|line| !line.starts_with('#')).peekable();
         std::iter::from_fn(move || {
             while lines.peek().is_some_and(|line| line.trim().is_empty()) {
                 lines.next();
             }
             lines.peek()?;
             let mut chunk = String::new();
-            while let Some(line) =
-                lines.next_if(|line| !line.trim().is_empty() || line.starts_with(' '))
-            {
+            while let Some(line) = lines.next_if(|line| !line.trim().is_empty() || line.starts_with(' ')) {
                 chunk.push_str(line);
                 chunk.push('\n');
             }
@@ -198,7 +191,8 @@ mod tests {
             fingerprint: Fingerprint::parse("3A0F000011112222333344445555666677778888").unwrap(),
             registered: time,
             updated: time,
-            key_armor: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZabc\n=AbCd\n-----END PGP PUBLIC KEY BLOCK-----".into(),
+            key_armor: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZabc\n=AbCd\n-----END PGP PUBLIC KEY BLOCK-----"
+                .into(),
         }
     }
 
@@ -206,12 +200,8 @@ mod tests {
     fn round_trip() {
         let record = sample();
         let text = record.to_text();
-        assert!(text.starts_with(
-            "User: alice@example.com\nUser: alice@lists.example.org\nFingerprint: 3A0F"
-        ));
-        assert!(
-            text.contains("PublicKeyInfo:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n \n mDMEZabc\n")
-        );
+        assert!(text.starts_with("User: alice@example.com\nUser: alice@lists.example.org\nFingerprint: 3A0F"));
+        assert!(text.contains("PublicKeyInfo:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n \n mDMEZabc\n"));
         assert_eq!(Record::parse(&text).unwrap(), record);
         assert_eq!(Record::parse(&text.replace('\n', "\r\n")).unwrap(), record);
     }

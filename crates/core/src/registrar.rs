@@ -152,12 +152,7 @@ impl Registrar {
             let mut batch = Vec::new();
             // Registrations only for now; change and remove requests wait in
             // their queues, untouched, until they are supported.
-            batch.extend(
-                self.spool
-                    .pending(QueueName::Add)?
-                    .into_iter()
-                    .take(MAX_BATCH),
-            );
+            batch.extend(self.spool.pending(QueueName::Add)?.into_iter().take(MAX_BATCH));
             if batch.is_empty() {
                 break;
             }
@@ -178,8 +173,7 @@ impl Registrar {
             let raw = spool::read_limited(&file.path, limit)?;
             let item = match RequestMail::parse(&raw) {
                 Ok(mail) => {
-                    let candidates =
-                        request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy);
+                    let candidates = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy);
                     Prepared::Request { mail, candidates }
                 }
                 Err(err) => Prepared::NotMail(err.to_string()),
@@ -229,14 +223,8 @@ impl Registrar {
                         queue: file.queue,
                         file: file.name(),
                         reply: ReturnAddress::NoReply("not a mail message".into()),
-                        outcome: vec![format!(
-                            "moved to {}: {reason}",
-                            self.spool.failed_dir().display()
-                        )],
-                        summary: format!(
-                            "not a mail message, moved to {}",
-                            self.spool.failed_dir().display()
-                        ),
+                        outcome: vec![format!("moved to {}: {reason}", self.spool.failed_dir().display())],
+                        summary: format!("not a mail message, moved to {}", self.spool.failed_dir().display()),
                     };
                     self.log_request(&report, &raw)?;
                     self.spool.quarantine(file, &reason)?;
@@ -246,8 +234,7 @@ impl Registrar {
                     let mut tally = Tally::default();
                     results.iter().for_each(|outcome| tally.count(outcome));
                     summary.tally += tally;
-                    let mut outcome: Vec<String> =
-                        results.iter().flat_map(KeyOutcome::lines).collect();
+                    let mut outcome: Vec<String> = results.iter().flat_map(KeyOutcome::lines).collect();
                     if outcome.is_empty() {
                         outcome.push("no public key found in the message".into());
                     }
@@ -398,24 +385,20 @@ impl Registrar {
     /// and one every `rescan_interval` anyway, so a missed event never
     /// strands a request. A failed cycle (say the database stayed busy) is
     /// reported and retried on the next rescan; its files stay spooled.
-    pub fn run_daemon(
-        &self,
-        report: &dyn Fn(Result<CycleSummary, RegistrarError>),
-    ) -> Result<(), DaemonError> {
+    pub fn run_daemon(&self, report: &dyn Fn(Result<CycleSummary, RegistrarError>)) -> Result<(), DaemonError> {
         use notify::{RecursiveMode, Watcher};
 
         crate::signals::install().map_err(DaemonError::Signals)?;
         let (events, arrivals) = std::sync::mpsc::channel();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok_and(|event| !event.kind.is_access() && !event.kind.is_remove()) {
-                    let _ = events.send(());
-                }
-            })
-            .map_err(|source| DaemonError::Watch {
-                path: self.config.paths.spool_dir.clone(),
-                source,
-            })?;
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|event| !event.kind.is_access() && !event.kind.is_remove()) {
+                let _ = events.send(());
+            }
+        })
+        .map_err(|source| DaemonError::Watch {
+            path: self.config.paths.spool_dir.clone(),
+            source,
+        })?;
         for queue in QueueName::ALL {
             let dir = self.spool.new_dir(queue);
             watcher

@@ -96,23 +96,21 @@ pub struct Reply {
 }
 
 fn parse_address(address: &str) -> Result<Address, ReplyError> {
-    address
-        .parse::<Address>()
-        .map_err(|err| ReplyError::Address {
-            address: address.to_string(),
-            reason: err.to_string(),
-        })
+    address.parse::<Address>().map_err(|err| ReplyError::Address {
+        address: address.to_string(),
+        reason: err.to_string(),
+    })
 }
 
 impl Reply {
     /// The whole message, headers and body, as RFC 5322 bytes.
     pub fn to_bytes(&self, from: &str) -> Result<Vec<u8>, ReplyError> {
-        let from: Mailbox =
-            from.parse()
-                .map_err(|err: lettre::address::AddressError| ReplyError::Address {
-                    address: from.to_string(),
-                    reason: err.to_string(),
-                })?;
+        let from: Mailbox = from
+            .parse()
+            .map_err(|err: lettre::address::AddressError| ReplyError::Address {
+                address: from.to_string(),
+                reason: err.to_string(),
+            })?;
         let mut builder = lettre::Message::builder()
             .from(from)
             .to(Mailbox::new(None, parse_address(self.to.as_str())?))
@@ -125,10 +123,9 @@ impl Reply {
         let message = match &self.attachment {
             None => builder.singlepart(text),
             Some(file) => {
-                let content_type = ContentType::parse(&file.content_type)
-                    .map_err(|err| ReplyError::Build(err.to_string()))?;
-                let attachment =
-                    Attachment::new(file.filename.clone()).body(file.bytes.clone(), content_type);
+                let content_type =
+                    ContentType::parse(&file.content_type).map_err(|err| ReplyError::Build(err.to_string()))?;
+                let attachment = Attachment::new(file.filename.clone()).body(file.bytes.clone(), content_type);
                 builder.multipart(MultiPart::mixed().singlepart(text).singlepart(attachment))
             }
         }
@@ -154,17 +151,13 @@ impl Mailer {
     /// The mailer the configuration describes.
     pub fn from_config(mail: &MailConfig, paths: &Paths) -> Result<Mailer, ReplyError> {
         let sender = match mail.transport {
-            Transport::Sendmail => {
-                Sender::Sendmail(SendmailTransport::new_with_command(&mail.sendmail))
-            }
+            Transport::Sendmail => Sender::Sendmail(SendmailTransport::new_with_command(&mail.sendmail)),
             Transport::Smtp => {
                 let mut builder = if mail.smtp_starttls {
-                    SmtpTransport::starttls_relay(&mail.smtp_host).map_err(|err| {
-                        ReplyError::Send {
-                            to: mail.smtp_host.clone(),
-                            transport: "smtp",
-                            reason: err.to_string(),
-                        }
+                    SmtpTransport::starttls_relay(&mail.smtp_host).map_err(|err| ReplyError::Send {
+                        to: mail.smtp_host.clone(),
+                        transport: "smtp",
+                        reason: err.to_string(),
                     })?
                 } else {
                     SmtpTransport::builder_dangerous(&mail.smtp_host)
@@ -207,28 +200,23 @@ impl Mailer {
     /// message for the file transport, so sending it again after a crash
     /// replaces the file instead of adding a second one.
     pub fn send_bytes(&self, to: &Email, bytes: &[u8], name: &str) -> Result<(), ReplyError> {
-        let envelope = lettre::address::Envelope::new(
-            Some(parse_address(&self.from)?),
-            vec![parse_address(to.as_str())?],
-        )
-        .map_err(|err| ReplyError::Build(err.to_string()))?;
+        let envelope =
+            lettre::address::Envelope::new(Some(parse_address(&self.from)?), vec![parse_address(to.as_str())?])
+                .map_err(|err| ReplyError::Build(err.to_string()))?;
         let failed = |reason: String| ReplyError::Send {
             to: to.to_string(),
             transport: self.transport_name(),
             reason,
         };
         match &self.sender {
-            Sender::Sendmail(transport) => transport
-                .send_raw(&envelope, bytes)
-                .map_err(|e| failed(e.to_string())),
+            Sender::Sendmail(transport) => transport.send_raw(&envelope, bytes).map_err(|e| failed(e.to_string())),
             Sender::Smtp(transport) => transport
                 .send_raw(&envelope, bytes)
                 .map(|_| ())
                 .map_err(|e| failed(e.to_string())),
             Sender::File(dir) => {
                 let path = dir.join(format!("{name}.eml"));
-                write_atomically(&path, bytes)
-                    .map_err(|e| failed(format!("{}: {e}", path.display())))
+                write_atomically(&path, bytes).map_err(|e| failed(format!("{}: {e}", path.display())))
             }
         }
     }
@@ -289,8 +277,7 @@ impl Mailer {
             source,
         };
         let queued = fs::read(path).map_err(io)?;
-        let (first_line, message) =
-            queued.split_at(queued.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1));
+        let (first_line, message) = queued.split_at(queued.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1));
         let recipient = String::from_utf8_lossy(first_line);
         let recipient = recipient
             .strip_prefix("X-Ripem-Recipient: ")

@@ -37,25 +37,16 @@ pub enum Candidate {
 /// request. Expired and revoked keys pass here: they may still merge into
 /// a registration of the same key (see [`apply_key`]).
 pub fn prepare_add(texts: &[String], binary: &[Vec<u8>], policy: &KeyPolicy) -> Vec<Candidate> {
-    let mut parsed: Vec<(
-        String,
-        Result<Vec<pgp::composed::SignedPublicKey>, KeyError>,
-    )> = Vec::new();
+    let mut parsed: Vec<(String, Result<Vec<pgp::composed::SignedPublicKey>, KeyError>)> = Vec::new();
     let mut block_number = 0;
     for text in texts {
         for block in openpgp::find_armored_keys(text) {
             block_number += 1;
-            parsed.push((
-                format!("key block {block_number}"),
-                openpgp::parse_armored_keys(block),
-            ));
+            parsed.push((format!("key block {block_number}"), openpgp::parse_armored_keys(block)));
         }
     }
     for (index, bytes) in binary.iter().enumerate() {
-        parsed.push((
-            format!("attachment {}", index + 1),
-            openpgp::parse_binary_keys(bytes),
-        ));
+        parsed.push((format!("attachment {}", index + 1), openpgp::parse_binary_keys(bytes)));
     }
     let mut candidates = Vec::new();
     for (label, keys) in parsed {
@@ -108,16 +99,10 @@ impl fmt::Display for AddressOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AddressOutcome::Registered => f.write_str("registered"),
-            AddressOutcome::Updated => {
-                f.write_str("already registered to this key; the key was updated")
-            }
-            AddressOutcome::Unchanged => {
-                f.write_str("already registered to this key; nothing new, no change")
-            }
+            AddressOutcome::Updated => f.write_str("already registered to this key; the key was updated"),
+            AddressOutcome::Unchanged => f.write_str("already registered to this key; nothing new, no change"),
             AddressOutcome::Taken(owner) => write!(f, "refused: already registered to key {owner}"),
-            AddressOutcome::Released => {
-                f.write_str("removed: the key no longer has a valid user ID for it")
-            }
+            AddressOutcome::Released => f.write_str("removed: the key no longer has a valid user ID for it"),
         }
     }
 }
@@ -157,11 +142,7 @@ impl KeyOutcome {
                 if *revoked {
                     lines.push("  the key is revoked; the revocation is now published".into());
                 }
-                lines.extend(
-                    addresses
-                        .iter()
-                        .map(|(email, outcome)| format!("  {email}: {outcome}")),
-                );
+                lines.extend(addresses.iter().map(|(email, outcome)| format!("  {email}: {outcome}")));
                 lines
             }
         }
@@ -176,11 +157,7 @@ impl KeyOutcome {
 
 /// Applies one checked key to the store: first come, first served per
 /// address, merging into an existing registration of the same key.
-pub fn apply_key(
-    store: &mut KeyStore,
-    key: &CheckedKey,
-    now: DateTime<Utc>,
-) -> Result<KeyOutcome, StoreError> {
+pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> Result<KeyOutcome, StoreError> {
     let fingerprint = key.fingerprint().clone();
     let refused = |reason: String| KeyOutcome::Refused {
         key: format!("key {fingerprint}"),
@@ -197,21 +174,13 @@ pub fn apply_key(
             }
             key.clone()
         }
-        Some(record) => {
-            match openpgp::read_stored_key(&record.key_armor).and_then(|stored| stored.merge(key)) {
-                Ok(merged) => merged,
-                Err(err) => {
-                    return Ok(refused(format!(
-                        "could not be merged with the registered copy: {err}"
-                    )))
-                }
-            }
-        }
+        Some(record) => match openpgp::read_stored_key(&record.key_armor).and_then(|stored| stored.merge(key)) {
+            Ok(merged) => merged,
+            Err(err) => return Ok(refused(format!("could not be merged with the registered copy: {err}"))),
+        },
     };
     let key_armor = merged.to_armored().trim_end().to_string();
-    let key_changed = existing
-        .as_ref()
-        .is_none_or(|record| record.key_armor != key_armor);
+    let key_changed = existing.as_ref().is_none_or(|record| record.key_armor != key_armor);
 
     let mut users: Vec<Email> = Vec::new();
     let mut outcomes = Vec::new();
@@ -235,9 +204,7 @@ pub fn apply_key(
             continue;
         }
         match store.fingerprint_of(email)? {
-            Some(owner) if owner != fingerprint => {
-                outcomes.push((email.clone(), AddressOutcome::Taken(owner)))
-            }
+            Some(owner) if owner != fingerprint => outcomes.push((email.clone(), AddressOutcome::Taken(owner))),
             _ => {
                 users.push(email.clone());
                 outcomes.push((email.clone(), AddressOutcome::Registered));
@@ -312,9 +279,7 @@ impl Tally {
                 let merged = addresses.iter().any(|(_, o)| {
                     matches!(
                         o,
-                        AddressOutcome::Updated
-                            | AddressOutcome::Unchanged
-                            | AddressOutcome::Released
+                        AddressOutcome::Updated | AddressOutcome::Unchanged | AddressOutcome::Released
                     )
                 });
                 if merged {
@@ -346,11 +311,7 @@ impl fmt::Display for Tally {
         write!(
             f,
             "{} keys added, {} merged, {} refused; {} addresses added, {} refused",
-            self.keys_added,
-            self.keys_merged,
-            self.keys_refused,
-            self.addresses_added,
-            self.addresses_refused
+            self.keys_added, self.keys_merged, self.keys_refused, self.addresses_added, self.addresses_refused
         )
     }
 }

@@ -88,27 +88,17 @@ fn log(line: &str) {
 
 /// Runs keyserv until SIGTERM/SIGINT (or an allowed QUIT). `reload` is
 /// called on SIGHUP to read the configuration again.
-pub fn serve(
-    config: &Config,
-    listen: &[SocketAddr],
-    reload: &dyn Fn() -> Option<Config>,
-) -> Result<(), ServerError> {
+pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option<Config>) -> Result<(), ServerError> {
     if listen.is_empty() {
         return Err(ServerError::NoListen);
     }
     let sockets = listen
         .iter()
         .map(|addr| {
-            let socket = UdpSocket::bind(addr).map_err(|source| ServerError::Bind {
-                addr: *addr,
-                source,
-            })?;
+            let socket = UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr: *addr, source })?;
             socket
                 .set_read_timeout(Some(RECEIVE_TIMEOUT))
-                .map_err(|source| ServerError::Bind {
-                    addr: *addr,
-                    source,
-                })?;
+                .map_err(|source| ServerError::Bind { addr: *addr, source })?;
             Ok(socket)
         })
         .collect::<Result<Vec<_>, ServerError>>()?;
@@ -184,9 +174,7 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             Err(err)
                 if matches!(
                     err.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                 ) =>
             {
                 continue
@@ -199,13 +187,7 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
         let Ok(settings) = shared.settings.read() else {
             return;
         };
-        if answer_request(
-            &request[..length],
-            &settings,
-            &mut database,
-            &mut answer,
-            shared,
-        ) {
+        if answer_request(&request[..length], &settings, &mut database, &mut answer, shared) {
             if settings.log_requests {
                 log(&format!(
                     "{peer}: {}",
@@ -246,30 +228,18 @@ fn answer_request(
     if database.is_none() {
         match KeyStore::open_read(&settings.database, &settings.lock, READER_WAIT) {
             Ok(store) => *database = Some(store),
-            Err(err) if err.is_missing() => {
-                // Nothing has ever been registered: every answer is NOTFOUND.
-                protocol::encode_response(&Response::NotFound(&query.to_string()), answer);
-                return true;
-            }
+            // Nothing has ever been registered: answer from the redirects alone.
+            Err(err) if err.is_missing() => {}
             Err(err) => {
                 log(&format!("cannot open the database, request dropped: {err}"));
                 return false;
             }
         }
     }
-    let Some(store) = database.as_ref() else {
-        return false;
-    };
-    match protocol::lookup(store, &settings.redirects, &query) {
-        Ok(Lookup::Found(record)) => {
-            protocol::encode_response(&Response::UserInfo(&record), answer)
-        }
-        Ok(Lookup::Redirect(server)) => {
-            protocol::encode_response(&Response::Redirect(&server), answer)
-        }
-        Ok(Lookup::NotFound) => {
-            protocol::encode_response(&Response::NotFound(&query.to_string()), answer)
-        }
+    match protocol::lookup(database.as_ref(), &settings.redirects, &query) {
+        Ok(Lookup::Found(record)) => protocol::encode_response(&Response::UserInfo(&record), answer),
+        Ok(Lookup::Redirect(server)) => protocol::encode_response(&Response::Redirect(&server), answer),
+        Ok(Lookup::NotFound) => protocol::encode_response(&Response::NotFound(&query.to_string()), answer),
         Err(err) => {
             log(&format!("lookup failed, request dropped: {err}"));
             *database = None;

@@ -25,17 +25,8 @@ extern "C" fn on_signal(signal: nix::libc::c_int) {
 
 /// Installs the handlers for SIGTERM, SIGINT, SIGHUP and SIGUSR1.
 pub fn install() -> nix::Result<()> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for signal in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-    ] {
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR1] {
         // SAFETY: the handler only stores to atomics, which is async-signal-safe.
         unsafe { sigaction(signal, &action) }?;
     }

@@ -93,9 +93,7 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 /// A name no other delivery, on this host or another sharing the spool, uses.
 fn unique_name(prefix: &str) -> String {
     static SEQUENCE: AtomicU32 = AtomicU32::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -179,12 +177,7 @@ impl Spool {
     /// Spools one message from `input`, refusing it if it is over
     /// `max_bytes`. Returns the path in `new/` once the message is safely
     /// on disk; on any error nothing is left in `new/`.
-    pub fn deliver(
-        &self,
-        queue: QueueName,
-        input: &mut dyn Read,
-        max_bytes: u64,
-    ) -> Result<PathBuf, SpoolError> {
+    pub fn deliver(&self, queue: QueueName, input: &mut dyn Read, max_bytes: u64) -> Result<PathBuf, SpoolError> {
         let name = unique_name("key");
         let temp = self.tmp_dir(queue).join(&name);
         let final_path = self.new_dir(queue).join(&name);
@@ -195,8 +188,7 @@ impl Spool {
                 .mode(0o640)
                 .open(&temp)
                 .map_err(io_error(&temp))?;
-            let copied = io::copy(&mut input.take(max_bytes.saturating_add(1)), &mut file)
-                .map_err(io_error(&temp))?;
+            let copied = io::copy(&mut input.take(max_bytes.saturating_add(1)), &mut file).map_err(io_error(&temp))?;
             if copied > max_bytes {
                 return Err(SpoolError::TooLarge { limit: max_bytes });
             }
@@ -227,10 +219,7 @@ impl Spool {
             }
         }
         files.sort();
-        Ok(files
-            .into_iter()
-            .map(|(_, path)| SpoolFile { queue, path })
-            .collect())
+        Ok(files.into_iter().map(|(_, path)| SpoolFile { queue, path }).collect())
     }
 
     /// Deletes a processed request.
@@ -255,8 +244,7 @@ impl Spool {
         let name = format!("{}.{}", file.queue, file.name());
         let target = dir.join(&name);
         let reason_path = dir.join(format!("{name}.reason"));
-        atomic::write_atomically(&reason_path, format!("{reason}\n").as_bytes())
-            .map_err(io_error(&reason_path))?;
+        atomic::write_atomically(&reason_path, format!("{reason}\n").as_bytes()).map_err(io_error(&reason_path))?;
         fs::rename(&file.path, &target).map_err(io_error(&target))?;
         sync_dir(&dir)?;
         sync_dir(&self.new_dir(file.queue))?;
@@ -286,26 +274,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::new(dir.path());
         spool.create_dirs().unwrap();
-        let first = spool
-            .deliver(QueueName::Add, &mut &b"one"[..], 100)
-            .unwrap();
-        let second = spool
-            .deliver(QueueName::Add, &mut &b"two"[..], 100)
-            .unwrap();
-        assert!(first
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("key."));
+        let first = spool.deliver(QueueName::Add, &mut &b"one"[..], 100).unwrap();
+        let second = spool.deliver(QueueName::Add, &mut &b"two"[..], 100).unwrap();
+        assert!(first.file_name().unwrap().to_string_lossy().starts_with("key."));
         let pending = spool.pending(QueueName::Add).unwrap();
         assert_eq!(
             pending.iter().map(|f| f.path.clone()).collect::<Vec<_>>(),
             [first, second]
         );
-        assert!(fs::read_dir(spool.tmp_dir(QueueName::Add))
-            .unwrap()
-            .next()
-            .is_none());
+        assert!(fs::read_dir(spool.tmp_dir(QueueName::Add)).unwrap().next().is_none());
         spool.remove(&pending[0]).unwrap();
         spool.remove(&pending[0]).unwrap();
         assert_eq!(spool.pending(QueueName::Add).unwrap().len(), 1);
@@ -316,18 +293,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::new(dir.path());
         spool.create_dirs().unwrap();
-        let err = spool
-            .deliver(QueueName::Change, &mut &[0u8; 101][..], 100)
-            .unwrap_err();
+        let err = spool.deliver(QueueName::Change, &mut &[0u8; 101][..], 100).unwrap_err();
         assert!(matches!(err, SpoolError::TooLarge { limit: 100 }));
         assert!(spool.pending(QueueName::Change).unwrap().is_empty());
-        assert!(fs::read_dir(spool.tmp_dir(QueueName::Change))
-            .unwrap()
-            .next()
-            .is_none());
-        spool
-            .deliver(QueueName::Change, &mut &[0u8; 100][..], 100)
-            .unwrap();
+        assert!(fs::read_dir(spool.tmp_dir(QueueName::Change)).unwrap().next().is_none());
+        spool.deliver(QueueName::Change, &mut &[0u8; 100][..], 100).unwrap();
     }
 
     #[test]
@@ -335,9 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::new(dir.path());
         spool.create_dirs().unwrap();
-        spool
-            .deliver(QueueName::Remove, &mut &b"junk"[..], 100)
-            .unwrap();
+        spool.deliver(QueueName::Remove, &mut &b"junk"[..], 100).unwrap();
         let file = spool.pending(QueueName::Remove).unwrap().remove(0);
         let moved = spool.quarantine(&file, "not a mail message").unwrap();
         assert_eq!(fs::read(&moved).unwrap(), b"junk");

@@ -83,11 +83,7 @@ fn open_lock_file(path: &Path) -> Result<File, StoreError> {
 }
 
 /// Takes a flock, polling until `timeout`.
-fn lock_with_timeout(
-    path: &Path,
-    arg: FlockArg,
-    timeout: Duration,
-) -> Result<Flock<File>, StoreError> {
+fn lock_with_timeout(path: &Path, arg: FlockArg, timeout: Duration) -> Result<Flock<File>, StoreError> {
     let started = Instant::now();
     let mut file = open_lock_file(path)?;
     loop {
@@ -162,18 +158,10 @@ impl KeyStore {
     /// Opens the database read-only, waiting up to `timeout` for a writer
     /// to finish. A missing database is an error the caller may treat as
     /// empty (see [`StoreError::is_missing`]).
-    pub fn open_read(
-        path: &Path,
-        lock_path: &Path,
-        timeout: Duration,
-    ) -> Result<KeyStore, StoreError> {
+    pub fn open_read(path: &Path, lock_path: &Path, timeout: Duration) -> Result<KeyStore, StoreError> {
         let started = Instant::now();
         let shared = lock_with_timeout(lock_path, FlockArg::LockSharedNonblock, timeout)?;
-        let db = open_retrying(
-            path,
-            OpenMode::Reader,
-            timeout.saturating_sub(started.elapsed()),
-        )?;
+        let db = open_retrying(path, OpenMode::Reader, timeout.saturating_sub(started.elapsed()))?;
         drop(shared);
         Ok(KeyStore {
             db,
@@ -184,11 +172,7 @@ impl KeyStore {
 
     /// Opens (creating if needed) the database for writing under `lock`,
     /// retrying up to `timeout` while readers still hold it.
-    pub fn open_write(
-        path: &Path,
-        lock: WriteLock,
-        timeout: Duration,
-    ) -> Result<KeyStore, StoreError> {
+    pub fn open_write(path: &Path, lock: WriteLock, timeout: Duration) -> Result<KeyStore, StoreError> {
         let db = open_retrying(path, OpenMode::WriterCreate, timeout)?;
         Ok(KeyStore {
             db,
@@ -251,18 +235,12 @@ impl KeyStore {
     /// released.
     pub fn put(&mut self, record: &Record) -> Result<(), StoreError> {
         if let Some(previous) = self.record(&Query::Fingerprint(record.fingerprint.clone()))? {
-            for user in previous
-                .users
-                .iter()
-                .filter(|user| !record.users.contains(user))
-            {
+            for user in previous.users.iter().filter(|user| !record.users.contains(user)) {
                 self.release_address(user, &record.fingerprint)?;
             }
         }
-        self.db.replace(
-            &record_key(&record.fingerprint),
-            record.to_text().as_bytes(),
-        )?;
+        self.db
+            .replace(&record_key(&record.fingerprint), record.to_text().as_bytes())?;
         for user in &record.users {
             self.db
                 .replace(&user_key(user), record.fingerprint.as_str().as_bytes())?;
@@ -354,9 +332,7 @@ mod tests {
             fingerprint: Fingerprint::parse(fpr).unwrap(),
             registered: Utc::now(),
             updated: Utc::now(),
-            key_armor:
-                "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAAA\n-----END PGP PUBLIC KEY BLOCK-----"
-                    .into(),
+            key_armor: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAAA\n-----END PGP PUBLIC KEY BLOCK-----".into(),
         }
     }
 
@@ -376,12 +352,7 @@ mod tests {
             }
         }
         fn writer(&self) -> KeyStore {
-            KeyStore::open_write(
-                &self.db,
-                WriteLock::acquire(&self.lock, TIMEOUT).unwrap(),
-                TIMEOUT,
-            )
-            .unwrap()
+            KeyStore::open_write(&self.db, WriteLock::acquire(&self.lock, TIMEOUT).unwrap(), TIMEOUT).unwrap()
         }
         fn reader(&self) -> KeyStore {
             KeyStore::open_read(&self.db, &self.lock, TIMEOUT).unwrap()
@@ -402,10 +373,7 @@ mod tests {
         drop(store);
         let store = fx.reader();
         for query in ["alice@example.org", "ALICE@example.com", &format!("0x{A}")] {
-            let found = store
-                .record(&Query::parse(query).unwrap())
-                .unwrap()
-                .unwrap();
+            let found = store.record(&Query::parse(query).unwrap()).unwrap().unwrap();
             assert_eq!(found.fingerprint.as_str(), A);
         }
         assert!(store
@@ -419,9 +387,7 @@ mod tests {
     fn put_releases_dropped_addresses_and_delete_cleans_up() {
         let fx = Fixture::new();
         let mut store = fx.writer();
-        store
-            .put(&record(A, &["a@example.com", "old@example.com"]))
-            .unwrap();
+        store.put(&record(A, &["a@example.com", "old@example.com"])).unwrap();
         store.put(&record(B, &["b@example.com"])).unwrap();
         store.put(&record(A, &["a@example.com"])).unwrap();
         let old = Email::parse("old@example.com").unwrap();
@@ -475,9 +441,7 @@ mod tests {
     #[test]
     fn missing_database_is_recognised() {
         let fx = Fixture::new();
-        let err = KeyStore::open_read(&fx.db, &fx.lock, TIMEOUT)
-            .err()
-            .unwrap();
+        let err = KeyStore::open_read(&fx.db, &fx.lock, TIMEOUT).err().unwrap();
         assert!(err.is_missing(), "{err}");
     }
 }

@@ -63,10 +63,7 @@ impl TransactionLog {
             entry.queue,
             one_line(entry.source)
         ));
-        text.push_str(&format!(
-            "Reply-To: {}\n",
-            one_line(entry.reply_to.unwrap_or("(none)"))
-        ));
+        text.push_str(&format!("Reply-To: {}\n", one_line(entry.reply_to.unwrap_or("(none)"))));
         for line in entry.outcome {
             text.push_str(&format!("Outcome: {}\n", one_line(line)));
         }
@@ -77,10 +74,7 @@ impl TransactionLog {
             bytes.push(b'\n');
         }
         bytes.extend_from_slice(b"=== end\n");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
         file.write_all(&bytes)?;
         file.sync_data()
     }
@@ -94,10 +88,7 @@ mod tests {
     fn entries_are_appended_verbatim() {
         let dir = tempfile::tempdir().unwrap();
         let log = TransactionLog::new(&dir.path().join("t.log"));
-        let outcome = vec![
-            "a@example.com: registered".to_string(),
-            "line\nbreak".to_string(),
-        ];
+        let outcome = vec!["a@example.com: registered".to_string(), "line\nbreak".to_string()];
         for request in [&b"From: x\n\n=== end\nbody"[..], b"second\n"] {
             log.append(&LogEntry {
                 time: Utc::now(),

@@ -107,9 +107,7 @@ impl Fingerprint {
             .or_else(|| trimmed.strip_prefix("0X"))
             .unwrap_or(trimmed);
         let compact: String = hex.chars().filter(|c| *c != ' ').collect();
-        if !(compact.len() == 40 || compact.len() == 64)
-            || !compact.chars().all(|c| c.is_ascii_hexdigit())
-        {
+        if !(compact.len() == 40 || compact.len() == 64) || !compact.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(IdentError::BadFingerprint(raw.chars().take(80).collect()));
         }
         Ok(Fingerprint(compact.to_ascii_uppercase()))
@@ -208,8 +206,7 @@ mod tests {
 
     #[test]
     fn fingerprint_forms() {
-        let fpr =
-            Fingerprint::parse("0x3a0f 0000 1111 2222 3333 4444 5555 6666 7777 8888").unwrap();
+        let fpr = Fingerprint::parse("0x3a0f 0000 1111 2222 3333 4444 5555 6666 7777 8888").unwrap();
         assert_eq!(fpr.as_str(), "3A0F000011112222333344445555666677778888");
         assert!(Fingerprint::parse("0x1234").is_err());
         assert!(Fingerprint::parse(&"G".repeat(40)).is_err());
@@ -218,13 +215,7 @@ mod tests {
     #[test]
     fn query_distinguishes_fingerprint_from_address() {
         let hex = "3A0F000011112222333344445555666677778888";
-        assert!(matches!(
-            Query::parse(&format!("0x{hex}")),
-            Ok(Query::Fingerprint(_))
-        ));
-        assert!(matches!(
-            Query::parse("0xabc@example.com"),
-            Ok(Query::Email(_))
-        ));
+        assert!(matches!(Query::parse(&format!("0x{hex}")), Ok(Query::Fingerprint(_))));
+        assert!(matches!(Query::parse("0xabc@example.com"), Ok(Query::Email(_))));
     }
 }

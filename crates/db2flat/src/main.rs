@@ -4,13 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use ripem_core::cli::{finish, CommonArgs};
+use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
 use ripem_core::flat;
 use ripem_core::store::KeyStore;
 
 /// Write the key database to pubkeys.txt and pubkeys.asc, atomically.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(version, about)]
 struct Args {
     #[command(flatten)]
@@ -28,12 +27,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let paths = &config.paths;
-    let store = KeyStore::open_read(
-        &paths.database,
-        &paths.database_lock(),
-        config.keyreg.writer_timeout,
-    )
-    .with_context(|| format!("opening {}", paths.database.display()));
+    let store = KeyStore::open_read(&paths.database, &paths.database_lock(), config.keyreg.writer_timeout)
+        .with_context(|| format!("opening {}", paths.database.display()));
     let store = match store {
         Ok(store) => Some(store),
         Err(err)
@@ -55,10 +50,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         text.display(),
         armored.display(),
         if summary.skipped > 0 {
-            format!(
-                " ({} unreadable keys left out of the .asc)",
-                summary.skipped
-            )
+            format!(" ({} unreadable keys left out of the .asc)", summary.skipped)
         } else {
             String::new()
         }
@@ -67,5 +59,5 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    finish("db2flat", run(Args::parse()))
+    finish("db2flat", run(parse_args(exit::USAGE)))
 }

@@ -4,13 +4,12 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use ripem_core::cli::{exit, finish, CommonArgs};
+use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
 use ripem_core::mail::{RequestMail, ReturnAddress};
 use ripem_core::reply::{Mailer, Reply, ReplyAttachment};
 
 /// Mail the flat public keyring back to the sender of the message on stdin.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(version, about)]
 struct Args {
     #[command(flatten)]
@@ -79,5 +78,5 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    finish("givepubs", run(Args::parse()))
+    finish("givepubs", run(parse_args(exit::USAGE)))
 }

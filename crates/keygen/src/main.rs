@@ -118,9 +118,7 @@ fn generate(args: &GenerateArgs) -> Result<()> {
             Algo::Rsa1024 => GenAlgorithm::Rsa(1024),
         },
         created,
-        expires_after: args
-            .expired
-            .then_some(std::time::Duration::from_secs(YEAR_SECS)),
+        expires_after: args.expired.then_some(std::time::Duration::from_secs(YEAR_SECS)),
         encryption_subkey: !args.no_subkey,
     };
     let secret = openpgp::generate_key(rand::thread_rng(), &spec)?;
@@ -135,14 +133,14 @@ fn generate(args: &GenerateArgs) -> Result<()> {
 
 fn certify(signer: &Path, key: &Path, out: &Path) -> Result<()> {
     let signer_text = read(signer)?;
-    let signer = openpgp::read_secret_key(&signer_text)
-        .with_context(|| format!("reading secret key {}", signer.display()))?;
+    let signer =
+        openpgp::read_secret_key(&signer_text).with_context(|| format!("reading secret key {}", signer.display()))?;
     let key_text = read(key)?;
     let Some(block) = openpgp::find_armored_keys(&key_text).into_iter().next() else {
         bail!("{}: no armored public key block", key.display());
     };
-    let mut keys = openpgp::parse_armored_keys(block)
-        .with_context(|| format!("reading public key {}", key.display()))?;
+    let mut keys =
+        openpgp::parse_armored_keys(block).with_context(|| format!("reading public key {}", key.display()))?;
     if keys.len() != 1 {
         bail!("{}: expected one key, found {}", key.display(), keys.len());
     }

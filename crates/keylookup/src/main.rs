@@ -3,14 +3,13 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use ripem_core::cli::{exit, finish, CommonArgs};
+use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
 use ripem_core::client::{self, ClientAnswer, Patience};
 use ripem_core::record::Record;
 use ripem_core::types::Query;
 
 /// Ask key servers for a key and print it armored (pipe it to `gpg --import`).
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(version, about)]
 struct Args {
     #[command(flatten)]
@@ -47,8 +46,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             if args.record {
                 print!("{record}");
             } else {
-                let parsed = Record::parse(&record)
-                    .map_err(|err| anyhow::anyhow!("{server} sent a damaged record: {err}"))?;
+                let parsed =
+                    Record::parse(&record).map_err(|err| anyhow::anyhow!("{server} sent a damaged record: {err}"))?;
                 println!("{}", parsed.key_armor);
             }
             Ok(ExitCode::SUCCESS)
@@ -65,5 +64,5 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    finish("keylookup", run(Args::parse()))
+    finish("keylookup", run(parse_args(exit::USAGE)))
 }

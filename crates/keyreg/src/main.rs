@@ -4,12 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use ripem_core::cli::{exit, finish, CommonArgs};
+use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
 use ripem_core::registrar::{CycleSummary, Registrar, RegistrarError};
 
 /// Process key registration requests from the spool into the key database.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(version, about)]
 struct Args {
     #[command(flatten)]
@@ -36,10 +35,7 @@ fn report(summary: &CycleSummary, verbose: bool) {
             request.queue, request.file, request.summary
         );
         if verbose {
-            request
-                .outcome
-                .iter()
-                .for_each(|line| eprintln!("keyreg:   {line}"));
+            request.outcome.iter().for_each(|line| eprintln!("keyreg:   {line}"));
         }
     }
     for error in &summary.reply_errors {
@@ -67,21 +63,16 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     eprintln!(
         "keyreg: started, pid {}, watching {}",
         std::process::id(),
-        registrar
-            .spool()
-            .new_dir(ripem_core::spool::QueueName::Add)
-            .display()
+        registrar.spool().new_dir(ripem_core::spool::QueueName::Add).display()
     );
-    registrar.run_daemon(
-        &|result: Result<CycleSummary, RegistrarError>| match result {
-            Ok(summary) => report(&summary, args.verbose),
-            Err(err) => eprintln!("keyreg: batch left in the spool, will retry: {err}"),
-        },
-    )?;
+    registrar.run_daemon(&|result: Result<CycleSummary, RegistrarError>| match result {
+        Ok(summary) => report(&summary, args.verbose),
+        Err(err) => eprintln!("keyreg: batch left in the spool, will retry: {err}"),
+    })?;
     eprintln!("keyreg: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
-    finish("keyreg", run(Args::parse()))
+    finish("keyreg", run(parse_args(exit::USAGE)))
 }

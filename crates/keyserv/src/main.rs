@@ -3,11 +3,10 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::Parser;
-use ripem_core::cli::{finish, CommonArgs};
+use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
 
 /// Answer key lookups over UDP from the key database.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(version, about)]
 struct Args {
     #[command(flatten)]
@@ -36,5 +35,5 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    finish("keyserv", run(Args::parse()))
+    finish("keyserv", run(parse_args(exit::USAGE)))
 }

@@ -1,0 +1,177 @@
+//! keyserv end to end: the UDP protocol on a real socket, junk datagrams,
+//! the pid file lock, redirects, and lookups that keep being answered
+//! correctly while keyreg writes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn registered_server(extra: &str) -> (Server, String) {
+    let server = Server::with_extra(extra);
+    let keys = tempfile::tempdir().unwrap();
+    let key = rpgp_key(
+        keys.path(),
+        "a",
+        &[
+            "--uid",
+            "Alice <alice@mail.cs.example.edu>",
+            "--uid",
+            "Alice <alice@example.org>",
+        ],
+    );
+    server.mail("add", &plain_mail("alice@example.org", &key));
+    server.keyreg_once();
+    let fpr = record_fingerprint(
+        &std::fs::read_to_string(server.path("transactions.log"))
+            .unwrap()
+            .replace("Outcome: key ", "Fingerprint: ")
+            .replace(":\n", "\n"),
+    )
+    .unwrap();
+    (server, fpr)
+}
+
+#[test]
+fn protocol_answers() {
+    let (server, fpr) = registered_server("[keyserv.redirect]\n\"example.net\" = \"keys.example.net:1611\"\n");
+    let keyserv = server.start_keyserv();
+    let found = keyserv.lookup("alice@example.org");
+    assert!(
+        found.starts_with("USERINFO\nUser: alice@mail.cs.example.edu\nUser: alice@example.org\n"),
+        "{found}"
+    );
+    assert!(found.ends_with("-----END PGP PUBLIC KEY BLOCK-----\n\0"), "{found:?}");
+    assert_eq!(keyserv.lookup("ALICE@Example.ORG"), found, "case-insensitive");
+    assert_eq!(
+        keyserv.lookup("alice@x.y.mail.cs.example.edu"),
+        found,
+        "up-a-level fallback"
+    );
+    assert_eq!(
+        keyserv.lookup(&format!("0x{}", fpr.to_lowercase())),
+        found,
+        "by fingerprint"
+    );
+    assert_eq!(
+        keyserv.lookup("nobody@example.org"),
+        "NOTFOUND\nUser: nobody@example.org\n\0"
+    );
+    assert_eq!(
+        keyserv.lookup("bob@mail.example.net"),
+        "REDIRECT\nServer: keys.example.net:1611\n\0"
+    );
+    let ask = |bytes: &[u8]| String::from_utf8(keyserv.ask(bytes).expect("an answer")).unwrap();
+    assert_eq!(ask(b"LOOKUSER\n"), "BADFMT\n\0");
+    assert_eq!(ask(b"LOOKUSER\nUser: not an address\n"), "BADFMT\n\0");
+    assert_eq!(ask(b"GETALL\n"), "CMDUNREG\n\0");
+    assert_eq!(ask(b"QUIT\n"), "CMDUNREG\n\0", "QUIT is refused unless allowed");
+    assert_eq!(
+        ask(b"LOOKUSER\nUser: alice@example.org\n\0"),
+        found,
+        "trailing NUL accepted"
+    );
+}
+
+#[test]
+fn junk_datagrams_never_break_it() {
+    let (server, _) = registered_server("");
+    let keyserv = server.start_keyserv();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut buffer = vec![0u8; 70_000];
+    for round in 0..2000 {
+        let length = match round % 4 {
+            0 => (next() % 16) as usize,
+            1 => (next() % 600) as usize,
+            2 => (next() % 9000) as usize,
+            _ => 60_000 + (next() % 5000) as usize,
+        };
+        let mut datagram: Vec<u8> = (0..length).map(|_| next() as u8).collect();
+        if round % 3 == 0 && datagram.len() > 9 {
+            datagram[..9].copy_from_slice(b"LOOKUSER\n");
+        }
+        socket.send_to(&datagram, ("127.0.0.1", keyserv.port)).unwrap();
+        let (length, _) = socket.recv_from(&mut buffer).expect("every datagram is answered");
+        let answer = &buffer[..length];
+        assert!(
+            answer == b"BADFMT\n\0" || answer == b"CMDUNREG\n\0" || answer.starts_with(b"NOTFOUND\n"),
+            "round {round}: {:?}",
+            String::from_utf8_lossy(answer)
+        );
+    }
+    assert!(
+        keyserv.lookup("alice@example.org").starts_with("USERINFO"),
+        "still answers correctly"
+    );
+}
+
+#[test]
+fn one_keyserv_per_pid_file_and_clean_exit() {
+    let (server, _) = registered_server("");
+    let keyserv = server.start_keyserv();
+    let second = server.run("keyserv", &["--listen", &format!("127.0.0.1:{}", free_port())], b"");
+    assert_eq!(second.code, 75, "{}", second.stderr);
+    assert!(second.stderr.contains("already running"), "{}", second.stderr);
+    let port_taken = Server::new();
+    let clash = port_taken.run("keyserv", &["--listen", &format!("127.0.0.1:{}", keyserv.port)], b"");
+    assert_ne!(clash.code, 0);
+    assert!(clash.stderr.contains("cannot listen on"), "{}", clash.stderr);
+    let log = keyserv.stop();
+    assert!(log.contains("started") && log.contains("stopped"), "{log}");
+    assert!(!server.path("keyserv.pid").exists(), "pid file removed on exit");
+}
+
+#[test]
+fn lookups_stay_correct_while_keyreg_writes() {
+    let (server, _) = registered_server("");
+    let keyserv = server.start_keyserv();
+    let keys = tempfile::tempdir().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = keyserv.port;
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buffer = vec![0u8; 70_000];
+            let (mut answered, mut wrong, mut lost) = (0, 0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                socket
+                    .send_to(b"LOOKUSER\nUser: alice@example.org\n", ("127.0.0.1", port))
+                    .unwrap();
+                match socket.recv_from(&mut buffer) {
+                    Ok((n, _)) if buffer[..n].starts_with(b"USERINFO") => answered += 1,
+                    Ok(_) => wrong += 1,
+                    Err(_) => lost += 1,
+                }
+            }
+            (answered, wrong, lost)
+        })
+    };
+    for round in 0..8 {
+        let key = rpgp_key(
+            keys.path(),
+            &format!("n{round}"),
+            &["--uid", &format!("N <n{round}@example.org>")],
+        );
+        server.mail("add", &plain_mail(&format!("n{round}@example.org"), &key));
+        server.keyreg_once();
+        assert!(
+            keyserv.lookup(&format!("n{round}@example.org")).starts_with("USERINFO"),
+            "new key visible at once"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (answered, wrong, lost) = prober.join().unwrap();
+    assert!(answered > 0);
+    assert_eq!((wrong, lost), (0, 0), "{answered} answered");
+}
