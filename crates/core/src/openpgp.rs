@@ -615,24 +615,20 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
     let details = key.details;
 
     // Key revocations and direct-key signatures made by the primary key.
-    let mut revocations = Vec::new();
-    for sig in dedup_sigs(details.revocation_signatures) {
-        if sig.typ() == Some(SignatureType::KeyRevocation) && may_be_issued_by(&sig, &primary) {
-            budget.spend()?;
-            if sig.verify_key(&primary).is_ok() {
-                revocations.push(sig);
+    let mut verified_by_primary = |sigs: Vec<Signature>, wanted: SignatureType| -> Result<Vec<Signature>, KeyError> {
+        let mut kept = Vec::new();
+        for sig in dedup_sigs(sigs) {
+            if sig.typ() == Some(wanted) && may_be_issued_by(&sig, &primary) {
+                budget.spend()?;
+                if sig.verify_key(&primary).is_ok() {
+                    kept.push(sig);
+                }
             }
         }
-    }
-    let mut directs = Vec::new();
-    for sig in dedup_sigs(details.direct_signatures) {
-        if sig.typ() == Some(SignatureType::Key) && may_be_issued_by(&sig, &primary) {
-            budget.spend()?;
-            if sig.verify_key(&primary).is_ok() {
-                directs.push(sig);
-            }
-        }
-    }
+        Ok(kept)
+    };
+    let revocations = verified_by_primary(details.revocation_signatures, SignatureType::KeyRevocation)?;
+    let directs = verified_by_primary(details.direct_signatures, SignatureType::Key)?;
 
     // User IDs with their self-signatures.
     let mut users = Vec::new();
