@@ -1021,7 +1021,10 @@ fn timestamp_of(time: DateTime<Utc>) -> Result<Timestamp, KeyError> {
     Ok(Timestamp::from_secs(secs))
 }
 
-fn issuer_subpackets(config: &mut SignatureConfig, signer: &SecretKey, created: Timestamp) -> Result<(), KeyError> {
+/// A v4 SHA-256 signature configuration of type `typ` by `signer`, with
+/// the creation time and issuer subpackets set.
+fn self_config(typ: SignatureType, signer: &SecretKey, created: Timestamp) -> Result<SignatureConfig, KeyError> {
+    let mut config = SignatureConfig::v4(typ, signer.algorithm(), HashAlgorithm::Sha256);
     config
         .hashed_subpackets
         .push(Subpacket::regular(SubpacketData::SignatureCreationTime(created)).map_err(gen_err)?);
@@ -1031,7 +1034,7 @@ fn issuer_subpackets(config: &mut SignatureConfig, signer: &SecretKey, created: 
     config
         .unhashed_subpackets
         .push(Subpacket::regular(SubpacketData::IssuerKeyId(signer.legacy_key_id())).map_err(gen_err)?);
-    Ok(())
+    Ok(config)
 }
 
 fn key_type_of(algorithm: GenAlgorithm) -> (KeyType, PublicKeyAlgorithm) {
@@ -1064,8 +1067,7 @@ pub fn generate_key<R: Rng + CryptoRng>(mut rng: R, spec: &KeySpec) -> Result<Si
     let mut users = Vec::new();
     for (index, uid) in spec.user_ids.iter().enumerate() {
         let id = UserId::from_str(Default::default(), uid).map_err(gen_err)?;
-        let mut config = SignatureConfig::v4(SignatureType::CertPositive, alg, HashAlgorithm::Sha256);
-        issuer_subpackets(&mut config, &secret, created)?;
+        let mut config = self_config(SignatureType::CertPositive, &secret, created)?;
         let mut flags = KeyFlags::default();
         flags.set_certify(true);
         flags.set_sign(true);
@@ -1109,8 +1111,7 @@ pub fn generate_key<R: Rng + CryptoRng>(mut rng: R, spec: &KeySpec) -> Result<Si
         let sub_inner = PubKeyInner::new(KeyVersion::V4, sub_alg, created, None, sub_public_params).map_err(gen_err)?;
         let sub_public = PublicSubkey::from_inner(sub_inner).map_err(gen_err)?;
         let sub_secret = SecretSubkey::new(sub_public.clone(), sub_secret_params).map_err(gen_err)?;
-        let mut config = SignatureConfig::v4(SignatureType::SubkeyBinding, alg, HashAlgorithm::Sha256);
-        issuer_subpackets(&mut config, &secret, created)?;
+        let mut config = self_config(SignatureType::SubkeyBinding, &secret, created)?;
         let mut flags = KeyFlags::default();
         flags.set_encrypt_comms(true);
         flags.set_encrypt_storage(true);
@@ -1142,12 +1143,7 @@ pub fn certify_user_ids(signer: &SignedSecretKey, key: &SignedPublicKey) -> Resu
     let mut out = key.clone();
     let now = timestamp_of(Utc::now())?;
     for user in &mut out.details.users {
-        let mut config = SignatureConfig::v4(
-            SignatureType::CertGeneric,
-            signer.primary_key.algorithm(),
-            HashAlgorithm::Sha256,
-        );
-        issuer_subpackets(&mut config, &signer.primary_key, now)?;
+        let config = self_config(SignatureType::CertGeneric, &signer.primary_key, now)?;
         let sig = config
             .sign_certification_third_party(
                 &signer.primary_key,
@@ -1167,12 +1163,7 @@ pub fn certify_user_ids(signer: &SignedSecretKey, key: &SignedPublicKey) -> Resu
 pub fn revoke_key(secret: &SignedSecretKey, key: &SignedPublicKey) -> Result<SignedPublicKey, KeyError> {
     let mut out = key.clone();
     let now = timestamp_of(Utc::now())?;
-    let mut config = SignatureConfig::v4(
-        SignatureType::KeyRevocation,
-        secret.primary_key.algorithm(),
-        HashAlgorithm::Sha256,
-    );
-    issuer_subpackets(&mut config, &secret.primary_key, now)?;
+    let mut config = self_config(SignatureType::KeyRevocation, &secret.primary_key, now)?;
     config.hashed_subpackets.push(
         Subpacket::regular(SubpacketData::RevocationReason(
             pgp::packet::RevocationCode::KeyRetired,
@@ -1201,12 +1192,7 @@ pub fn revoke_user_id(
     let Some(user) = out.details.users.iter_mut().find(|u| u.id.id() == user_id.as_bytes()) else {
         return Err(gen_err(format!("no user ID {user_id:?}")));
     };
-    let mut config = SignatureConfig::v4(
-        SignatureType::CertRevocation,
-        secret.primary_key.algorithm(),
-        HashAlgorithm::Sha256,
-    );
-    issuer_subpackets(&mut config, &secret.primary_key, when)?;
+    let config = self_config(SignatureType::CertRevocation, &secret.primary_key, when)?;
     let sig = config
         .sign_certification(
             &secret.primary_key,
