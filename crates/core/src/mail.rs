@@ -11,6 +11,7 @@
 
 use mailparse::{addrparse, MailAddr, MailHeaderMap, ParsedMail};
 
+use crate::openpgp::{self, SignedPart};
 use crate::types::Email;
 
 /// At most this many MIME parts are looked at in one message.
@@ -56,6 +57,9 @@ pub struct RequestMail {
     pub texts: Vec<String>,
     /// Non-armored `application/pgp-keys` attachments.
     pub binary_keys: Vec<Vec<u8>>,
+    /// Every signed part: cleartext- and inline-signed armor in any text,
+    /// and PGP/MIME `multipart/signed` parts.
+    pub signed_parts: Vec<SignedPart>,
 }
 
 /// Splits off an mbox `From sender date` line; returns the envelope sender.
@@ -159,6 +163,17 @@ impl RequestMail {
 
         let mut texts = Vec::new();
         let mut binary_keys = Vec::new();
+        let mut signed_parts = Vec::new();
+        for part in mail.parts().take(MAX_PARTS) {
+            if part.ctype.mimetype == "multipart/signed" && part.subparts.len() >= 2 {
+                if let Ok(signature) = part.subparts[1].get_body_raw() {
+                    signed_parts.push(SignedPart::Detached {
+                        content: part.subparts[0].raw_bytes.to_vec(),
+                        signature: String::from_utf8_lossy(&signature).into_owned(),
+                    });
+                }
+            }
+        }
         for part in mail.parts().filter(|part| part.subparts.is_empty()).take(MAX_PARTS) {
             let Ok(body) = part.get_body_raw() else {
                 continue;
@@ -171,12 +186,14 @@ impl RequestMail {
                 binary_keys.push(body);
             }
         }
+        signed_parts.extend(texts.iter().flat_map(|text| openpgp::find_signed_parts(text)));
         Ok(RequestMail {
             message_id,
             subject,
             return_address,
             texts,
             binary_keys,
+            signed_parts,
         })
     }
 }

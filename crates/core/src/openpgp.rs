@@ -42,8 +42,8 @@ use pgp::packet::{
 };
 use pgp::ser::Serialize;
 use pgp::types::{
-    CompressionAlgorithm, Duration as PgpDuration, KeyDetails as _, KeyVersion, Password, PublicParams, SignedUser,
-    Tag, Timestamp,
+    CompressionAlgorithm, Duration as PgpDuration, KeyDetails as _, KeyId, KeyVersion, Password, PublicParams,
+    SignedUser, Tag, Timestamp,
 };
 use rand::{CryptoRng, Rng};
 
@@ -798,6 +798,398 @@ pub fn read_stored_key(armored: &str) -> Result<CheckedKey, KeyError> {
     match keys.pop() {
         Some(key) => check_key(key, &KeyPolicy::default()),
         None => Err(KeyError::NoKey),
+    }
+}
+
+/// A revocation certificate (`gpg --gen-revoke`): an armored public key
+/// block holding only a key revocation signature. Returns the signature, or
+/// `None` if `block` is anything else.
+pub fn parse_revocation_certificate(block: &str) -> Option<Signature> {
+    guarded(|| {
+        let bytes = dearmor_any(block)?;
+        let mut packets = pgp::packet::PacketParser::new(io::BufReader::new(&bytes[..]));
+        let first = packets.next().ok_or(KeyError::NoKey)?.map_err(unreadable)?;
+        if packets.next().is_some() {
+            return Err(KeyError::NoKey);
+        }
+        match first {
+            pgp::packet::Packet::Signature(sig) if sig.typ() == Some(SignatureType::KeyRevocation) => Ok(sig),
+            _ => Err(KeyError::NoKey),
+        }
+    })
+    .ok()
+}
+
+/// The base64 payload of any ASCII-armored block, checksum ignored.
+fn dearmor_any(armored: &str) -> Result<Vec<u8>, KeyError> {
+    let mut bytes = Vec::new();
+    Dearmor::new(io::BufReader::new(armored.as_bytes()))
+        .take(MAX_SIGNED_CONTENT as u64)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    Ok(bytes)
+}
+
+impl CheckedKey {
+    /// The key IDs of the primary key and every subkey, as 16 upper-case hex
+    /// digits: what a signature names as its issuer.
+    pub fn key_ids(&self) -> Vec<String> {
+        let mut ids = vec![hex_upper(self.key.primary_key.legacy_key_id().as_ref())];
+        ids.extend(
+            self.key
+                .public_subkeys
+                .iter()
+                .map(|sub| hex_upper(sub.key.legacy_key_id().as_ref())),
+        );
+        ids
+    }
+
+    /// This key with a revocation signature added, if the signature is a
+    /// key revocation made by this key's primary key.
+    pub fn with_revocation(&self, revocation: &Signature) -> Result<CheckedKey, KeyError> {
+        if revocation.verify_key(&self.key.primary_key).is_err() {
+            return Err(KeyError::BadSelfSignatures);
+        }
+        let mut key = self.key.clone();
+        key.details.revocation_signatures.push(revocation.clone());
+        check_key(key, &KeyPolicy::default())
+    }
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// The largest signed content read from a request (a key or `RemoveKey`).
+pub const MAX_SIGNED_CONTENT: usize = 4 << 20;
+
+/// A part of a request mail that carries a signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedPart {
+    /// A cleartext-signed message (`gpg --clearsign`): the armored block
+    /// from `-----BEGIN PGP SIGNED MESSAGE-----` to `-----END PGP SIGNATURE-----`.
+    Cleartext(String),
+    /// An inline-signed armored message (`gpg --sign --armor`), usually compressed.
+    Inline(String),
+    /// PGP/MIME `multipart/signed`: the signed MIME part's bytes, exactly as
+    /// they stand in the mail, and the armored detached signature.
+    Detached {
+        /// The first part of the `multipart/signed`, headers and body.
+        content: Vec<u8>,
+        /// The armored `application/pgp-signature` part.
+        signature: String,
+    },
+}
+
+/// Why a signed part could not be verified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The signed part does not parse.
+    #[error("the signed message could not be read: {0}")]
+    Unreadable(String),
+    /// No signature in it verifies with the key.
+    #[error("the signature does not verify with the registered key (was the text changed after signing?)")]
+    DoesNotVerify,
+    /// The signature carries no creation time, so its age can't be judged.
+    #[error("the signature has no creation time")]
+    NoTime,
+}
+
+/// What a verified signed part says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The signed text (line ends normalised to `\n`).
+    pub content: String,
+    /// When it was signed, by the signature's own clock.
+    pub signed_at: DateTime<Utc>,
+}
+
+const SIGNED_BEGIN: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
+const SIGNATURE_END: &str = "-----END PGP SIGNATURE-----";
+const MESSAGE_BEGIN: &str = "-----BEGIN PGP MESSAGE-----";
+const MESSAGE_END: &str = "-----END PGP MESSAGE-----";
+
+/// Blocks of `text` between a line starting with `begin` and the next line
+/// starting with `end`, armor lines included.
+fn armored_blocks<'a>(text: &'a str, begin: &str, end: &str) -> Vec<&'a str> {
+    let mut blocks = Vec::new();
+    let mut offset = 0;
+    let mut start: Option<usize> = None;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with(begin) {
+            start = Some(offset);
+        } else if line.starts_with(end) {
+            if let Some(begin_at) = start.take() {
+                blocks.push(text[begin_at..offset + line.len()].trim_end());
+            }
+        }
+        offset += line.len();
+    }
+    blocks
+}
+
+/// Finds the cleartext-signed and inline-signed armored messages in `text`.
+pub fn find_signed_parts(text: &str) -> Vec<SignedPart> {
+    let mut parts: Vec<SignedPart> = armored_blocks(text, SIGNED_BEGIN, SIGNATURE_END)
+        .into_iter()
+        .map(|block| SignedPart::Cleartext(block.to_string()))
+        .collect();
+    parts.extend(
+        armored_blocks(text, MESSAGE_BEGIN, MESSAGE_END)
+            .into_iter()
+            .map(|block| SignedPart::Inline(block.to_string())),
+    );
+    parts
+}
+
+fn signature_error(err: impl std::fmt::Display) -> SignatureError {
+    SignatureError::Unreadable(err.to_string())
+}
+
+/// A key a signature may be checked against.
+enum Verifier<'a> {
+    Primary(&'a PublicKey),
+    Subkey(&'a PublicSubkey),
+}
+
+impl Verifier<'_> {
+    fn key_id(&self) -> KeyId {
+        match self {
+            Verifier::Primary(key) => key.legacy_key_id(),
+            Verifier::Subkey(key) => key.legacy_key_id(),
+        }
+    }
+
+    fn as_dyn(&self) -> &dyn pgp::types::VerifyingKey {
+        match self {
+            Verifier::Primary(key) => *key,
+            Verifier::Subkey(key) => *key,
+        }
+    }
+
+    fn verifies(&self, sig: &Signature, data: &[u8]) -> bool {
+        names_issuer(sig, &self.key_id())
+            && match self {
+                Verifier::Primary(key) => sig.verify(*key, data).is_ok(),
+                Verifier::Subkey(key) => sig.verify(*key, data).is_ok(),
+            }
+    }
+}
+
+/// The keys a signature may be checked against: the primary key and each
+/// subkey whose binding allows signing.
+fn verifying_keys(key: &SignedPublicKey) -> Vec<Verifier<'_>> {
+    let mut keys = vec![Verifier::Primary(&key.primary_key)];
+    for sub in &key.public_subkeys {
+        if sub.signatures.iter().any(|sig| sig.key_flags().sign()) {
+            keys.push(Verifier::Subkey(&sub.key));
+        }
+    }
+    keys
+}
+
+/// The key ID a fingerprint stands for: its last eight bytes for v4, its
+/// first eight for v5 and v6.
+fn key_id_bytes_of(fingerprint: &pgp::types::Fingerprint) -> Option<[u8; 8]> {
+    let bytes: &[u8] = match fingerprint {
+        pgp::types::Fingerprint::V4(bytes) => &bytes[12..],
+        pgp::types::Fingerprint::V5(bytes) | pgp::types::Fingerprint::V6(bytes) => &bytes[..8],
+        _ => return None,
+    };
+    bytes.try_into().ok()
+}
+
+/// Whether a signature names `key_id` (or names no issuer at all).
+fn names_issuer(sig: &Signature, key_id: &KeyId) -> bool {
+    let ids = sig.issuer_key_id();
+    let fingerprints = sig.issuer_fingerprint();
+    (ids.is_empty() && fingerprints.is_empty())
+        || ids.contains(&key_id)
+        || fingerprints
+            .iter()
+            .any(|fp| key_id_bytes_of(fp).as_ref().map(|b| &b[..]) == Some(key_id.as_ref()))
+}
+
+/// The key IDs a signature names as its issuer (16 upper-case hex digits).
+pub fn issuer_key_ids_of(sig: &Signature) -> Vec<String> {
+    let mut ids: Vec<String> = sig.issuer_key_id().iter().map(|id| hex_upper(id.as_ref())).collect();
+    for fingerprint in sig.issuer_fingerprint() {
+        if let Some(id) = key_id_bytes_of(fingerprint) {
+            ids.push(hex_upper(&id));
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn utc_of(sig: &Signature) -> Result<DateTime<Utc>, SignatureError> {
+    sig.created().map(|t| to_utc(t.as_secs())).ok_or(SignatureError::NoTime)
+}
+
+/// Normalises line ends to `\n`.
+fn lf_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace("\r\n", "\n")
+}
+
+/// Converts bare `\n` line ends to `\r\n`, as PGP/MIME signs.
+fn crlf_bytes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
+    let mut previous = 0u8;
+    for &byte in bytes {
+        if byte == b'\n' && previous != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(byte);
+        previous = byte;
+    }
+    out
+}
+
+/// Reads an inline-signed message: its literal data and its signatures,
+/// with a verifier over them.
+fn with_inline<T>(
+    armored: &str,
+    then: impl FnOnce(&pgp::composed::Message<'_>, Vec<u8>) -> Result<T, SignatureError>,
+) -> Result<T, SignatureError> {
+    let (message, _) = pgp::composed::Message::from_string(armored).map_err(signature_error)?;
+    let mut message = message.decompress().map_err(signature_error)?;
+    let mut data = Vec::new();
+    (&mut message)
+        .take(MAX_SIGNED_CONTENT as u64)
+        .read_to_end(&mut data)
+        .map_err(signature_error)?;
+    then(&message, data)
+}
+
+fn inline_signatures(message: &pgp::composed::Message<'_>) -> Vec<Signature> {
+    match message {
+        pgp::composed::Message::Signed { reader, .. } => (0..reader.num_signatures())
+            .filter_map(|i| reader.signature(i).cloned())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl SignedPart {
+    /// The key IDs the signatures name as their issuers (16 upper-case hex
+    /// digits each); empty if there is no readable signature.
+    pub fn issuer_key_ids(&self) -> Vec<String> {
+        let signatures = guarded_sig(|| match self {
+            SignedPart::Cleartext(block) => pgp::composed::CleartextSignedMessage::from_string(block)
+                .map(|(message, _)| message.signatures().to_vec())
+                .map_err(signature_error),
+            SignedPart::Inline(armored) => with_inline(armored, |message, _| Ok(inline_signatures(message))),
+            SignedPart::Detached { signature, .. } => parse_detached(signature).map(|sigs| sigs.into_iter().collect()),
+        })
+        .unwrap_or_default();
+        let mut ids: Vec<String> = signatures.iter().flat_map(issuer_key_ids_of).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Verifies the part with `key`'s primary key or any of its signing
+    /// subkeys; returns the signed text and when it was signed.
+    pub fn verify(&self, key: &CheckedKey) -> Result<Verified, SignatureError> {
+        guarded_sig(|| {
+            let candidates = verifying_keys(&key.key);
+            match self {
+                SignedPart::Cleartext(block) => {
+                    let (message, _) =
+                        pgp::composed::CleartextSignedMessage::from_string(block).map_err(signature_error)?;
+                    let signed = message.signed_text();
+                    for sig in message.signatures() {
+                        for verifier in &candidates {
+                            if verifier.verifies(sig, signed.as_bytes()) {
+                                return Ok(Verified {
+                                    content: lf_text(signed.as_bytes()),
+                                    signed_at: utc_of(sig)?,
+                                });
+                            }
+                        }
+                    }
+                    Err(SignatureError::DoesNotVerify)
+                }
+                SignedPart::Inline(armored) => with_inline(armored, |message, data| {
+                    let count = match message {
+                        pgp::composed::Message::Signed { reader, .. } => reader.num_signatures(),
+                        _ => 0,
+                    };
+                    for index in 0..count {
+                        for verifier in &candidates {
+                            if let Ok(sig) = message.verify_nested_explicit(index, verifier.as_dyn()) {
+                                return Ok(Verified {
+                                    content: lf_text(&data),
+                                    signed_at: utc_of(sig)?,
+                                });
+                            }
+                        }
+                    }
+                    Err(SignatureError::DoesNotVerify)
+                }),
+                SignedPart::Detached { content, signature } => {
+                    // RFC 3156 signs the part with CRLF line ends; some mailers
+                    // hand over the part with its final line end, some without.
+                    let canonical = crlf_bytes(content);
+                    let trimmed = canonical.strip_suffix(b"\r\n").unwrap_or(&canonical);
+                    for sig in parse_detached(signature)? {
+                        for verifier in &candidates {
+                            for data in [&canonical[..], trimmed] {
+                                if verifier.verifies(&sig, data) {
+                                    return Ok(Verified {
+                                        content: mime_body_text(content),
+                                        signed_at: utc_of(&sig)?,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    Err(SignatureError::DoesNotVerify)
+                }
+            }
+        })
+    }
+}
+
+fn parse_detached(armored: &str) -> Result<Vec<Signature>, SignatureError> {
+    let (signatures, _) = pgp::composed::DetachedSignature::from_string_many(armored).map_err(signature_error)?;
+    let mut out = Vec::new();
+    for signature in signatures.take(16) {
+        out.push(signature.map_err(signature_error)?.signature);
+    }
+    Ok(out)
+}
+
+/// The decoded body of a signed MIME part (its headers dropped, its
+/// transfer encoding undone).
+fn mime_body_text(part: &[u8]) -> String {
+    match mailparse::parse_mail(part) {
+        Ok(parsed) => {
+            let mut text = String::new();
+            for leaf in parsed
+                .parts()
+                .filter(|p| p.subparts.is_empty())
+                .take(crate::mail::MAX_PARTS)
+            {
+                if let Ok(body) = leaf.get_body_raw() {
+                    text.push_str(&lf_text(&body));
+                    text.push('\n');
+                }
+            }
+            text
+        }
+        Err(_) => lf_text(part),
+    }
+}
+
+/// [`guarded`] for signature work.
+fn guarded_sig<T>(f: impl FnOnce() -> Result<T, SignatureError>) -> Result<T, SignatureError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(_) => Err(SignatureError::Unreadable(
+            "malformed signature data (parser failure)".into(),
+        )),
     }
 }
 

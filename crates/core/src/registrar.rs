@@ -11,13 +11,17 @@
 //!
 //! A crash anywhere loses nothing: the file is processed again, applying
 //! it again changes nothing, and a reply already queued is not replaced.
-//! A file that is not a mail message moves to `spool/failed/`.
+//! A file that is not a mail message, is over the size limit, or makes
+//! the code fail moves to `spool/failed/` with its reason logged; it never
+//! blocks the requests behind it.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::Utc;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
 
 use crate::config::Config;
@@ -96,11 +100,21 @@ pub struct CycleSummary {
 }
 
 enum Prepared {
-    Request {
+    /// A registration: its keys, checked.
+    Add {
         mail: RequestMail,
         candidates: Vec<Candidate>,
     },
-    NotMail(String),
+    /// A change or remove request, authenticated inside the write window.
+    Signed { mail: RequestMail },
+    /// Not a mail message, or one that could not be processed at all.
+    Unprocessable(String),
+}
+
+/// What applying one request did.
+struct Applied {
+    lines: Vec<String>,
+    tally: Tally,
 }
 
 /// keyreg: the spool, the database, the log and the mailer.
@@ -149,10 +163,7 @@ impl Registrar {
     pub fn process_pending(&self) -> Result<CycleSummary, RegistrarError> {
         let mut total = CycleSummary::default();
         loop {
-            let mut batch = Vec::new();
-            // Registrations only for now; change and remove requests wait in
-            // their queues, untouched, until they are supported.
-            batch.extend(self.spool.pending(QueueName::Add)?.into_iter().take(MAX_BATCH));
+            let batch: Vec<SpoolFile> = self.spool.pending_all()?.into_iter().take(MAX_BATCH).collect();
             if batch.is_empty() {
                 break;
             }
@@ -166,49 +177,107 @@ impl Registrar {
         Ok(total)
     }
 
+    /// Reads and checks one request, outside the write window.
+    fn prepare(&self, file: &SpoolFile, raw: &[u8]) -> Prepared {
+        let work = || match RequestMail::parse(raw) {
+            Err(err) => Prepared::Unprocessable(err.to_string()),
+            Ok(mail) if file.queue == QueueName::Add => {
+                let candidates = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy);
+                Prepared::Add { mail, candidates }
+            }
+            Ok(mail) => Prepared::Signed { mail },
+        };
+        catch_unwind(AssertUnwindSafe(work))
+            .unwrap_or_else(|_| Prepared::Unprocessable("internal error while reading the request".into()))
+    }
+
+    /// Applies one prepared request inside the write window.
+    fn apply(
+        &self,
+        queue: QueueName,
+        item: &Prepared,
+        store: &mut KeyStore,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, StoreError> {
+        let max_age = chrono::Duration::from_std(self.config.keyreg.max_request_age).unwrap_or(chrono::Duration::MAX);
+        let mut tally = Tally::default();
+        let lines = match (item, queue) {
+            (Prepared::Add { candidates, .. }, _) => {
+                let mut lines = Vec::new();
+                for candidate in candidates {
+                    let outcome = match candidate {
+                        Candidate::Key(key) => request::apply_key(store, key, now)?,
+                        Candidate::Revocation(revocation) => request::apply_revocation(store, revocation, now)?,
+                        Candidate::Refused { key, reason } => KeyOutcome::Refused {
+                            key: key.clone(),
+                            reason: reason.clone(),
+                        },
+                    };
+                    tally.count(&outcome);
+                    lines.extend(outcome.lines());
+                }
+                lines
+            }
+            (Prepared::Signed { mail }, QueueName::Change) => {
+                request::apply_change(store, &mail.signed_parts, &self.policy, now, max_age)?
+            }
+            (Prepared::Signed { mail }, _) => request::apply_remove(store, &mail.signed_parts, now, max_age)?,
+            (Prepared::Unprocessable(_), _) => Vec::new(),
+        };
+        Ok(Applied { lines, tally })
+    }
+
     fn process_batch(&self, batch: &[SpoolFile]) -> Result<CycleSummary, RegistrarError> {
         let limit = self.config.keyreg.max_message_bytes;
         let mut prepared = Vec::with_capacity(batch.len());
         for file in batch {
-            let raw = spool::read_limited(&file.path, limit)?;
-            let item = match RequestMail::parse(&raw) {
-                Ok(mail) => {
-                    let candidates = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy);
-                    Prepared::Request { mail, candidates }
+            let (raw, item) = match spool::read_limited(&file.path, limit) {
+                Ok(raw) => {
+                    let item = self.prepare(file, &raw);
+                    (raw, item)
                 }
-                Err(err) => Prepared::NotMail(err.to_string()),
+                Err(SpoolError::TooLarge { limit }) => (
+                    format!("(request larger than {limit} bytes, not read)").into_bytes(),
+                    Prepared::Unprocessable(format!("larger than the limit of {limit} bytes")),
+                ),
+                Err(err) => return Err(err.into()),
             };
             prepared.push((file, raw, item));
         }
 
         let now = Utc::now();
-        let mut outcomes: Vec<Vec<KeyOutcome>> = Vec::with_capacity(prepared.len());
-        let needs_store = prepared
-            .iter()
-            .any(|(_, _, item)| matches!(item, Prepared::Request { candidates, .. } if candidates.iter().any(|c| matches!(c, Candidate::Key(_)))));
+        let needs_store = prepared.iter().any(|(_, _, item)| match item {
+            Prepared::Add { candidates, .. } => candidates.iter().any(|c| !matches!(c, Candidate::Refused { .. })),
+            Prepared::Signed { .. } => true,
+            Prepared::Unprocessable(_) => false,
+        });
         let mut store = if needs_store {
             Some(self.open_for_writing()?)
         } else {
             None
         };
-        for (_, _, item) in &prepared {
-            let mut results = Vec::new();
-            if let Prepared::Request { candidates, .. } = item {
-                for candidate in candidates {
-                    results.push(match (candidate, store.as_mut()) {
-                        (Candidate::Key(key), Some(store)) => request::apply_key(store, key, now)?,
-                        (Candidate::Key(key), None) => KeyOutcome::Refused {
-                            key: format!("key {}", key.fingerprint()),
-                            reason: "internal error: database not open".into(),
-                        },
-                        (Candidate::Refused { key, reason }, _) => KeyOutcome::Refused {
-                            key: key.clone(),
-                            reason: reason.clone(),
-                        },
-                    });
-                }
-            }
-            outcomes.push(results);
+        let mut results = Vec::with_capacity(prepared.len());
+        for (file, _, item) in &mut prepared {
+            let applied = match store.as_mut() {
+                Some(store) => match catch_unwind(AssertUnwindSafe(|| self.apply(file.queue, item, store, now))) {
+                    Ok(applied) => applied?,
+                    Err(_) => {
+                        *item = Prepared::Unprocessable("internal error while applying the request".into());
+                        Applied {
+                            lines: Vec::new(),
+                            tally: Tally::default(),
+                        }
+                    }
+                },
+                None => Applied {
+                    lines: match item {
+                        Prepared::Signed { .. } => vec!["refused: the database is not open".into()],
+                        _ => Vec::new(),
+                    },
+                    tally: Tally::default(),
+                },
+            };
+            results.push(applied);
         }
         if let Some(store) = store.as_mut() {
             store.sync()?;
@@ -216,36 +285,35 @@ impl Registrar {
         drop(store);
 
         let mut summary = CycleSummary::default();
-        for ((file, raw, item), results) in prepared.into_iter().zip(outcomes) {
+        for ((file, raw, item), applied) in prepared.into_iter().zip(results) {
             let report = match item {
-                Prepared::NotMail(reason) => {
+                Prepared::Unprocessable(reason) => {
                     let report = RequestReport {
                         queue: file.queue,
                         file: file.name(),
-                        reply: ReturnAddress::NoReply("not a mail message".into()),
+                        reply: ReturnAddress::NoReply("not processed".into()),
                         outcome: vec![format!("moved to {}: {reason}", self.spool.failed_dir().display())],
-                        summary: format!("not a mail message, moved to {}", self.spool.failed_dir().display()),
+                        summary: format!("{reason}; moved to {}", self.spool.failed_dir().display()),
                     };
                     self.log_request(&report, &raw)?;
                     self.spool.quarantine(file, &reason)?;
                     report
                 }
-                Prepared::Request { mail, .. } => {
-                    let mut tally = Tally::default();
-                    results.iter().for_each(|outcome| tally.count(outcome));
-                    summary.tally += tally;
-                    let mut outcome: Vec<String> = results.iter().flat_map(KeyOutcome::lines).collect();
-                    if outcome.is_empty() {
+                Prepared::Add { mail, .. } | Prepared::Signed { mail } => {
+                    summary.tally += applied.tally;
+                    let mut outcome = applied.lines;
+                    let no_keys = outcome.is_empty();
+                    if no_keys {
                         outcome.push("no public key found in the message".into());
                     }
                     let report = RequestReport {
                         queue: file.queue,
                         file: file.name(),
                         reply: mail.return_address.clone(),
-                        summary: if results.is_empty() {
-                            outcome[0].clone()
+                        summary: if file.queue == QueueName::Add && !no_keys {
+                            applied.tally.to_string()
                         } else {
-                            tally.to_string()
+                            outcome.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
                         },
                         outcome,
                     };
@@ -255,7 +323,7 @@ impl Registrar {
                             to: to.clone(),
                             subject: reply_subject(&mail.subject),
                             in_reply_to: mail.message_id.clone(),
-                            body: self.reply_body(&report, results.is_empty()),
+                            body: self.reply_body(&report, no_keys),
                             attachment: None,
                         };
                         self.mailer.queue(&self.spool, &file.name(), &reply)?;
@@ -296,11 +364,16 @@ impl Registrar {
             "This is the RIPEM key server at {}.\n",
             self.mailer.from_address()
         );
-        let _ = writeln!(body, "Your registration request has been processed:\n");
+        let what = match report.queue {
+            QueueName::Add => "registration request",
+            QueueName::Change => "key change request",
+            QueueName::Remove => "key removal request",
+        };
+        let _ = writeln!(body, "Your {what} has been processed:\n");
         for line in &report.outcome {
             let _ = writeln!(body, "  {line}");
         }
-        if no_keys {
+        if no_keys && report.queue == QueueName::Add {
             let _ = writeln!(
                 body,
                 "\nTo register, send your public key as an ASCII-armored block, for\nexample the output of `gpg --armor --export you@example.org`, to\n{}.",
@@ -333,6 +406,7 @@ impl Registrar {
             for candidate in &candidates {
                 let outcome = match candidate {
                     Candidate::Key(key) => request::apply_key(&mut store, key, now)?,
+                    Candidate::Revocation(revocation) => request::apply_revocation(&mut store, revocation, now)?,
                     Candidate::Refused { key, reason } => KeyOutcome::Refused {
                         key: key.clone(),
                         reason: reason.clone(),

@@ -8,12 +8,21 @@
 //! that already belongs to the same key is merged (new self-signatures,
 //! subkeys, revocations); one that belongs to another key is refused.
 //! Applying the same request twice changes nothing the second time.
+//!
+//! Change and remove requests must be signed by the registered key (its
+//! primary key or a signing subkey): [`apply_change`] and [`apply_remove`]
+//! authenticate them inside the write window, since the answer depends on
+//! what is registered at that moment. A signature older than the record's
+//! last update, older than `max_request_age`, or dated in the future is
+//! refused, so a captured request can't be replayed. A revocation
+//! certificate mailed to the register address is merged into the key it
+//! revokes.
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::openpgp::{self, CheckedKey, KeyError, KeyPolicy};
+use crate::openpgp::{self, CheckedKey, KeyError, KeyPolicy, SignedPart, Verified};
 use crate::protocol::{MAX_DATAGRAM, USERINFO_OVERHEAD};
 use crate::record::Record;
 use crate::store::{KeyStore, StoreError};
@@ -24,6 +33,8 @@ use crate::types::{Email, Fingerprint, Query};
 pub enum Candidate {
     /// Passed the checks that don't need the database.
     Key(Box<CheckedKey>),
+    /// A revocation certificate, to be merged into the key it revokes.
+    Revocation(Box<pgp::packet::Signature>),
     /// Refused: a description of the key (fingerprint if known) and why.
     Refused {
         /// Which key (fingerprint, or its position in the mail).
@@ -38,17 +49,25 @@ pub enum Candidate {
 /// a registration of the same key (see [`apply_key`]).
 pub fn prepare_add(texts: &[String], binary: &[Vec<u8>], policy: &KeyPolicy) -> Vec<Candidate> {
     let mut parsed: Vec<(String, Result<Vec<pgp::composed::SignedPublicKey>, KeyError>)> = Vec::new();
+    let mut candidates_early = Vec::new();
     let mut block_number = 0;
     for text in texts {
         for block in openpgp::find_armored_keys(text) {
             block_number += 1;
-            parsed.push((format!("key block {block_number}"), openpgp::parse_armored_keys(block)));
+            let keys = openpgp::parse_armored_keys(block);
+            if keys.is_err() {
+                if let Some(revocation) = openpgp::parse_revocation_certificate(block) {
+                    candidates_early.push(Candidate::Revocation(Box::new(revocation)));
+                    continue;
+                }
+            }
+            parsed.push((format!("key block {block_number}"), keys));
         }
     }
     for (index, bytes) in binary.iter().enumerate() {
         parsed.push((format!("attachment {}", index + 1), openpgp::parse_binary_keys(bytes)));
     }
-    let mut candidates = Vec::new();
+    let mut candidates = candidates_early;
     for (label, keys) in parsed {
         match keys {
             Err(err) => candidates.push(Candidate::Refused {
@@ -218,8 +237,8 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
         addresses: outcomes,
     };
     if users.is_empty() {
-        if existing.is_some() {
-            store.delete(&fingerprint)?;
+        if let Some(record) = &existing {
+            delete_key(store, record)?;
         }
         return Ok(outcome);
     }
@@ -244,7 +263,265 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
         )));
     }
     store.put(&record)?;
+    store.index_key_ids(&fingerprint, &merged.key_ids())?;
     Ok(outcome)
+}
+
+/// Deletes a key's record, its addresses and its key-ID index entries.
+fn delete_key(store: &mut KeyStore, record: &Record) -> Result<(), StoreError> {
+    if let Ok(key) = openpgp::read_stored_key(&record.key_armor) {
+        store.unindex_key_ids(&record.fingerprint, &key.key_ids())?;
+    }
+    store.delete(&record.fingerprint)?;
+    Ok(())
+}
+
+/// Puts a record back as it was (undoing a change whose new key was refused).
+fn restore_key(store: &mut KeyStore, record: &Record, key: &CheckedKey) -> Result<(), StoreError> {
+    store.put(record)?;
+    store.index_key_ids(&record.fingerprint, &key.key_ids())
+}
+
+/// Merges a revocation certificate into the registered key it revokes.
+pub fn apply_revocation(
+    store: &mut KeyStore,
+    revocation: &pgp::packet::Signature,
+    now: DateTime<Utc>,
+) -> Result<KeyOutcome, StoreError> {
+    let refused = |reason: &str| KeyOutcome::Refused {
+        key: "revocation certificate".into(),
+        reason: reason.into(),
+    };
+    let part_ids = openpgp::issuer_key_ids_of(revocation);
+    let mut owners = Vec::new();
+    for key_id in &part_ids {
+        owners.extend(store.fingerprints_with_key_id(key_id)?);
+    }
+    for fingerprint in owners {
+        let Some(record) = store.record(&Query::Fingerprint(fingerprint))? else {
+            continue;
+        };
+        let Ok(key) = openpgp::read_stored_key(&record.key_armor) else {
+            continue;
+        };
+        if let Ok(revoked) = key.with_revocation(revocation) {
+            return apply_key(store, &revoked, now);
+        }
+    }
+    Ok(refused("it does not revoke a key registered here"))
+}
+
+/// How far in the future a signature may be dated (clocks drift).
+pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Why a change or remove request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignedRefusal {
+    /// Nothing in the mail is signed.
+    #[error("the message is not signed; sign it with your registered key (gpg --clearsign, gpg --sign --armor, or PGP/MIME)")]
+    NotSigned,
+    /// The signature names no registered key.
+    #[error("it is signed by a key that is not registered here (key ID {0})")]
+    UnknownSigner(String),
+    /// The signature does not verify.
+    #[error("{0}")]
+    BadSignature(String),
+    /// Signed before the record last changed: stale or replayed.
+    #[error("the signature ({signed_at}) is not newer than the last change to the registered key ({updated}): a stale or replayed request; sign a new one")]
+    Stale {
+        /// When it was signed.
+        signed_at: String,
+        /// When the record last changed.
+        updated: String,
+    },
+    /// Older than the configured age.
+    #[error("the signature ({signed_at}) is older than {days} days; sign a new request")]
+    TooOld {
+        /// When it was signed.
+        signed_at: String,
+        /// The limit in days.
+        days: i64,
+    },
+    /// Dated in the future.
+    #[error("the signature is dated in the future ({0}); check your clock")]
+    Future(String),
+    /// A remove request whose text does not start with `RemoveKey`.
+    #[error("the signed text does not start with RemoveKey")]
+    NotRemoveKey,
+    /// A change request without exactly one new key.
+    #[error("the signed text must hold exactly one public key (the new key); it holds {0}")]
+    NewKeyCount(usize),
+    /// The new key failed a check.
+    #[error("the new key was refused: {0}")]
+    NewKeyRefused(String),
+}
+
+/// A signed request whose signature verified with a registered key.
+struct Authenticated {
+    record: Record,
+    key: CheckedKey,
+    verified: Verified,
+}
+
+/// Finds the registered key that signed one of `parts` and checks the
+/// signature and its age.
+fn authenticate(
+    store: &KeyStore,
+    parts: &[SignedPart],
+    now: DateTime<Utc>,
+    max_age: chrono::Duration,
+) -> Result<Result<Authenticated, SignedRefusal>, StoreError> {
+    let mut refusal = SignedRefusal::NotSigned;
+    for part in parts {
+        let key_ids = part.issuer_key_ids();
+        if key_ids.is_empty() {
+            refusal = SignedRefusal::BadSignature("the signature could not be read".into());
+            continue;
+        }
+        let mut owners = Vec::new();
+        for key_id in &key_ids {
+            owners.extend(store.fingerprints_with_key_id(key_id)?);
+        }
+        owners.dedup();
+        if owners.is_empty() {
+            refusal = SignedRefusal::UnknownSigner(key_ids.join(", "));
+            continue;
+        }
+        for fingerprint in owners {
+            let Some(record) = store.record(&Query::Fingerprint(fingerprint))? else {
+                continue;
+            };
+            let Ok(key) = openpgp::read_stored_key(&record.key_armor) else {
+                continue;
+            };
+            let verified = match part.verify(&key) {
+                Ok(verified) => verified,
+                Err(err) => {
+                    refusal = SignedRefusal::BadSignature(err.to_string());
+                    continue;
+                }
+            };
+            let stamp = |time: DateTime<Utc>| time.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+            if verified.signed_at > now + MAX_CLOCK_SKEW {
+                return Ok(Err(SignedRefusal::Future(stamp(verified.signed_at))));
+            }
+            if now - verified.signed_at > max_age {
+                return Ok(Err(SignedRefusal::TooOld {
+                    signed_at: stamp(verified.signed_at),
+                    days: max_age.num_days(),
+                }));
+            }
+            if verified.signed_at <= record.updated {
+                return Ok(Err(SignedRefusal::Stale {
+                    signed_at: stamp(verified.signed_at),
+                    updated: stamp(record.updated),
+                }));
+            }
+            return Ok(Ok(Authenticated { record, key, verified }));
+        }
+    }
+    Ok(Err(refusal))
+}
+
+/// A refused signed request's outcome lines.
+fn refused_lines(refusal: &SignedRefusal) -> Vec<String> {
+    vec![format!("refused: {refusal}")]
+}
+
+/// Applies a change request: signed by the registered (old) key, its signed
+/// text holds the new key. The new key takes over the old key's addresses
+/// that it also carries; the others are removed; its new addresses are
+/// registered first come, first served. Returns the outcome lines.
+pub fn apply_change(
+    store: &mut KeyStore,
+    parts: &[SignedPart],
+    policy: &KeyPolicy,
+    now: DateTime<Utc>,
+    max_age: chrono::Duration,
+) -> Result<Vec<String>, StoreError> {
+    let auth = match authenticate(store, parts, now, max_age)? {
+        Ok(auth) => auth,
+        Err(refusal) => return Ok(refused_lines(&refusal)),
+    };
+    let new_key = match new_key_of(&auth.verified.content, policy, now) {
+        Ok(key) => key,
+        Err(refusal) => return Ok(refused_lines(&refusal)),
+    };
+    let old = &auth.record;
+    if new_key.fingerprint() == &old.fingerprint {
+        let mut lines = vec!["the new key is the registered key itself; merged into it".to_string()];
+        lines.extend(apply_key(store, &new_key, now)?.lines());
+        return Ok(lines);
+    }
+    delete_key(store, old)?;
+    let outcome = apply_key(store, &new_key, now)?;
+    let KeyOutcome::Applied { addresses, .. } = &outcome else {
+        restore_key(store, old, &auth.key)?;
+        let reason = outcome.lines().join(" ");
+        return Ok(refused_lines(&SignedRefusal::NewKeyRefused(reason)));
+    };
+    let mut lines = vec![format!(
+        "key {} replaced by key {}:",
+        old.fingerprint,
+        new_key.fingerprint()
+    )];
+    for user in &old.users {
+        let moved = addresses
+            .iter()
+            .any(|(email, o)| email == user && *o == AddressOutcome::Registered);
+        lines.push(if moved {
+            format!("  {user}: moved to the new key")
+        } else {
+            format!("  {user}: removed (the new key does not carry it)")
+        });
+    }
+    for (email, address_outcome) in addresses.iter().filter(|(email, _)| !old.users.contains(email)) {
+        lines.push(format!("  {email}: {address_outcome}"));
+    }
+    Ok(lines)
+}
+
+/// The one key a change request's signed text holds, checked.
+fn new_key_of(content: &str, policy: &KeyPolicy, now: DateTime<Utc>) -> Result<CheckedKey, SignedRefusal> {
+    let mut keys = Vec::new();
+    for block in openpgp::find_armored_keys(content) {
+        keys.extend(openpgp::parse_armored_keys(block).map_err(|err| SignedRefusal::NewKeyRefused(err.to_string()))?);
+    }
+    if keys.len() != 1 {
+        return Err(SignedRefusal::NewKeyCount(keys.len()));
+    }
+    let Some(key) = keys.pop() else {
+        return Err(SignedRefusal::NewKeyCount(0));
+    };
+    let key = openpgp::check_key(key, policy).map_err(|err| SignedRefusal::NewKeyRefused(err.to_string()))?;
+    if key.is_revoked() {
+        return Err(SignedRefusal::NewKeyRefused("the key is revoked".into()));
+    }
+    if key.is_expired(now) {
+        return Err(SignedRefusal::NewKeyRefused("the key has expired".into()));
+    }
+    Ok(key)
+}
+
+/// Applies a remove request: signed by the registered key, its signed text
+/// starting with `RemoveKey`. Every address of that key is removed.
+pub fn apply_remove(
+    store: &mut KeyStore,
+    parts: &[SignedPart],
+    now: DateTime<Utc>,
+    max_age: chrono::Duration,
+) -> Result<Vec<String>, StoreError> {
+    let auth = match authenticate(store, parts, now, max_age)? {
+        Ok(auth) => auth,
+        Err(refusal) => return Ok(refused_lines(&refusal)),
+    };
+    if !auth.verified.content.trim_start().starts_with("RemoveKey") {
+        return Ok(refused_lines(&SignedRefusal::NotRemoveKey));
+    }
+    delete_key(store, &auth.record)?;
+    let mut lines = vec![format!("key {} removed:", auth.record.fingerprint)];
+    lines.extend(auth.record.users.iter().map(|user| format!("  {user}: removed")));
+    Ok(lines)
 }
 
 /// Tallies of a batch or an import, for logs and summaries.

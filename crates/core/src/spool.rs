@@ -122,6 +122,8 @@ pub struct SpoolFile {
     pub queue: QueueName,
     /// Its path in `new/`.
     pub path: PathBuf,
+    /// When it arrived (its modification time).
+    pub arrived: SystemTime,
 }
 
 impl SpoolFile {
@@ -219,7 +221,21 @@ impl Spool {
             }
         }
         files.sort();
-        Ok(files.into_iter().map(|(_, path)| SpoolFile { queue, path }).collect())
+        Ok(files
+            .into_iter()
+            .map(|(arrived, path)| SpoolFile { queue, path, arrived })
+            .collect())
+    }
+
+    /// Every complete message in all queues, oldest first, so requests are
+    /// applied in the order they arrived whatever their queue.
+    pub fn pending_all(&self) -> Result<Vec<SpoolFile>, SpoolError> {
+        let mut files = Vec::new();
+        for queue in QueueName::ALL {
+            files.extend(self.pending(queue)?);
+        }
+        files.sort_by(|a, b| (a.arrived, &a.path).cmp(&(b.arrived, &b.path)));
+        Ok(files)
     }
 
     /// Deletes a processed request.

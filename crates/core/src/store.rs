@@ -3,7 +3,10 @@
 //! Layout: `key:<FINGERPRINT>` holds the record text of one key, and
 //! `user:<address>` holds the fingerprint the address belongs to, so a
 //! lookup by any address finds the whole record and a dump lists each key
-//! once. Nothing but this module reaches GDBM.
+//! once. `keyid:<16 hex digits>` lists the fingerprints of the keys that
+//! have a primary key or subkey with that key ID, so the key that made a
+//! signature can be found from the signature. Nothing but this module
+//! reaches GDBM.
 //!
 //! Sharing: GDBM lets many readers or one writer open the file, and a
 //! conflicting open fails at once. To keep readers from starving the
@@ -26,6 +29,7 @@ use crate::types::{Email, Fingerprint, Query};
 
 const KEY_PREFIX: &[u8] = b"key:";
 const USER_PREFIX: &[u8] = b"user:";
+const KEY_ID_PREFIX: &[u8] = b"keyid:";
 /// How long to sleep between attempts while another process holds a lock.
 const RETRY_PAUSE: Duration = Duration::from_millis(2);
 
@@ -267,6 +271,55 @@ impl KeyStore {
         Ok(())
     }
 
+    /// The fingerprints of the stored keys having a primary key or subkey
+    /// with `key_id` (16 hex digits).
+    pub fn fingerprints_with_key_id(&self, key_id: &str) -> Result<Vec<Fingerprint>, StoreError> {
+        let key = [KEY_ID_PREFIX, key_id.to_ascii_uppercase().as_bytes()].concat();
+        let Some(value) = self.db.fetch(&key)? else {
+            return Ok(Vec::new());
+        };
+        String::from_utf8_lossy(&value)
+            .split_whitespace()
+            .map(|hex| Fingerprint::parse(hex).map_err(|err| self.damaged(&key, err.into())))
+            .collect()
+    }
+
+    /// Records that the key `fingerprint` has (sub)keys with these key IDs.
+    pub fn index_key_ids(&mut self, fingerprint: &Fingerprint, key_ids: &[String]) -> Result<(), StoreError> {
+        for key_id in key_ids {
+            let mut owners = self.fingerprints_with_key_id(key_id)?;
+            if !owners.contains(fingerprint) {
+                owners.push(fingerprint.clone());
+                self.write_key_id(key_id, &owners)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets that the key `fingerprint` has these key IDs.
+    pub fn unindex_key_ids(&mut self, fingerprint: &Fingerprint, key_ids: &[String]) -> Result<(), StoreError> {
+        for key_id in key_ids {
+            let mut owners = self.fingerprints_with_key_id(key_id)?;
+            let before = owners.len();
+            owners.retain(|owner| owner != fingerprint);
+            if owners.len() != before {
+                self.write_key_id(key_id, &owners)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_key_id(&mut self, key_id: &str, owners: &[Fingerprint]) -> Result<(), StoreError> {
+        let key = [KEY_ID_PREFIX, key_id.to_ascii_uppercase().as_bytes()].concat();
+        if owners.is_empty() {
+            self.db.delete(&key)?;
+        } else {
+            let value: Vec<&str> = owners.iter().map(Fingerprint::as_str).collect();
+            self.db.replace(&key, value.join(" ").as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Flushes all writes to disk.
     pub fn sync(&mut self) -> Result<(), StoreError> {
         Ok(self.db.sync()?)
@@ -436,6 +489,26 @@ mod tests {
         assert!(matches!(err, StoreError::Busy { .. }), "{err}");
         drop(writer);
         fx.reader();
+    }
+
+    #[test]
+    fn key_id_index_lists_owners() {
+        let fx = Fixture::new();
+        let mut store = fx.writer();
+        let a = Fingerprint::parse(A).unwrap();
+        let b = Fingerprint::parse(B).unwrap();
+        let ids = ["5555666677778888".to_string(), "0123456789ABCDEF".to_string()];
+        store.index_key_ids(&a, &ids).unwrap();
+        store.index_key_ids(&b, &ids[1..]).unwrap();
+        store.index_key_ids(&b, &ids[1..]).unwrap();
+        assert_eq!(
+            store.fingerprints_with_key_id("0123456789abcdef").unwrap(),
+            [a.clone(), b.clone()]
+        );
+        store.unindex_key_ids(&a, &ids).unwrap();
+        assert!(store.fingerprints_with_key_id("5555666677778888").unwrap().is_empty());
+        assert_eq!(store.fingerprints_with_key_id("0123456789ABCDEF").unwrap(), [b]);
+        assert_eq!(store.key_count().unwrap(), 0, "index entries are not keys");
     }
 
     #[test]

@@ -1,0 +1,353 @@
+//! keyreg's signed requests end to end, made by the system gpg: changes in
+//! the three encodings, removals, signing subkeys, revocation certificates,
+//! and forged, tampered, stale, replayed and wrong-text requests refused
+//! with the database unchanged.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+/// Sleeps into the next whole second: the server refuses a signature not
+/// newer than the record's last update, and both have one-second resolution.
+fn next_second() {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())) + Duration::from_millis(20));
+}
+
+fn mail_to(queue_address: &str, from: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\nTo: {queue_address}\nSubject: request\nMessage-ID: <{}@test>\n\n{body}\n",
+        std::process::id()
+    )
+    .into_bytes()
+}
+
+/// A server with alice's gpg key registered; returns the server, the gpg
+/// home holding alice's secret key, and alice's fingerprint.
+fn with_alice(algo: &str) -> (Server, Gpg, String) {
+    let server = Server::new();
+    let gpg = Gpg::new();
+    let key = gpg.key("Alice <alice@example.org>", algo);
+    server.mail("add", &plain_mail("alice@example.org", &key));
+    server.keyreg_once();
+    let fpr = gpg.fingerprint("alice@example.org");
+    (server, gpg, fpr)
+}
+
+fn fingerprint_of(server: &Server, keyserv: &Keyserv, who: &str) -> Option<String> {
+    let _ = server;
+    record_fingerprint(&keyserv.lookup(who))
+}
+
+fn last_reply(server: &Server, to: &str) -> String {
+    let mut replies: Vec<SentMail> = server.outbox().into_iter().filter(|m| m.to == to).collect();
+    assert!(!replies.is_empty(), "no reply to {to}");
+    replies.sort_by_key(|m| m.body.len());
+    replies.into_iter().map(|m| m.body).collect::<Vec<_>>().join("\n----\n")
+}
+
+/// Alice's new key: keeps alice@example.org, adds alice@new.example.org.
+fn new_key(gpg: &Gpg) -> (String, String) {
+    let made = gpg.run(
+        &[
+            "--quick-gen-key",
+            "Alice <alice@new.example.org>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        b"",
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let fpr = gpg.fingerprint("alice@new.example.org");
+    let added = gpg.run(&["--quick-add-uid", &fpr, "Alice <alice@example.org>"], b"");
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let armored = gpg.run(&["--armor", "--export", &fpr], b"").stdout;
+    (fpr, armored)
+}
+
+fn clearsign(gpg: &Gpg, signer: &str, text: &str) -> String {
+    let run = gpg.run(&["--clearsign", "--local-user", signer], text.as_bytes());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.stdout
+}
+
+#[test]
+fn change_by_cleartext_inline_and_pgp_mime() {
+    for encoding in ["cleartext", "inline", "pgp/mime"] {
+        let (server, gpg, old_fpr) = with_alice("ed25519");
+        let (new_fpr, new_armored) = new_key(&gpg);
+        next_second();
+        let text = format!("Please switch to my new key.\n\n{new_armored}");
+        let message = match encoding {
+            "cleartext" => mail_to("change", "alice@example.org", &clearsign(&gpg, &old_fpr, &text)),
+            "inline" => {
+                let run = gpg.run(&["--sign", "--armor", "--local-user", &old_fpr], text.as_bytes());
+                assert_eq!(run.code, 0, "{}", run.stderr);
+                mail_to("change", "alice@example.org", &run.stdout)
+            }
+            _ => {
+                let part = format!(
+                    "Content-Type: text/plain; charset=us-ascii\r\n\r\n{}",
+                    text.replace('\n', "\r\n")
+                );
+                let signature = gpg.run(&["--detach-sign", "--armor", "--local-user", &old_fpr], part.as_bytes());
+                assert_eq!(signature.code, 0, "{}", signature.stderr);
+                format!(
+                    "From: alice@example.org\r\nSubject: new key\r\nMIME-Version: 1.0\r\nContent-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\"; boundary=\"sig\"\r\n\r\n--sig\r\n{part}\r\n--sig\r\nContent-Type: application/pgp-signature; name=\"signature.asc\"\r\n\r\n{}\r\n--sig--\r\n",
+                    signature.stdout.replace('\n', "\r\n")
+                )
+                .into_bytes()
+            }
+        };
+        server.mail("change", &message);
+        server.keyreg_once();
+        let keyserv = server.start_keyserv();
+        let reply = last_reply(&server, "alice@example.org");
+        assert_eq!(
+            fingerprint_of(&server, &keyserv, "alice@example.org").as_deref(),
+            Some(new_fpr.as_str()),
+            "{encoding}: {reply}"
+        );
+        assert_eq!(
+            fingerprint_of(&server, &keyserv, "alice@new.example.org").as_deref(),
+            Some(new_fpr.as_str()),
+            "{encoding}"
+        );
+        assert!(
+            keyserv.lookup(&format!("0x{old_fpr}")).starts_with("NOTFOUND"),
+            "{encoding}: old key gone"
+        );
+        assert!(
+            reply.contains("alice@example.org: moved to the new key"),
+            "{encoding}: {reply}"
+        );
+    }
+}
+
+#[test]
+fn change_drops_addresses_the_new_key_lacks() {
+    let server = Server::new();
+    let gpg = Gpg::new();
+    let old = gpg.key("Bob <bob@example.org>", "ed25519");
+    let old_fpr = gpg.fingerprint("bob@example.org");
+    let added = gpg.run(&["--quick-add-uid", &old_fpr, "Bob <bob@old.example.org>"], b"");
+    assert_eq!(added.code, 0);
+    let old = if added.code == 0 {
+        gpg.run(&["--armor", "--export", &old_fpr], b"").stdout
+    } else {
+        old
+    };
+    server.mail("add", &plain_mail("bob@example.org", &old));
+    server.keyreg_once();
+    let other = Gpg::new();
+    let new = other.key("Bob <bob@example.org>", "ed25519");
+    let new_fpr = other.fingerprint("bob@example.org");
+    next_second();
+    server.mail(
+        "change",
+        &mail_to("change", "bob@example.org", &clearsign(&gpg, &old_fpr, &new)),
+    );
+    server.keyreg_once();
+    let keyserv = server.start_keyserv();
+    assert_eq!(
+        fingerprint_of(&server, &keyserv, "bob@example.org").as_deref(),
+        Some(new_fpr.as_str())
+    );
+    // (A lookup of bob@old.example.org falls back a domain level to
+    // bob@example.org, RIPEM-style, so look at the record's addresses.)
+    assert!(!keyserv.lookup("bob@example.org").contains("User: bob@old.example.org"));
+    assert!(
+        last_reply(&server, "bob@example.org").contains("bob@old.example.org: removed (the new key does not carry it)")
+    );
+}
+
+#[test]
+fn change_and_remove_signed_by_a_signing_subkey() {
+    let server = Server::new();
+    let gpg = Gpg::new();
+    let made = gpg.run(
+        &["--quick-gen-key", "Sue <sue@example.org>", "ed25519", "cert", "never"],
+        b"",
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let fpr = gpg.fingerprint("sue@example.org");
+    let sub = gpg.run(&["--quick-add-key", &fpr, "ed25519", "sign", "never"], b"");
+    assert_eq!(sub.code, 0, "{}", sub.stderr);
+    let armored = gpg.run(&["--armor", "--export", &fpr], b"").stdout;
+    server.mail("add", &plain_mail("sue@example.org", &armored));
+    server.keyreg_once();
+    next_second();
+    // With a certify-only primary key, gpg can only sign with the subkey.
+    server.mail(
+        "remove",
+        &mail_to(
+            "remove",
+            "sue@example.org",
+            &clearsign(&gpg, &fpr, "RemoveKey\nplease\n"),
+        ),
+    );
+    server.keyreg_once();
+    let reply = last_reply(&server, "sue@example.org");
+    assert!(reply.contains("sue@example.org: removed"), "{reply}");
+    let keyserv = server.start_keyserv();
+    assert!(keyserv.lookup("sue@example.org").starts_with("NOTFOUND"));
+}
+
+#[test]
+fn forged_tampered_stale_and_wrong_text_are_refused() {
+    // Alice's key is made 30 days ago, so it can sign at earlier times.
+    let server = Server::new();
+    let gpg = Gpg::new();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let at = |secs: u64| format!("{secs}!");
+    let made = gpg.run(
+        &[
+            "--faked-system-time",
+            &at(now - 30 * 86_400),
+            "--quick-gen-key",
+            "Alice <alice@example.org>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        b"",
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let fpr = gpg.fingerprint("alice@example.org");
+    server.mail(
+        "add",
+        &plain_mail(
+            "alice@example.org",
+            &gpg.run(&["--armor", "--export", &fpr], b"").stdout,
+        ),
+    );
+    server.keyreg_once();
+    let signed_at = |secs: u64, text: &str| {
+        let run = gpg.run(
+            &["--faked-system-time", &at(secs), "--clearsign", "--local-user", &fpr],
+            text.as_bytes(),
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stdout
+    };
+    let stranger = Gpg::new();
+    stranger.key("Mallory <mallory@example.org>", "ed25519");
+    let stranger_fpr = stranger.fingerprint("mallory@example.org");
+    next_second();
+    let flat_before = || {
+        assert_eq!(server.run("db2flat", &[], b"").code, 0);
+        let text = std::fs::read_to_string(server.path("pub/pubkeys.txt")).unwrap();
+        text.lines().skip(1).collect::<Vec<_>>().join("\n")
+    };
+    let before = flat_before();
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("remove", "RemoveKey\n".to_string(), "is not signed"),
+        (
+            "remove",
+            clearsign(&stranger, &stranger_fpr, "RemoveKey\n"),
+            "not registered here",
+        ),
+        (
+            "remove",
+            clearsign(&gpg, &fpr, "RemoveKey\n").replace("RemoveKey", "RemoveKey now"),
+            "does not verify",
+        ),
+        (
+            "remove",
+            clearsign(&gpg, &fpr, "Please remove my key\n"),
+            "does not start with RemoveKey",
+        ),
+        (
+            "change",
+            clearsign(&gpg, &fpr, "no key here\n"),
+            "exactly one public key",
+        ),
+        (
+            "remove",
+            signed_at(now - 9 * 86_400, "RemoveKey\n"),
+            "older than 7 days",
+        ),
+        ("remove", signed_at(now + 3600, "RemoveKey\n"), "in the future"),
+        // Signed an hour ago, before the key was registered: stale.
+        ("remove", signed_at(now - 3600, "RemoveKey\n"), "stale or replayed"),
+    ];
+    for (index, (queue, body, _)) in cases.iter().enumerate() {
+        let from = format!("case{index}@example.org");
+        server.mail(queue, &mail_to(queue, &from, body));
+    }
+    server.keyreg_once();
+    for (index, (_, _, expected)) in cases.iter().enumerate() {
+        let reply = last_reply(&server, &format!("case{index}@example.org"));
+        assert!(
+            reply.contains("refused") && reply.contains(expected),
+            "case {index} wanted {expected:?}: {reply}"
+        );
+    }
+    assert_eq!(flat_before(), before, "database unchanged");
+}
+
+#[test]
+fn replayed_remove_after_reregistration_is_refused() {
+    let (server, gpg, fpr) = with_alice("ed25519");
+    next_second();
+    let remove = mail_to("remove", "alice@example.org", &clearsign(&gpg, &fpr, "RemoveKey\n"));
+    server.mail("remove", &remove);
+    server.keyreg_once();
+    next_second();
+    let key = gpg.run(&["--armor", "--export", &fpr], b"").stdout;
+    server.mail("add", &plain_mail("alice@example.org", &key));
+    server.keyreg_once();
+    server.mail("remove", &remove);
+    server.keyreg_once();
+    let keyserv = server.start_keyserv();
+    assert_eq!(
+        fingerprint_of(&server, &keyserv, "alice@example.org").as_deref(),
+        Some(fpr.as_str()),
+        "still registered"
+    );
+    let replies = last_reply(&server, "alice@example.org");
+    assert!(replies.contains("stale or replayed"), "{replies}");
+    assert_eq!(server.outbox().len(), 4, "one reply per request");
+}
+
+#[test]
+fn revocation_certificate_is_published() {
+    let (server, gpg, fpr) = with_alice("ed25519");
+    // gpg keeps a revocation certificate for every key it makes, its BEGIN
+    // line prefixed with ':' against accidental import.
+    let stored = std::fs::read_to_string(gpg.home.path().join(format!("openpgp-revocs.d/{fpr}.rev"))).unwrap();
+    let certificate = stored.replace(
+        ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+    );
+    let block = &certificate[certificate.find("-----BEGIN").unwrap()..];
+    server.mail(
+        "add",
+        &mail_to("add", "alice@example.org", &format!("My key was stolen.\n\n{block}")),
+    );
+    server.keyreg_once();
+    assert!(last_reply(&server, "alice@example.org").contains("revoked"));
+    let keyserv = server.start_keyserv();
+    let looked_up = server.keylookup(&["alice@example.org"]);
+    assert_eq!(looked_up.code, 0, "{}", looked_up.stderr);
+    drop(keyserv);
+    let client = Gpg::new();
+    client.run(&["--import"], looked_up.stdout.as_bytes());
+    let listing = client.run(&["--with-colons", "--list-keys", &fpr], b"").stdout;
+    assert!(
+        listing.lines().any(|l| l.starts_with("pub:r:")),
+        "revoked in the lookup: {listing}"
+    );
+    assert_eq!(server.run("db2flat", &[], b"").code, 0);
+    let flat_client = Gpg::new();
+    flat_client.run(&["--import", server.path("pub/pubkeys.asc").to_str().unwrap()], b"");
+    let listing = flat_client.run(&["--with-colons", "--list-keys", &fpr], b"").stdout;
+    assert!(
+        listing.lines().any(|l| l.starts_with("pub:r:")),
+        "revoked in the flat file: {listing}"
+    );
+}
