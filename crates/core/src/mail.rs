@@ -20,8 +20,9 @@ pub const MAX_PARTS: usize = 1000;
 /// Why bytes could not be read as a mail message at all.
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
-    /// Not a mail message (no header block).
-    #[error("not a mail message: {0}")]
+    /// Not a mail message, or one too broken to read (no header block,
+    /// binary junk, MIME nested past the parser's limit).
+    #[error("unreadable as mail: {0}")]
     NotMail(String),
 }
 

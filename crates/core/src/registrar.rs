@@ -37,6 +37,9 @@ use crate::txlog::{LogEntry, TransactionLog};
 
 /// At most this many requests share one write window.
 pub const MAX_BATCH: usize = 500;
+/// A batch stops taking files once they add up to this many bytes (it
+/// always takes one), so memory stays bounded whatever the mail.
+pub const MAX_BATCH_BYTES: u64 = 64 << 20;
 
 /// Why a cycle could not run; the spool files stay where they are.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +166,18 @@ impl Registrar {
     pub fn process_pending(&self) -> Result<CycleSummary, RegistrarError> {
         let mut total = CycleSummary::default();
         loop {
-            let batch: Vec<SpoolFile> = self.spool.pending_all()?.into_iter().take(MAX_BATCH).collect();
+            let mut bytes = 0u64;
+            let batch: Vec<SpoolFile> = self
+                .spool
+                .pending_all()?
+                .into_iter()
+                .take(MAX_BATCH)
+                .take_while(|file| {
+                    let first = bytes == 0;
+                    bytes = bytes.saturating_add(file.size.max(1));
+                    first || bytes <= MAX_BATCH_BYTES
+                })
+                .collect();
             if batch.is_empty() {
                 break;
             }

@@ -124,6 +124,8 @@ pub struct SpoolFile {
     pub path: PathBuf,
     /// When it arrived (its modification time).
     pub arrived: SystemTime,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 impl SpoolFile {
@@ -217,13 +219,18 @@ impl Spool {
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_file() {
                 let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-                files.push((modified, entry.path()));
+                files.push((modified, entry.path(), meta.len()));
             }
         }
         files.sort();
         Ok(files
             .into_iter()
-            .map(|(arrived, path)| SpoolFile { queue, path, arrived })
+            .map(|(arrived, path, size)| SpoolFile {
+                queue,
+                path,
+                arrived,
+                size,
+            })
             .collect())
     }
 
