@@ -133,9 +133,14 @@ impl Server {
 
     /// Starts keyserv and waits until its pid file says it is ready.
     pub fn start_keyserv(&self) -> Keyserv {
-        let child = Command::new(bin("keyserv"))
-            .arg("--config")
-            .arg(&self.config)
+        self.start_keyserv_with(&[])
+    }
+
+    /// Starts keyserv with extra arguments, as [`Server::start_keyserv`].
+    pub fn start_keyserv_with(&self, args: &[&str]) -> Keyserv {
+        let child = self
+            .command("keyserv")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -195,6 +200,9 @@ impl Keyserv {
     }
 
     fn terminate(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return; // already stopped and reaped
+        }
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
