@@ -38,18 +38,12 @@ fn failures_are_temporary() {
     // A spool that can't be created: state dir is a file.
     let file = server.path("not-a-dir");
     std::fs::write(&file, "").unwrap();
-    let run = std::process::Command::new(bin("copymail"))
-        .args([
-            "--config",
-            server.config.to_str().unwrap(),
-            "--state-dir",
-            file.to_str().unwrap(),
-            "--queue",
-            "add",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(75));
+    let run = server.run(
+        "copymail",
+        &["--state-dir", file.to_str().unwrap(), "--queue", "add"],
+        b"x",
+    );
+    assert_eq!(run.code, 75, "{}", run.stderr);
     let missing_config = server.run(
         "copymail",
         &["--config", "/nonexistent/keyserver.toml", "--queue", "add"],

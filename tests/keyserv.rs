@@ -175,3 +175,36 @@ fn lookups_stay_correct_while_keyreg_writes() {
     assert!(answered > 0);
     assert_eq!((wrong, lost), (0, 0), "{answered} answered");
 }
+
+#[test]
+fn logs_answers_but_not_requesters_unless_asked() {
+    let (server, _) = registered_server("");
+    let keyserv = server.start_keyserv_with(&["-v"]);
+    keyserv.lookup("alice@example.org");
+    keyserv.lookup("nobody@example.org");
+    let log = keyserv.stop();
+    assert!(log.contains("keyserv: answered USERINFO\n"), "{log}");
+    assert!(log.contains("keyserv: answered NOTFOUND\n"), "{log}");
+    let answers = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|line| line.contains("answered"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(answers(&log).iter().all(|line| !line.contains("127.0.0.1")), "{log}");
+    let quiet = server.start_keyserv();
+    quiet.lookup("alice@example.org");
+    let log = quiet.stop();
+    assert!(!log.contains("answered"), "no answer lines without -v: {log}");
+
+    let (server, _) = registered_server("log_requests = true\n");
+    let keyserv = server.start_keyserv();
+    keyserv.lookup("alice@example.org");
+    let log = keyserv.stop();
+    assert!(
+        answers(&log)
+            .iter()
+            .any(|line| line.starts_with("keyserv: 127.0.0.1:") && line.ends_with(": answered USERINFO")),
+        "{log}"
+    );
+}

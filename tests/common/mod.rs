@@ -40,6 +40,21 @@ impl From<Output> for Run {
     }
 }
 
+/// Runs `command` to its end, feeding it `stdin`.
+pub fn run_with(mut command: Command, stdin: &[u8]) -> Run {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // A program may stop reading early (copymail over its limit).
+    let _ = input.write_all(stdin);
+    drop(input);
+    child.wait_with_output().unwrap().into()
+}
+
 /// A free UDP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -74,22 +89,18 @@ impl Server {
         self.dir.path().join(relative)
     }
 
+    /// A command for a program with this server's configuration.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(bin(program));
+        command.arg("--config").arg(&self.config);
+        command
+    }
+
     /// Runs a program with this server's configuration and `stdin`.
     pub fn run(&self, program: &str, args: &[&str], stdin: &[u8]) -> Run {
-        let mut child = Command::new(bin(program))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        // A program may stop reading early (copymail over its limit).
-        let _ = input.write_all(stdin);
-        drop(input);
-        child.wait_with_output().unwrap().into()
+        let mut command = self.command(program);
+        command.args(args);
+        run_with(command, stdin)
     }
 
     /// Spools a request through copymail, which must accept it.
@@ -122,9 +133,14 @@ impl Server {
 
     /// Starts keyserv and waits until its pid file says it is ready.
     pub fn start_keyserv(&self) -> Keyserv {
-        let child = Command::new(bin("keyserv"))
-            .arg("--config")
-            .arg(&self.config)
+        self.start_keyserv_with(&[])
+    }
+
+    /// Starts keyserv with extra arguments, as [`Server::start_keyserv`].
+    pub fn start_keyserv_with(&self, args: &[&str]) -> Keyserv {
+        let child = self
+            .command("keyserv")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -184,6 +200,9 @@ impl Keyserv {
     }
 
     fn terminate(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return; // already stopped and reaped
+        }
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
@@ -260,20 +279,13 @@ impl Gpg {
     }
 
     pub fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
-        let mut child = Command::new("gpg")
+        let mut command = Command::new("gpg");
+        command
             .arg("--homedir")
             .arg(self.home.path())
             .args(["--batch", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", ""])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("gpg is installed (scripts/test installs gnupg)");
-        let mut input = child.stdin.take().unwrap();
-        let _ = input.write_all(stdin);
-        drop(input);
-        child.wait_with_output().unwrap().into()
+            .args(args);
+        run_with(command, stdin)
     }
 
     /// Makes a key (`algo` as gpg's --quick-gen-key takes it) and returns it armored.

@@ -33,6 +33,8 @@ pub mod exit {
     pub const IOERR: u8 = 74;
     /// A temporary failure; try again later.
     pub const TEMPFAIL: u8 = 75;
+    /// Permission denied.
+    pub const NOPERM: u8 = 77;
     /// Something is wrong in the configuration.
     pub const CONFIG: u8 = 78;
 }
@@ -49,9 +51,12 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    /// Loads the configuration these flags name.
+    /// Loads the configuration these flags name and checks that its state
+    /// directory exists.
     pub fn load(&self) -> Result<Config, ConfigError> {
-        Config::load(self.config.as_deref(), self.state_dir.as_deref())
+        let config = Config::load(self.config.as_deref(), self.state_dir.as_deref())?;
+        config.check_state_dir()?;
+        Ok(config)
     }
 }
 
@@ -78,7 +83,9 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
                 RegistrarError::Store(inner) => exit_code(inner),
                 RegistrarError::PidFile(inner) => exit_code(inner),
                 RegistrarError::Reply(inner) => exit_code(inner),
-                RegistrarError::Log { .. } | RegistrarError::Import { .. } => exit::IOERR,
+                RegistrarError::Log { source, .. } | RegistrarError::Import { source, .. } => {
+                    io_code(source, exit::IOERR)
+                }
             };
         }
         if let Some(err) = err.downcast_ref::<ServerError>() {
@@ -92,7 +99,7 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
         if let Some(err) = err.downcast_ref::<FlatError>() {
             return match err {
                 FlatError::Store(inner) => exit_code(inner),
-                FlatError::Io { .. } => exit::IOERR,
+                FlatError::Io { source, .. } => io_code(source, exit::IOERR),
             };
         }
         if err.is::<crate::types::IdentError>() {
@@ -104,35 +111,56 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
         if let Some(err) = err.downcast_ref::<SpoolError>() {
             return match err {
                 SpoolError::TooLarge { .. } => exit::DATAERR,
-                SpoolError::Io { .. } => exit::TEMPFAIL,
+                SpoolError::Io { source, .. } => io_code(source, exit::TEMPFAIL),
             };
         }
         if let Some(err) = err.downcast_ref::<StoreError>() {
             return match err {
                 StoreError::Busy { .. } => exit::TEMPFAIL,
                 StoreError::Damaged { .. } => exit::DATAERR,
+                StoreError::Gdbm(gdbm) if gdbm.is_damaged() => exit::DATAERR,
+                StoreError::Lock { source, .. } => io_code(source, exit::IOERR),
                 _ => exit::IOERR,
             };
         }
         if let Some(err) = err.downcast_ref::<PidFileError>() {
             return match err {
                 PidFileError::AlreadyRunning { .. } => exit::TEMPFAIL,
-                PidFileError::Io { .. } => exit::CANTCREAT,
+                PidFileError::Io { source, .. } => io_code(source, exit::CANTCREAT),
             };
         }
         if err.is::<ReplyError>() {
             return exit::TEMPFAIL;
         }
-        if err.is::<std::io::Error>() {
-            return exit::IOERR;
+        if let Some(err) = err.downcast_ref::<std::io::Error>() {
+            return io_code(err, exit::IOERR);
         }
         current = err.source();
     }
     exit::SOFTWARE
 }
 
+/// `EX_NOPERM` for a permission problem (not worth retrying: an operator
+/// must fix the ownership or mode), else `otherwise`.
+fn io_code(err: &std::io::Error, otherwise: u8) -> u8 {
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => exit::NOPERM,
+        _ => otherwise,
+    }
+}
+
+/// The effective user's name, else its uid.
+fn effective_user() -> String {
+    let uid = nix::unistd::geteuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    }
+}
+
 /// Ends a program: on error, prints `program: cause: cause…` on one line
-/// and returns [`exit_code`]. A broken pipe on stdout is not an error.
+/// (naming the user it runs as when permission was denied) and returns
+/// [`exit_code`]. A broken pipe on stdout is not an error.
 pub fn finish<E>(program: &str, result: Result<ExitCode, E>) -> ExitCode
 where
     E: AsRef<dyn Error + Send + Sync + 'static>,
@@ -156,8 +184,13 @@ where
                 }
                 current = cause.source();
             }
+            let code = exit_code(err);
+            if code == exit::NOPERM {
+                // Under an MTA's pipe or a unit's User=, who we are is half the story.
+                chain.push(format!("running as user {}", effective_user()));
+            }
             eprintln!("{program}: {}", chain.join(": ").replace('\n', " "));
-            ExitCode::from(exit_code(err))
+            ExitCode::from(code)
         }
     }
 }

@@ -5,7 +5,10 @@
 //! built-in defaults, a missing named file is an error. Every path derives
 //! from `state_dir` unless the file sets it on its own, and command-line
 //! flags override the file. Unknown keys are refused, so a typo is caught
-//! when the program starts rather than silently ignored.
+//! when the program starts rather than silently ignored, and a syntax
+//! error names its line. The state directory itself must exist: programs
+//! create what lies inside it, never the directory, so a mistyped
+//! `state_dir` is an error rather than a fresh empty server.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,6 +51,14 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// The state directory is missing or is not a directory.
+    #[error("state directory {path}: {problem}")]
+    StateDir {
+        /// The state directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// How replies are sent.
@@ -89,6 +100,7 @@ struct FileKeyserv {
     rate_limit: Option<u32>,
     rate_burst: Option<u32>,
     log_requests: Option<bool>,
+    log_answers: Option<bool>,
     allow_quit: Option<bool>,
     #[serde(default)]
     redirect: BTreeMap<String, String>,
@@ -175,8 +187,10 @@ pub struct KeyservConfig {
     pub rate_limit: u32,
     /// How many answers a network may send in a burst.
     pub rate_burst: u32,
-    /// Log each requester's address (off for privacy).
+    /// Log each requester's address with its answer (off for privacy).
     pub log_requests: bool,
+    /// Log the type of each answer, without the requester (`keyserv -v`).
+    pub log_answers: bool,
     /// Honour the old `QUIT` command (off: a UDP source can be forged).
     pub allow_quit: bool,
     /// Domain → `host[:port]` of the key server responsible for it.
@@ -276,7 +290,7 @@ impl Config {
         let source_name = source.map_or_else(|| PathBuf::from("(built-in defaults)"), Path::to_path_buf);
         let file: FileConfig = toml::from_str(text).map_err(|err| ConfigError::Syntax {
             path: source_name.clone(),
-            message: err.to_string().trim_end().replace('\n', " "),
+            message: syntax_message(text, &err),
         })?;
         let invalid = |message: String| ConfigError::Invalid {
             path: source_name.clone(),
@@ -317,6 +331,7 @@ impl Config {
             rate_limit: file.keyserv.rate_limit.unwrap_or(20),
             rate_burst: file.keyserv.rate_burst.unwrap_or(40),
             log_requests: file.keyserv.log_requests.unwrap_or(false),
+            log_answers: file.keyserv.log_answers.unwrap_or(false),
             allow_quit: file.keyserv.allow_quit.unwrap_or(false),
             redirect,
         };
@@ -375,6 +390,36 @@ impl Config {
             addresses,
         })
     }
+
+    /// Checks that the state directory exists and is a directory.
+    pub fn check_state_dir(&self) -> Result<(), ConfigError> {
+        let path = &self.paths.state_dir;
+        let problem = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(_) => "not a directory".to_string(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                "does not exist (create it, owned by the user that runs keyreg and keyserv)".to_string()
+            }
+            Err(err) => err.to_string(),
+        };
+        Err(ConfigError::StateDir {
+            path: path.clone(),
+            problem,
+        })
+    }
+}
+
+/// The parser's message on one line, led by the line and column of the
+/// error: `line 3, column 10: invalid type: integer `3`, expected a sequence`.
+fn syntax_message(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim_end().replace('\n', " ");
+    let Some(span) = err.span() else {
+        return message;
+    };
+    let before = &text.as_bytes()[..span.start.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 fn hostname() -> String {
@@ -428,9 +473,26 @@ from = "keys@example.org"
     fn errors_name_the_line() {
         let err = Config::from_toml("state_dir = \n", Some(Path::new("k.toml")), None).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("k.toml:") && text.contains("line 1"), "{text}");
+        assert!(text.starts_with("k.toml: line 1, column "), "{text}");
+        let err = Config::from_toml("# c\n[keyserv]\nlisten = 3\n", Some(Path::new("k.toml")), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "k.toml: line 3, column 10: invalid type: integer `3`, expected a sequence"
+        );
         let err = Config::from_toml("[keyserv]\nlisten = [\"nowhere\"]\n", None, None).unwrap_err();
         assert!(err.to_string().contains("nowhere"));
         assert!(Config::from_toml("statedir = \"x\"\n", None, None).is_err());
+    }
+
+    #[test]
+    fn state_dir_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |path: &Path| Config::from_toml("", None, Some(path)).unwrap().check_state_dir();
+        assert!(at(dir.path()).is_ok());
+        let missing = at(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(missing.contains("nope: does not exist"), "{missing}");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(at(&file).unwrap_err().to_string().ends_with("not a directory"));
     }
 }

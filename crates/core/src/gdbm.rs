@@ -61,6 +61,12 @@ impl GdbmError {
     pub fn is_lock_conflict(&self) -> bool {
         self.code == CANT_BE_READER || self.code == CANT_BE_WRITER
     }
+
+    /// True when the file is not a GDBM database or is damaged: retrying
+    /// won't help; restore it (db2flat's dump, `keyreg --import`).
+    pub fn is_damaged(&self) -> bool {
+        is_damage_code(self.code)
+    }
 }
 
 /// An open GDBM database.
@@ -85,6 +91,20 @@ fn take_errno() -> c_int {
     }
 }
 
+/// GDBM's codes for a file that is not a database or is damaged (gdbm.h).
+fn is_damage_code(code: c_int) -> bool {
+    const FILE_EOF: c_int = 25;
+    const NEED_RECOVERY: c_int = 29;
+    const BAD_BUCKET: c_int = 32;
+    const BAD_DIR_ENTRY: c_int = 36;
+    const BAD_HASH_ENTRY: c_int = 41;
+    code == sys::GDBM_BAD_MAGIC_NUMBER as c_int
+        || code == FILE_EOF
+        || code == NEED_RECOVERY
+        || (BAD_BUCKET..=BAD_DIR_ENTRY).contains(&code)
+        || code == BAD_HASH_ENTRY
+}
+
 fn describe(code: c_int) -> String {
     // SAFETY: gdbm_strerror returns a pointer to a static NUL-terminated string.
     let text = unsafe { CStr::from_ptr(sys::gdbm_strerror(code)) };
@@ -96,6 +116,9 @@ fn describe(code: c_int) -> String {
     ) && os.raw_os_error().unwrap_or(0) != 0
     {
         message = format!("{message} ({os})");
+    }
+    if is_damage_code(code) {
+        message.push_str(" (not a GDBM database, or a damaged one)");
     }
     message
 }

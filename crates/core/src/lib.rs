@@ -7,7 +7,7 @@
 //! requests), [`reply`] (sending mail), [`openpgp`] (key checks),
 //! [`request`] (add/change/remove), [`registrar`] (keyreg's cycle),
 //! [`protocol`] (the UDP lookup protocol), [`server`] (keyserv),
-//! [`client`] (keylookup), [`flat`] (the flat keyring) and [`txlog`]
+//! [`sdnotify`] (readiness for systemd), [`client`] (keylookup), [`flat`] (the flat keyring) and [`txlog`]
 //! (the transaction log). The programs' `main`s only parse flags and call
 //! in here; [`cli`] is what they share.
 #![warn(missing_docs)]
@@ -26,6 +26,7 @@ pub mod record;
 pub mod registrar;
 pub mod reply;
 pub mod request;
+pub mod sdnotify;
 pub mod server;
 pub mod signals;
 pub mod spool;

@@ -115,6 +115,19 @@ pub fn running_pid(path: &Path) -> Result<Option<i32>, PidFileError> {
     }
 }
 
+/// Fails with [`PidFileError::AlreadyRunning`] if a process holds the pid
+/// file: checked before keyserv binds its ports, so that a second keyserv
+/// says "already running" rather than "address in use".
+pub fn refuse_if_running(path: &Path) -> Result<(), PidFileError> {
+    match running_pid(path)? {
+        Some(pid) => Err(PidFileError::AlreadyRunning {
+            path: path.to_path_buf(),
+            pid,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Sends `signal` to the process holding the pid file. Returns whether one
 /// was running.
 pub fn signal_running(path: &Path, signal: Signal) -> Result<bool, PidFileError> {

@@ -8,7 +8,8 @@
 //! never dropped and never answered NOTFOUND for a key that exists.
 //! SIGHUP reloads the configuration (redirects, logging) and reopens the
 //! database; SIGTERM/SIGINT stop the workers and remove the pid file.
-//! Requesters are not logged unless `log_requests` is set.
+//! Requesters are not logged unless `log_requests` is set; `log_answers`
+//! (`keyserv -v`) logs each answer's type alone.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -58,6 +59,7 @@ struct Settings {
     lock: PathBuf,
     redirects: BTreeMap<String, String>,
     log_requests: bool,
+    log_answers: bool,
     allow_quit: bool,
 }
 
@@ -68,6 +70,7 @@ impl Settings {
             lock: config.paths.database_lock(),
             redirects: config.keyserv.redirect.clone(),
             log_requests: config.keyserv.log_requests,
+            log_answers: config.keyserv.log_answers,
             allow_quit: config.keyserv.allow_quit,
         }
     }
@@ -120,6 +123,7 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
         addresses.join(" "),
         config.paths.database.display()
     ));
+    crate::sdnotify::ready();
 
     let workers: Vec<_> = sockets
         .into_iter()
@@ -188,11 +192,12 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             return;
         };
         if answer_request(&request[..length], &settings, &mut database, &mut answer, shared) {
-            if settings.log_requests {
-                log(&format!(
-                    "{peer}: {}",
-                    String::from_utf8_lossy(&answer[..answer.len().min(8)]).trim_end_matches('\n')
-                ));
+            if settings.log_requests || settings.log_answers {
+                let kind = String::from_utf8_lossy(answer.split(|&b| b == b'\n').next().unwrap_or_default());
+                match settings.log_requests {
+                    true => log(&format!("{peer}: answered {kind}")),
+                    false => log(&format!("answered {kind}")),
+                }
             }
             if let Err(err) = socket.send_to(&answer, peer) {
                 log(&format!("sending to {peer}: {err}"));

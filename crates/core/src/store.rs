@@ -174,6 +174,20 @@ impl KeyStore {
         })
     }
 
+    /// Like [`KeyStore::open_read`], but `None` when no database exists
+    /// yet (nothing was ever registered).
+    pub fn open_read_if_exists(
+        path: &Path,
+        lock_path: &Path,
+        timeout: Duration,
+    ) -> Result<Option<KeyStore>, StoreError> {
+        match KeyStore::open_read(path, lock_path, timeout) {
+            Ok(store) => Ok(Some(store)),
+            Err(err) if err.is_missing() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Opens (creating if needed) the database for writing under `lock`,
     /// retrying up to `timeout` while readers still hold it.
     pub fn open_write(path: &Path, lock: WriteLock, timeout: Duration) -> Result<KeyStore, StoreError> {

@@ -27,19 +27,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let paths = &config.paths;
-    let store = KeyStore::open_read(&paths.database, &paths.database_lock(), config.keyreg.writer_timeout)
-        .with_context(|| format!("opening {}", paths.database.display()));
-    let store = match store {
-        Ok(store) => Some(store),
-        Err(err)
-            if err
-                .downcast_ref::<ripem_core::store::StoreError>()
-                .is_some_and(|e| e.is_missing()) =>
-        {
-            None
-        }
-        Err(err) => return Err(err),
-    };
+    let store = KeyStore::open_read_if_exists(&paths.database, &paths.database_lock(), config.keyreg.writer_timeout)?;
     let summary = match &store {
         Some(store) => flat::dump(store, &text, &armored, chrono::Utc::now())?,
         None => flat::dump_empty(&text, &armored, chrono::Utc::now())?,

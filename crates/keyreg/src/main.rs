@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
 use ripem_core::registrar::{CycleSummary, Registrar, RegistrarError};
+use ripem_core::store::KeyStore;
 
 /// Process key registration requests from the spool into the key database.
 #[derive(clap::Parser)]
@@ -45,6 +46,9 @@ fn report(summary: &CycleSummary, verbose: bool) {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.common.load()?;
+    // An unreadable database is reported now, not at the first request.
+    let paths = &config.paths;
+    KeyStore::open_read_if_exists(&paths.database, &paths.database_lock(), config.keyreg.writer_timeout)?;
     let registrar = Registrar::new(config).context("starting keyreg")?;
     if !args.import.is_empty() {
         let tally = registrar.import(&args.import)?;

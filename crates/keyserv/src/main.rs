@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
+use ripem_core::config::{Config, ConfigError};
+use ripem_core::pidfile;
+use ripem_core::store::KeyStore;
 
 /// Answer key lookups over UDP from the key database.
 #[derive(clap::Parser)]
@@ -14,23 +17,37 @@ struct Args {
     /// Address to answer on, overriding the configuration (repeatable)
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
+    /// Log the type of each answer (not who asked, unless log_requests = true)
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+impl Args {
+    /// The configuration with this command line's overrides.
+    fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = self.common.load()?;
+        config.keyserv.log_answers |= self.verbose;
+        if !self.listen.is_empty() {
+            config.keyserv.listen.clone_from(&self.listen);
+        }
+        Ok(config)
+    }
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.common.load()?;
-    let listen = if args.listen.is_empty() {
-        config.keyserv.listen.clone()
-    } else {
-        args.listen.clone()
-    };
-    let reload = || match args.common.load() {
+    let config = args.load()?;
+    let paths = &config.paths;
+    // Refuse at start what would otherwise only show in the log later.
+    pidfile::refuse_if_running(&paths.pid_file)?;
+    KeyStore::open_read_if_exists(&paths.database, &paths.database_lock(), config.keyreg.writer_timeout)?;
+    let reload = || match args.load() {
         Ok(config) => Some(config),
         Err(err) => {
             eprintln!("keyserv: {err}");
             None
         }
     };
-    ripem_core::server::serve(&config, &listen, &reload)?;
+    ripem_core::server::serve(&config, &config.keyserv.listen, &reload)?;
     Ok(ExitCode::SUCCESS)
 }
 
