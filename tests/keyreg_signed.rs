@@ -164,29 +164,49 @@ fn change_drops_addresses_the_new_key_lacks() {
     );
 }
 
+/// A key whose primary key can only certify, with a signing subkey: gpg
+/// then signs with the subkey. Returns its fingerprint and armor.
+fn subkey_signer(gpg: &Gpg, user_id: &str) -> (String, String) {
+    let made = gpg.run(&["--quick-gen-key", user_id, "ed25519", "cert", "never"], b"");
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let email = user_id.rsplit_once('<').map(|(_, e)| e.trim_end_matches('>')).unwrap();
+    let fpr = gpg.fingerprint(email);
+    let sub = gpg.run(&["--quick-add-key", &fpr, "ed25519", "sign", "never"], b"");
+    assert_eq!(sub.code, 0, "{}", sub.stderr);
+    (fpr.clone(), gpg.run(&["--armor", "--export", &fpr], b"").stdout)
+}
+
 #[test]
 fn change_and_remove_signed_by_a_signing_subkey() {
     let server = Server::new();
     let gpg = Gpg::new();
-    let made = gpg.run(
-        &["--quick-gen-key", "Sue <sue@example.org>", "ed25519", "cert", "never"],
-        b"",
-    );
-    assert_eq!(made.code, 0, "{}", made.stderr);
-    let fpr = gpg.fingerprint("sue@example.org");
-    let sub = gpg.run(&["--quick-add-key", &fpr, "ed25519", "sign", "never"], b"");
-    assert_eq!(sub.code, 0, "{}", sub.stderr);
-    let armored = gpg.run(&["--armor", "--export", &fpr], b"").stdout;
-    server.mail("add", &plain_mail("sue@example.org", &armored));
+    let (old_fpr, old_armored) = subkey_signer(&gpg, "Sue <sue@example.org>");
+    server.mail("add", &plain_mail("sue@example.org", &old_armored));
     server.keyreg_once();
+    let other = Gpg::new();
+    let (new_fpr, new_armored) = subkey_signer(&other, "Sue <sue@example.org>");
     next_second();
-    // With a certify-only primary key, gpg can only sign with the subkey.
+    server.mail(
+        "change",
+        &mail_to("change", "sue@example.org", &clearsign(&gpg, &old_fpr, &new_armored)),
+    );
+    server.keyreg_once();
+    let reply = last_reply(&server, "sue@example.org");
+    assert!(reply.contains("sue@example.org: moved to the new key"), "{reply}");
+    {
+        let keyserv = server.start_keyserv();
+        assert_eq!(
+            fingerprint_of(&server, &keyserv, "sue@example.org").as_deref(),
+            Some(new_fpr.as_str())
+        );
+    }
+    next_second();
     server.mail(
         "remove",
         &mail_to(
             "remove",
             "sue@example.org",
-            &clearsign(&gpg, &fpr, "RemoveKey\nplease\n"),
+            &clearsign(&other, &new_fpr, "RemoveKey\nplease\n"),
         ),
     );
     server.keyreg_once();
