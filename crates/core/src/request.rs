@@ -382,6 +382,7 @@ fn authenticate(
         for key_id in &key_ids {
             owners.extend(store.fingerprints_with_key_id(key_id)?);
         }
+        owners.sort();
         owners.dedup();
         if owners.is_empty() {
             refusal = SignedRefusal::UnknownSigner(key_ids.join(", "));
