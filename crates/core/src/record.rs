@@ -117,7 +117,9 @@ impl Record {
             if let Some(continuation) = line.strip_prefix(' ') {
                 if in_key {
                     if let Some(lines) = key_lines.as_mut() {
-                        lines.push(continuation);
+                        // Trailing blanks mean nothing in armor, and the
+                        // printer drops them: drop them here too.
+                        lines.push(continuation.trim_end());
                     }
                 }
                 continue;
@@ -215,6 +217,16 @@ mod tests {
             key_armor: "a\n".into(),
             ..sample()
         };
+        assert_eq!(Record::parse(&record.to_text()).unwrap(), record);
+    }
+
+    /// Found by the cargo-fuzz target `record`: a key line with a trailing
+    /// blank parsed with the blank but printed without it.
+    #[test]
+    fn trailing_blank_on_a_key_line_round_trips() {
+        let text = sample().to_text().replace(" mDMEZabc\n", " mDMEZabc \n");
+        let record = Record::parse(&text).unwrap();
+        assert_eq!(record, sample());
         assert_eq!(Record::parse(&record.to_text()).unwrap(), record);
     }
 
