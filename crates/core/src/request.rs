@@ -72,7 +72,7 @@ pub fn prepare_add(texts: &[String], binary: &[Vec<u8>], policy: &KeyPolicy) -> 
     candidates
 }
 
-fn key_label(key: &pgp::composed::SignedPublicKey) -> String {
+pub(crate) fn key_label(key: &pgp::composed::SignedPublicKey) -> String {
     use pgp::types::KeyDetails;
     Fingerprint::from_bytes(key.fingerprint().as_bytes())
         .map(|fpr| format!("key {fpr}"))
