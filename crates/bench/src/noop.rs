@@ -33,7 +33,7 @@ pub fn serve(listen: SocketAddr, reply_size: usize, duration: Duration) -> Resul
                     if batch.receive(&socket, true).is_err() {
                         continue;
                     }
-                    batch.answer_all(|request, _, _, out| {
+                    batch.answer_all(|_, request, _, _, out| {
                         let start = out.len();
                         out.extend_from_slice(request);
                         out.resize(start + reply_size.max(request.len()), b' ');

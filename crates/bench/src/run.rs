@@ -1,7 +1,9 @@
 //! The whole benchmark: builds a database from the corpus and prints the
 //! figures `scripts/bench` reports.
 //!
-//! 1. `keyreg --import` of the corpus: keys per second, peak RSS, database size.
+//! 1. `keyreg --import` of the corpus: keys per second, peak RSS, database
+//!    size; then of fresh Ed25519 keys alone (at most 20,000) into a scratch
+//!    database, the figure with the least signature-checking cost per key.
 //! 2. Lookups against keyserv, then the same load against the no-op
 //!    responder answering with keyserv's mean answer size: throughput,
 //!    p50/p99, and keyserv's throughput as a share of the no-op's.
@@ -167,13 +169,13 @@ impl Bench {
         self.spec.bin_dir.join(name)
     }
 
-    fn measure(&self, program: &str, args: &[&str]) -> Result<Measured> {
+    fn measure(&self, program: &str, config: &Path, args: &[&str]) -> Result<Measured> {
         let output = Command::new(std::env::current_exe()?)
             .arg("measure")
             .arg("--")
             .arg(self.bin(program))
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .args(args)
             .stderr(Stdio::inherit())
             .output()?;
@@ -246,7 +248,7 @@ impl Bench {
 
     fn import(&self) -> Result<()> {
         let keyring = self.corpus.keyring().display().to_string();
-        let measured = self.measure("keyreg", &["--import", &keyring])?;
+        let measured = self.measure("keyreg", &self.config, &["--import", &keyring])?;
         let database = fs::metadata(self.state.join("keys.gdbm"))?.len();
         println!("\n1. keyreg --import");
         println!("   {}", measured.output.trim());
@@ -258,6 +260,26 @@ impl Bench {
             measured.max_rss_kb / 1024,
             database >> 20,
             database / self.spec.keys.max(1) as u64
+        );
+        let fresh = corpus::ensure(
+            &self.spec.corpus_root,
+            self.spec.keys.min(20_000),
+            Mix { rsa_percent: 0 },
+        )?;
+        let scratch = self.spec.work_dir.join("ed25519");
+        fs::create_dir_all(&scratch)?;
+        let config = scratch.join("keyserver.toml");
+        fs::write(
+            &config,
+            format!("state_dir = \"{}\"\n[mail]\ntransport = \"file\"\n", scratch.display()),
+        )?;
+        let keyring = fresh.keyring().display().to_string();
+        let measured = self.measure("keyreg", &config, &["--import", &keyring])?;
+        println!(
+            "   fresh Ed25519 keys only: {} keys in {:.2} s = {:.0} keys/s",
+            fresh.keys,
+            measured.seconds,
+            fresh.keys as f64 / measured.seconds
         );
         Ok(())
     }
@@ -383,7 +405,7 @@ impl Bench {
     }
 
     fn dump(&self, serving: (u64, u64), merging: (u64, u64)) -> Result<()> {
-        let measured = self.measure("db2flat", &[])?;
+        let measured = self.measure("db2flat", &self.config, &[])?;
         let text = fs::metadata(self.state.join("pub/pubkeys.txt"))?.len();
         println!("\n4. db2flat and memory");
         println!(

@@ -13,13 +13,15 @@
 //! reads the new data. SIGUSR1 (keyreg is about to write) makes workers
 //! step aside so the writer gets the lock at once; lookups arriving during
 //! the window wait for it, and are never dropped nor answered NOTFOUND for
-//! a key that exists. Answers are rate limited per source network
+//! a key that exists. Each worker also keeps the answers it sent lately
+//! ([`AnswerCache`], bounded, emptied whenever the database changes), so a
+//! repeated lookup skips parsing and GDBM. Answers are rate limited per source network
 //! ([`RateLimiter`]). SIGHUP reloads the configuration (redirects,
 //! logging, rate limits) and reopens the database; SIGTERM/SIGINT stop
 //! the workers and remove the pid file. Requesters are not logged unless
 //! `log_requests` is set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -36,7 +38,8 @@ use crate::signals;
 use crate::store::LiveReader;
 use crate::udp::{self, Batch};
 
-/// Datagrams taken and answered per system call.
+/// Datagrams taken and answered per system call (at most 64: a bit mask
+/// marks the cache misses of a batch).
 pub const BATCH: usize = 32;
 /// The longest request read; a longer one is answered BADFMT.
 pub const MAX_REQUEST: usize = 4096;
@@ -46,6 +49,59 @@ const RECEIVE_TIMEOUT: Duration = Duration::from_millis(50);
 const READER_WAIT: Duration = Duration::from_secs(10);
 /// Socket receive buffer asked for, so bursts queue rather than drop.
 const RECEIVE_BUFFER: usize = 4 << 20;
+/// Bytes of answers one worker keeps cached.
+const CACHE_BYTES: usize = 32 << 20;
+/// Requests longer than this are not cached.
+const CACHE_KEY_MAX: usize = 300;
+
+/// A worker's recent USERINFO answers, by the exact request bytes, all
+/// read at one database generation: a hit is answered without parsing or
+/// GDBM. Memory is bounded: it is emptied when full, and whenever the
+/// database's generation (or the configuration) changes.
+struct AnswerCache {
+    generation: u64,
+    answers: HashMap<Box<[u8]>, Box<[u8]>>,
+    bytes: usize,
+}
+
+impl AnswerCache {
+    fn new() -> AnswerCache {
+        AnswerCache {
+            generation: 0,
+            answers: HashMap::new(),
+            bytes: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.answers.clear();
+        self.bytes = 0;
+    }
+
+    /// Forgets everything read at another generation.
+    fn follow(&mut self, generation: u64) {
+        if generation != self.generation {
+            self.clear();
+            self.generation = generation;
+        }
+    }
+
+    fn get(&self, request: &[u8]) -> Option<&[u8]> {
+        self.answers.get(request).map(|answer| &**answer)
+    }
+
+    fn insert(&mut self, request: &[u8], answer: &[u8]) {
+        if request.len() > CACHE_KEY_MAX || !answer.starts_with(b"USERINFO\n") {
+            return;
+        }
+        let size = request.len() + answer.len();
+        if self.bytes + size > CACHE_BYTES {
+            self.clear();
+        }
+        self.bytes += size;
+        self.answers.insert(request.into(), answer.into());
+    }
+}
 
 /// Why keyserv could not start.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +238,7 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
 /// One thread's receive–answer loop on a socket it shares.
 fn worker(socket: &UdpSocket, shared: &Shared) {
     let mut batch = Batch::new(BATCH, MAX_REQUEST);
+    let mut cache = AnswerCache::new();
     let mut reader: Option<LiveReader> = None;
     let mut seen_generation = u64::MAX;
     let mut seen_writer = signals::release_requests();
@@ -210,6 +267,7 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             Some(reader) if generation == seen_generation => reader,
             _ => {
                 seen_generation = generation;
+                cache.clear();
                 reader.insert(LiveReader::new(&settings.database, &settings.lock))
             }
         };
@@ -218,38 +276,59 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             seen_writer = writer;
             reader.yield_to_writer();
         }
-        let session = match reader.begin(READER_WAIT) {
-            Ok(session) => session,
-            Err(err) => {
-                log(&format!(
-                    "cannot read the database, {} requests dropped: {err}",
-                    batch.len()
-                ));
-                continue;
-            }
-        };
+        // First the rate limit and the cache, without the database lock.
+        match reader.current_generation() {
+            Ok(generation) => cache.follow(generation),
+            Err(_) => cache.clear(),
+        }
         let now = Instant::now();
-        let mut failed = None;
-        batch.answer_all(|request, truncated, peer, out| {
+        let mut misses = 0u64;
+        batch.answer_all(|index, request, _, peer, out| {
             if let Some(limiter) = &settings.limiter {
                 if !limiter.allow(udp::source_network(&peer), now) {
                     return;
                 }
             }
+            match cache.get(request) {
+                Some(answer) => {
+                    out.extend_from_slice(answer);
+                    if settings.log_requests {
+                        log_answer(&peer, answer);
+                    }
+                }
+                None => misses |= 1 << index,
+            }
+        });
+        if misses == 0 {
+            send(&mut batch, socket);
+            continue;
+        }
+        let session = match reader.begin(READER_WAIT) {
+            Ok(session) => session,
+            Err(err) => {
+                log(&format!("cannot read the database, requests dropped: {err}"));
+                send(&mut batch, socket);
+                continue;
+            }
+        };
+        cache.follow(session.generation());
+        let mut failed = None;
+        batch.answer_all(|index, request, truncated, peer, out| {
+            if misses & (1 << index) == 0 {
+                return;
+            }
             let begin = out.len();
             let request = if truncated { &b""[..] } else { request };
             match protocol::answer(request, session.store(), &settings.redirects, settings.allow_quit, out) {
-                Ok(Handled::Answered) => {}
+                Ok(Handled::Answered) => cache.insert(request, &out[begin..]),
                 Ok(Handled::Quit) => {
                     log("QUIT received; stopping");
                     shared.stop.store(true, Ordering::SeqCst);
                 }
                 Err(err) => failed = Some(err),
             }
-            if settings.log_requests && out.len() > begin {
-                let answer = &out[begin..];
-                let kind = answer.split(|&b| b == b'\n').next().unwrap_or(answer);
-                log(&format!("{peer}: {}", String::from_utf8_lossy(kind)));
+            if settings.log_requests {
+                log_answer(&peer, &out[begin..]);
             }
         });
         drop(session);
@@ -257,8 +336,19 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             log(&format!("lookup failed, reopening the database: {err}"));
             reader.release();
         }
-        if let Err(err) = batch.send_replies(socket) {
-            log(&format!("sending answers: {err}"));
-        }
+        send(&mut batch, socket);
+    }
+}
+
+fn send(batch: &mut Batch, socket: &UdpSocket) {
+    if let Err(err) = batch.send_replies(socket) {
+        log(&format!("sending answers: {err}"));
+    }
+}
+
+/// The request log's line: who asked, and the answer's first line.
+fn log_answer(peer: &SocketAddr, answer: &[u8]) {
+    if let Some(kind) = answer.split(|&b| b == b'\n').next().filter(|kind| !kind.is_empty()) {
+        log(&format!("{peer}: {}", String::from_utf8_lossy(kind)));
     }
 }

@@ -601,6 +601,12 @@ impl ReadSession<'_> {
     pub fn store(&self) -> Option<&KeyStore> {
         self.reader.store.as_ref()
     }
+
+    /// The write generation the data read in this session belongs to:
+    /// anything derived from it stays true until the generation changes.
+    pub fn generation(&self) -> u64 {
+        self.reader.generation
+    }
 }
 
 impl Drop for ReadSession<'_> {
@@ -633,6 +639,15 @@ impl LiveReader {
     /// Closes the handle; the next session reopens it.
     pub fn release(&mut self) {
         self.store = None;
+    }
+
+    /// The database's current write generation, read without locking:
+    /// answers remembered from this generation are still true.
+    pub fn current_generation(&mut self) -> Result<u64, StoreError> {
+        if self.lock.is_none() {
+            self.lock = Some(open_lock_file(&self.lock_path)?);
+        }
+        Ok(self.lock.as_ref().map_or(0, read_generation))
     }
 
     /// Starts a batch's read access: waits (up to `timeout`) for any write

@@ -144,14 +144,16 @@ impl Batch {
     }
 
     /// Calls `answer` for every datagram the last receive took, with its
-    /// bytes, whether it was cut short, its sender and the buffer to write
-    /// the answer into (reused from batch to batch); an answer left empty
-    /// is not sent. Answers go out with [`Batch::send_replies`].
-    pub fn answer_all(&mut self, mut answer: impl FnMut(&[u8], bool, SocketAddr, &mut Vec<u8>)) {
+    /// index, its bytes, whether it was cut short, its sender and the
+    /// buffer to write the answer into (reused from batch to batch); an
+    /// answer left empty is not sent, so a second call can answer the
+    /// datagrams the first left. Answers go out with [`Batch::send_replies`].
+    pub fn answer_all(&mut self, mut answer: impl FnMut(usize, &[u8], bool, SocketAddr, &mut Vec<u8>)) {
         for (index, received) in self.received.iter().enumerate() {
             let start = index * self.slot_size;
             let begin = self.outgoing.len();
             answer(
+                index,
                 &self.incoming[start..start + received.len],
                 received.truncated,
                 received.peer,
