@@ -4,7 +4,7 @@
 #![no_main]
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
@@ -19,8 +19,10 @@ struct Fixture {
     redirects: BTreeMap<String, String>,
 }
 
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+/// The database handle is not shared between threads: the fuzzer calls
+/// from one thread, the mutex only satisfies the static's bounds.
+fn fixture() -> &'static Mutex<Fixture> {
+    static FIXTURE: OnceLock<Mutex<Fixture>> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("keys.gdbm");
@@ -38,16 +40,16 @@ fn fixture() -> &'static Fixture {
             })
             .expect("put");
         drop(writer);
-        Fixture {
+        Mutex::new(Fixture {
             store: KeyStore::open_read(&db, &lock, timeout).expect("reader"),
             redirects: BTreeMap::from([("example.net".to_string(), "keys.example.net".to_string())]),
             _dir: dir,
-        }
+        })
     })
 }
 
 fuzz_target!(|datagram: &[u8]| {
-    let fixture = fixture();
+    let fixture = fixture().lock().expect("fixture");
     let mut out = Vec::new();
     match answer(datagram, Some(&fixture.store), &fixture.redirects, false, &mut out) {
         Ok(Handled::Answered) => {
