@@ -79,8 +79,9 @@ impl Running {
         let _ = self.child.wait();
     }
 
-    /// Resident and peak resident memory, from /proc, in KiB.
-    fn memory(&self) -> (u64, u64) {
+    /// Resident memory, its anonymous part (not the mapped database file)
+    /// and the peak, from /proc, in KiB.
+    fn memory(&self) -> Memory {
         let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         let field = |name: &str| {
             status
@@ -90,13 +91,37 @@ impl Running {
                 .and_then(|kb| kb.parse().ok())
                 .unwrap_or(0)
         };
-        (field("VmRSS:"), field("VmHWM:"))
+        Memory {
+            resident: field("VmRSS:"),
+            anonymous: field("RssAnon:"),
+            peak: field("VmHWM:"),
+        }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A process's memory, in KiB.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    resident: u64,
+    anonymous: u64,
+    peak: u64,
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RSS {} MB, of which {} MB anonymous (the rest is the mapped database file); peak {} MB",
+            self.resident / 1024,
+            self.anonymous / 1024,
+            self.peak / 1024
+        )
     }
 }
 
@@ -284,8 +309,8 @@ impl Bench {
         Ok(())
     }
 
-    /// Phase 2; returns keyserv's (RSS, peak RSS) in KiB.
-    fn lookups(&self) -> Result<(u64, u64)> {
+    /// Phase 2; returns keyserv's memory at its end.
+    fn lookups(&self) -> Result<Memory> {
         let mut keyserv = self.start_keyserv()?;
         let served = self.load(self.target())?;
         let memory = keyserv.memory();
@@ -321,8 +346,8 @@ impl Bench {
         Ok(memory)
     }
 
-    /// Phase 3; returns keyserv's (RSS, peak RSS) in KiB.
-    fn merges(&self) -> Result<(u64, u64)> {
+    /// Phase 3; returns keyserv's memory at its end.
+    fn merges(&self) -> Result<Memory> {
         let feed = fs::read_to_string(self.corpus.feed())?;
         let blocks: Vec<String> = ripem_core::openpgp::find_armored_keys(&feed)
             .into_iter()
@@ -404,7 +429,7 @@ impl Bench {
         Ok(())
     }
 
-    fn dump(&self, serving: (u64, u64), merging: (u64, u64)) -> Result<()> {
+    fn dump(&self, serving: Memory, merging: Memory) -> Result<()> {
         let measured = self.measure("db2flat", &self.config, &[])?;
         let text = fs::metadata(self.state.join("pub/pubkeys.txt"))?.len();
         println!("\n4. db2flat and memory");
@@ -414,13 +439,8 @@ impl Bench {
             measured.max_rss_kb / 1024,
             text >> 20
         );
-        println!(
-            "   keyserv RSS: {} MB after the lookups (peak {} MB); {} MB after the merges (peak {} MB)",
-            serving.0 / 1024,
-            serving.1 / 1024,
-            merging.0 / 1024,
-            merging.1 / 1024
-        );
+        println!("   keyserv after the lookups: {serving}");
+        println!("   keyserv after the merges:  {merging}");
         Ok(())
     }
 }

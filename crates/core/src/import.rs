@@ -7,7 +7,8 @@
 //! (verifying self-signatures is the expensive part); the calling thread
 //! applies the checked keys in file order, so first come, first served
 //! holds exactly as in the spool. Queues between the stages are bounded, so
-//! memory is too. Keys are applied in write windows of up to
+//! the file's size does not matter (GDBM's writer cache still grows with the
+//! database). Keys are applied in write windows of up to
 //! [`WINDOW_KEYS`] keys, each announced to keyserv like a spool batch, so
 //! lookups go on during a long import; each window's outcomes are appended
 //! to the transaction log as one entry.
