@@ -208,3 +208,55 @@ fn logs_answers_but_not_requesters_unless_asked() {
         "{log}"
     );
 }
+
+/// Sends `count` lookups from `source` at once, then collects answers for
+/// `wait`; returns how many came back, all of which must be USERINFO.
+fn flood(source: &str, port: u16, count: usize, wait: Duration) -> usize {
+    let socket = std::net::UdpSocket::bind((source, 0)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    for _ in 0..count {
+        socket
+            .send_to(b"LOOKUSER\nUser: alice@example.org\n", ("127.0.0.1", port))
+            .unwrap();
+    }
+    let mut buffer = vec![0u8; 70_000];
+    let mut answered = 0;
+    let until = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < until {
+        if let Ok((length, _)) = socket.recv_from(&mut buffer) {
+            assert!(buffer[..length].starts_with(b"USERINFO"));
+            answered += 1;
+        }
+    }
+    answered
+}
+
+#[test]
+fn rate_limit_caps_a_flooding_network_and_serves_the_others() {
+    let (server, _) = registered_server("rate_limit = 4\nrate_burst = 5\n");
+    let keyserv = server.start_keyserv();
+    let started = std::time::Instant::now();
+    let flooder = flood("127.0.1.2", keyserv.port, 200, Duration::from_millis(500));
+    // The burst, plus at most the rate over the time the flood lasted.
+    let allowed = 5 + (4.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+    assert!((5..=allowed).contains(&flooder), "{flooder} answers, {allowed} allowed");
+    // The same /24 shares the flooder's spent budget (a fresh one would get
+    // the whole burst of 5) …
+    let neighbour = flood("127.0.1.9", keyserv.port, 20, Duration::from_millis(200));
+    assert!(neighbour <= 2, "{neighbour}");
+    // … while other networks are served at once.
+    for source in ["127.0.2.2", "127.0.3.2", "127.0.0.2"] {
+        assert_eq!(
+            flood(source, keyserv.port, 3, Duration::from_millis(300)),
+            3,
+            "{source}"
+        );
+    }
+}
+
+#[test]
+fn rate_limit_zero_turns_it_off() {
+    let (server, _) = registered_server("rate_limit = 0\n");
+    let keyserv = server.start_keyserv();
+    assert_eq!(flood("127.0.4.2", keyserv.port, 100, Duration::from_millis(800)), 100);
+}

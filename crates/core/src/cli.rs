@@ -194,3 +194,46 @@ where
         }
     }
 }
+
+/// A progress bar on stderr for long runs (`keyreg --import`, db2flat),
+/// drawn only when stderr is a terminal; otherwise nothing is drawn and
+/// the program prints a one-line summary at the end.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    /// A bar over `total` units; `bytes` shows them as sizes, else as counts.
+    pub fn new(total: u64, bytes: bool) -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let template = if bytes {
+            "{elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}) {msg}"
+        } else {
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} ({per_sec}) {msg}"
+        };
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Progress { bar: Some(bar) }
+    }
+
+    /// Moves the bar to `done` of `total`, with a short message.
+    pub fn update(&self, done: u64, total: u64, message: impl FnOnce() -> String) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+            bar.set_position(done);
+            bar.set_message(message());
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -42,30 +42,41 @@ pub struct DumpSummary {
     pub skipped: usize,
 }
 
-/// Writes both flat files from `store`.
+/// Writes both flat files from `store`, streaming: memory stays bounded
+/// whatever the database's size (the sort spills to temporary files beside
+/// `text_path`). `progress` is told (keys written, keys in all) as it goes.
 pub fn dump(
     store: &KeyStore,
     text_path: &Path,
     armored_path: &Path,
     now: DateTime<Utc>,
+    progress: &dyn Fn(usize, usize),
 ) -> Result<DumpSummary, FlatError> {
-    let records = store
-        .records_sorted()?
-        .into_iter()
-        .filter_map(|(_, fingerprint)| store.record(&Query::Fingerprint(fingerprint)).transpose());
-    dump_records(records, text_path, armored_path, now)
+    let scratch = text_path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let sorted = store.fingerprints_by_first_address(scratch)?;
+    let total = sorted.total();
+    let records = sorted.filter_map(|fingerprint| match fingerprint {
+        Ok(fingerprint) => store.record(&Query::Fingerprint(fingerprint)).transpose(),
+        Err(err) => Some(Err(err)),
+    });
+    dump_records(records, total, text_path, armored_path, now, progress)
 }
 
 /// Writes flat files holding no key (no database exists yet).
 pub fn dump_empty(text_path: &Path, armored_path: &Path, now: DateTime<Utc>) -> Result<DumpSummary, FlatError> {
-    dump_records(std::iter::empty(), text_path, armored_path, now)
+    dump_records(std::iter::empty(), 0, text_path, armored_path, now, &|_, _| {})
 }
 
 fn dump_records(
     records: impl Iterator<Item = Result<Record, StoreError>>,
+    total: usize,
     text_path: &Path,
     armored_path: &Path,
     now: DateTime<Utc>,
+    progress: &dyn Fn(usize, usize),
 ) -> Result<DumpSummary, FlatError> {
     let text_err = |source| FlatError::Io {
         path: text_path.to_path_buf(),
@@ -89,7 +100,11 @@ fn dump_records(
             Err(_) => summary.skipped += 1,
         }
         summary.keys += 1;
+        if summary.keys.is_multiple_of(1000) {
+            progress(summary.keys, total);
+        }
     }
+    progress(summary.keys, total);
     text.commit().map_err(text_err)?;
     keyring.finish().map_err(armored_err)?.commit().map_err(armored_err)?;
     Ok(summary)

@@ -29,11 +29,24 @@ unsafe extern "C" {
 /// How to open a database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
-    /// Shared read-only access; fails while a writer holds the file.
+    /// Shared read-only access; fails while a writer holds the file. Reads
+    /// with `read(2)` rather than mapping the file, so a full scan (db2flat)
+    /// keeps a small resident size whatever the file's size.
     Reader,
+    /// Read-only access without GDBM's own file lock, the file mapped into
+    /// memory: for keyserv, which coordinates with the writer through the
+    /// lock file instead (see `store`). Never use it without that protocol.
+    ReaderUnlocked,
     /// Exclusive read-write access, creating the file if missing.
     WriterCreate,
 }
+
+/// Buckets a reader keeps cached (GDBM's default grows with the file).
+const READER_CACHE_BUCKETS: usize = 256;
+const GDBM_NOLOCK: c_int = 0x0040;
+const GDBM_NOMMAP: c_int = 0x0080;
+const GDBM_CLOEXEC: c_int = 0x0100;
+const GDBM_SETCACHESIZE: c_int = 1;
 
 /// GDBM's error codes that callers act on.
 pub const CANT_BE_READER: c_int = sys::GDBM_CANT_BE_READER as c_int;
@@ -161,11 +174,12 @@ impl Gdbm {
         };
         let c_path =
             CString::new(path.as_os_str().as_bytes()).map_err(|_| fail(0, "path contains a NUL byte".into()))?;
+        // GDBM_CLOEXEC: don't leak the file into sendmail children.
         let flags = match mode {
-            OpenMode::Reader => sys::GDBM_READER,
-            OpenMode::WriterCreate => sys::GDBM_WRCREAT,
-        } as c_int
-            | 0x0100; // GDBM_CLOEXEC: don't leak the file into sendmail children.
+            OpenMode::Reader => sys::GDBM_READER as c_int | GDBM_NOMMAP,
+            OpenMode::ReaderUnlocked => sys::GDBM_READER as c_int | GDBM_NOLOCK,
+            OpenMode::WriterCreate => sys::GDBM_WRCREAT as c_int,
+        } | GDBM_CLOEXEC;
         take_errno();
         // SAFETY: c_path is a valid NUL-terminated string that outlives the call;
         // a null fatal function makes libgdbm report errors instead of exiting.
@@ -173,6 +187,19 @@ impl Gdbm {
         if handle.is_null() {
             let code = take_errno();
             return Err(fail(code, describe(code)));
+        }
+        if mode != OpenMode::WriterCreate {
+            let mut buckets = READER_CACHE_BUCKETS;
+            // SAFETY: the handle is open and `buckets` is a valid size_t for the call.
+            // A failure only leaves GDBM's default cache, so it is ignored.
+            unsafe {
+                sys::gdbm_setopt(
+                    handle,
+                    GDBM_SETCACHESIZE,
+                    (&raw mut buckets).cast(),
+                    std::mem::size_of::<usize>() as c_int,
+                )
+            };
         }
         Ok(Gdbm {
             handle,
@@ -198,13 +225,18 @@ impl Gdbm {
 
     /// The value stored under `key`, if any.
     pub fn fetch(&self, key: &[u8]) -> Result<Option<Vec<u8>>, GdbmError> {
+        self.fetch_with(key, <[u8]>::to_vec)
+    }
+
+    /// Calls `read` with the value stored under `key`, if any, without
+    /// copying it into a `Vec` first (the lookup fast path).
+    pub fn fetch_with<T>(&self, key: &[u8], read: impl FnOnce(&[u8]) -> T) -> Result<Option<T>, GdbmError> {
         let key = borrow_datum(key).map_err(|_| self.error("fetch"))?;
         take_errno();
         // SAFETY: the handle is open; `key` borrows a live slice for this call.
-        let value = unsafe { take_datum(sys::gdbm_fetch(self.handle, key)) };
-        match value {
-            Some(bytes) => Ok(Some(bytes)),
-            None => match take_errno() {
+        let datum = unsafe { sys::gdbm_fetch(self.handle, key) };
+        if datum.dptr.is_null() {
+            return match take_errno() {
                 0 | ITEM_NOT_FOUND => Ok(None),
                 code => Err(GdbmError {
                     path: self.path.clone(),
@@ -212,8 +244,15 @@ impl Gdbm {
                     code,
                     message: describe(code),
                 }),
-            },
+            };
         }
+        let len = usize::try_from(datum.dsize).unwrap_or(0);
+        // SAFETY: libgdbm returned `dsize` readable bytes at `dptr`, malloc'd
+        // for us; the slice is dropped before the buffer is freed.
+        let result = read(unsafe { std::slice::from_raw_parts(datum.dptr as *const u8, len) });
+        // SAFETY: the buffer was malloc'd by libgdbm and ownership passed to us.
+        unsafe { libc::free(datum.dptr.cast()) };
+        Ok(Some(result))
     }
 
     /// Stores `value` under `key`, replacing any previous value.

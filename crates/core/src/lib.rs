@@ -6,8 +6,11 @@
 //! [`gdbm`] wrapper), [`spool`] (the mail queues), [`mail`] (reading
 //! requests), [`reply`] (sending mail), [`openpgp`] (key checks),
 //! [`request`] (add/change/remove), [`registrar`] (keyreg's cycle),
-//! [`protocol`] (the UDP lookup protocol), [`server`] (keyserv),
-//! [`sdnotify`] (readiness for systemd), [`client`] (keylookup), [`flat`] (the flat keyring) and [`txlog`]
+//! [`import`] (`keyreg --import`),
+//! [`protocol`] (the UDP lookup protocol), [`server`] (keyserv, over the
+//! batched datagram I/O of [`udp`], with the [`ratelimit`] table),
+//! [`sdnotify`] (readiness for systemd), [`client`] (keylookup), [`flat`]
+//! (the flat keyring) and [`txlog`]
 //! (the transaction log). The programs' `main`s only parse flags and call
 //! in here; [`cli`] is what they share.
 #![warn(missing_docs)]
@@ -18,10 +21,12 @@ pub mod client;
 pub mod config;
 pub mod flat;
 pub mod gdbm;
+pub mod import;
 pub mod mail;
 pub mod openpgp;
 pub mod pidfile;
 pub mod protocol;
+pub mod ratelimit;
 pub mod record;
 pub mod registrar;
 pub mod reply;
@@ -33,3 +38,4 @@ pub mod spool;
 pub mod store;
 pub mod txlog;
 pub mod types;
+pub mod udp;

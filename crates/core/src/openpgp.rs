@@ -1440,7 +1440,44 @@ fn key_type_of(algorithm: GenAlgorithm) -> (KeyType, PublicKeyAlgorithm) {
 /// self-signatures). Unlike rPGP's builder it allows small RSA keys and a
 /// key expiration time, so tests can make weak and expired keys. Use
 /// `SignedSecretKey::to_public_key` for the public half.
-pub fn generate_key<R: Rng + CryptoRng>(mut rng: R, spec: &KeySpec) -> Result<SignedSecretKey, KeyError> {
+pub fn generate_key<R: Rng + CryptoRng>(rng: R, spec: &KeySpec) -> Result<SignedSecretKey, KeyError> {
+    key_from_material(&generate_material(rng, spec.algorithm, spec.encryption_subkey)?, spec)
+}
+
+/// The key pairs of a key (primary, and encryption subkey if any) without
+/// creation time, user IDs or signatures. Generating RSA pairs is slow, so
+/// a benchmark makes a few and builds many keys from them with
+/// [`key_from_material`], each with its own creation time (which a v4
+/// fingerprint covers).
+#[derive(Clone)]
+pub struct KeyMaterial {
+    algorithm: GenAlgorithm,
+    primary: (PublicParams, pgp::types::SecretParams),
+    subkey: Option<(PublicParams, pgp::types::SecretParams)>,
+}
+
+/// Generates the key pairs for a key of `algorithm`.
+pub fn generate_material<R: Rng + CryptoRng>(
+    mut rng: R,
+    algorithm: GenAlgorithm,
+    encryption_subkey: bool,
+) -> Result<KeyMaterial, KeyError> {
+    let primary = key_type_of(algorithm).0.generate(&mut rng).map_err(gen_err)?;
+    let subkey = match (encryption_subkey, algorithm) {
+        (false, _) => None,
+        (true, GenAlgorithm::Ed25519) => Some(KeyType::ECDH(ECCCurve::Curve25519Legacy).generate(&mut rng)),
+        (true, GenAlgorithm::Rsa(bits)) => Some(KeyType::Rsa(bits).generate(&mut rng)),
+    };
+    Ok(KeyMaterial {
+        algorithm,
+        primary,
+        subkey: subkey.transpose().map_err(gen_err)?,
+    })
+}
+
+/// Builds and self-signs a key from `material` as `spec` says (its
+/// algorithm and encryption subkey come from the material).
+pub fn key_from_material(material: &KeyMaterial, spec: &KeySpec) -> Result<SignedSecretKey, KeyError> {
     if spec.user_ids.is_empty() {
         return Err(gen_err("at least one user ID is needed"));
     }
@@ -1449,8 +1486,8 @@ pub fn generate_key<R: Rng + CryptoRng>(mut rng: R, spec: &KeySpec) -> Result<Si
         Some(d) => Some(PgpDuration::try_from(d).map_err(gen_err)?),
         None => None,
     };
-    let (key_type, alg) = key_type_of(spec.algorithm);
-    let (public_params, secret_params) = key_type.generate(&mut rng).map_err(gen_err)?;
+    let (_, alg) = key_type_of(material.algorithm);
+    let (public_params, secret_params) = material.primary.clone();
     let inner = PubKeyInner::new(KeyVersion::V4, alg, created, None, public_params).map_err(gen_err)?;
     let public = PublicKey::from_inner(inner).map_err(gen_err)?;
     let secret = SecretKey::new(public.clone(), secret_params).map_err(gen_err)?;
@@ -1494,12 +1531,11 @@ pub fn generate_key<R: Rng + CryptoRng>(mut rng: R, spec: &KeySpec) -> Result<Si
     }
 
     let mut secret_subkeys = Vec::new();
-    if spec.encryption_subkey {
-        let (sub_type, sub_alg) = match spec.algorithm {
-            GenAlgorithm::Ed25519 => (KeyType::ECDH(ECCCurve::Curve25519Legacy), PublicKeyAlgorithm::ECDH),
-            GenAlgorithm::Rsa(bits) => (KeyType::Rsa(bits), PublicKeyAlgorithm::RSA),
+    if let Some((sub_public_params, sub_secret_params)) = material.subkey.clone() {
+        let sub_alg = match material.algorithm {
+            GenAlgorithm::Ed25519 => PublicKeyAlgorithm::ECDH,
+            GenAlgorithm::Rsa(_) => PublicKeyAlgorithm::RSA,
         };
-        let (sub_public_params, sub_secret_params) = sub_type.generate(&mut rng).map_err(gen_err)?;
         let sub_inner = PubKeyInner::new(KeyVersion::V4, sub_alg, created, None, sub_public_params).map_err(gen_err)?;
         let sub_public = PublicSubkey::from_inner(sub_inner).map_err(gen_err)?;
         let sub_secret = SecretSubkey::new(sub_public.clone(), sub_secret_params).map_err(gen_err)?;

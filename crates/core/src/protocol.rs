@@ -4,14 +4,15 @@
 //! response is allowed, and sent. A request is a command line then header
 //! lines: `LOOKUSER\nUser: alice@example.com\n`. Answers are `USERINFO`
 //! with the record, `NOTFOUND` with the address, `BADFMT`, `CMDUNREG` or
-//! `REDIRECT` with a server. This module only encodes and decodes; the
-//! lookup itself is [`answer`], over a [`KeyStore`]. Decoding never
-//! panics and never allocates more than the datagram's size.
+//! `REDIRECT` with a server. [`answer`] is keyserv's whole answer path,
+//! over a [`KeyStore`]: decode, look up, encode into a buffer the caller
+//! reuses. Decoding never panics and allocates nothing but the address it
+//! returns; `fuzz/` throws arbitrary bytes at both.
 
 use std::collections::BTreeMap;
 
 use crate::store::{KeyStore, StoreError};
-use crate::types::{Email, Query};
+use crate::types::Query;
 
 /// The default UDP port.
 pub const DEFAULT_PORT: u16 = 1611;
@@ -48,37 +49,49 @@ pub enum Response<'a> {
     Redirect(&'a str),
 }
 
-/// Splits a datagram into lines, dropping one trailing NUL and `\r`s.
-fn lines(datagram: &[u8]) -> Option<Vec<&str>> {
-    let body = datagram.strip_suffix(b"\0").unwrap_or(datagram);
-    let text = std::str::from_utf8(body).ok()?;
-    if text.contains('\0') {
-        return None;
-    }
-    Some(text.lines().map(|line| line.trim_end_matches('\r')).collect())
+/// A request decoded without allocating: the `User:` value borrows the datagram.
+enum RawRequest<'a> {
+    LookUser(&'a str),
+    Malformed,
+    Quit,
+    Unknown,
 }
 
-/// Decodes a request datagram.
-pub fn parse_request(datagram: &[u8]) -> Request {
-    let Some(lines) = lines(datagram) else {
-        return Request::Malformed;
+/// Decodes the command and the first `User:` line; one trailing NUL and
+/// `\r`s at line ends are dropped, any other NUL makes it malformed.
+fn parse_raw(datagram: &[u8]) -> RawRequest<'_> {
+    let body = datagram.strip_suffix(b"\0").unwrap_or(datagram);
+    let Ok(text) = std::str::from_utf8(body) else {
+        return RawRequest::Malformed;
     };
-    let Some(command) = lines.first() else {
-        return Request::Malformed;
+    if text.contains('\0') {
+        return RawRequest::Malformed;
+    }
+    let mut lines = text.lines().map(|line| line.trim_end_matches('\r'));
+    let Some(command) = lines.next() else {
+        return RawRequest::Malformed;
     };
     match command.trim() {
-        "LOOKUSER" => lines[1..]
-            .iter()
+        "LOOKUSER" => lines
             .find_map(|line| {
                 let (name, value) = line.split_once(':')?;
                 name.trim().eq_ignore_ascii_case("User").then_some(value)
             })
-            .and_then(|value| Query::parse(value).ok())
-            .map_or(Request::Malformed, Request::LookUser),
-        "QUIT" => Request::Quit,
-        "" => Request::Malformed,
-        other if other.bytes().all(|b| b.is_ascii_uppercase()) => Request::Unknown,
-        _ => Request::Malformed,
+            .map_or(RawRequest::Malformed, RawRequest::LookUser),
+        "QUIT" => RawRequest::Quit,
+        "" => RawRequest::Malformed,
+        other if other.bytes().all(|b| b.is_ascii_uppercase()) => RawRequest::Unknown,
+        _ => RawRequest::Malformed,
+    }
+}
+
+/// Decodes a request datagram.
+pub fn parse_request(datagram: &[u8]) -> Request {
+    match parse_raw(datagram) {
+        RawRequest::LookUser(value) => Query::parse(value).map_or(Request::Malformed, Request::LookUser),
+        RawRequest::Malformed => Request::Malformed,
+        RawRequest::Quit => Request::Quit,
+        RawRequest::Unknown => Request::Unknown,
     }
 }
 
@@ -87,9 +100,8 @@ pub fn encode_request(query: &Query) -> Vec<u8> {
     format!("LOOKUSER\nUser: {query}\n\0").into_bytes()
 }
 
-/// Encodes `response` into `out` (cleared first), with the trailing NUL.
-pub fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) {
-    out.clear();
+/// Appends `response` to `out`, with the trailing NUL.
+pub fn append_response(response: &Response<'_>, out: &mut Vec<u8>) {
     match response {
         Response::UserInfo(record) => {
             out.extend_from_slice(b"USERINFO\n");
@@ -144,52 +156,85 @@ pub fn parse_answer(datagram: &[u8]) -> Option<Answer> {
     }
 }
 
-/// The result of a lookup, owning the record text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// Found: the record text.
-    Found(Vec<u8>),
-    /// Another server is responsible: its `host[:port]`.
-    Redirect(String),
-    /// Not registered here.
-    NotFound,
+/// What [`answer`] did with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// An answer was appended.
+    Answered,
+    /// An allowed `QUIT`: nothing appended; the server should stop.
+    Quit,
 }
 
-/// Looks `query` up: the exact address, then (RIPEM's fallback) the same
-/// mailbox one domain level up at a time, then the redirect map by domain
-/// (most specific first). `store` is `None` while no database exists yet.
-pub fn lookup(
+/// keyserv's answer to one request datagram, appended to `out`. A lookup
+/// tries the exact address, then (RIPEM's fallback) the same mailbox one
+/// domain level up at a time, then the redirect map by domain (most
+/// specific first). `store` is `None` while no database exists yet. On a
+/// database error nothing is appended.
+pub fn answer(
+    datagram: &[u8],
     store: Option<&KeyStore>,
     redirects: &BTreeMap<String, String>,
-    query: &Query,
-) -> Result<Lookup, StoreError> {
-    let email = match query {
-        Query::Fingerprint(_) => {
-            let found = match store {
-                Some(store) => store.record_text(query)?,
-                None => None,
-            };
-            return Ok(found.map_or(Lookup::NotFound, Lookup::Found));
+    allow_quit: bool,
+    out: &mut Vec<u8>,
+) -> Result<Handled, StoreError> {
+    let query = match parse_request(datagram) {
+        Request::LookUser(query) => query,
+        Request::Malformed => {
+            append_response(&Response::BadFormat, out);
+            return Ok(Handled::Answered);
         }
-        Query::Email(email) => email,
+        Request::Quit if allow_quit => return Ok(Handled::Quit),
+        Request::Quit | Request::Unknown => {
+            append_response(&Response::CommandUnrecognised, out);
+            return Ok(Handled::Answered);
+        }
     };
+    let start = out.len();
+    out.extend_from_slice(b"USERINFO\n");
     if let Some(store) = store {
-        let mut candidate: Option<Email> = Some(email.clone());
-        while let Some(current) = candidate {
-            if let Some(record) = store.record_text(&Query::Email(current.clone()))? {
-                return Ok(Lookup::Found(record));
-            }
-            candidate = current.up_one_level();
+        let found = store.append_record(&query, out);
+        let mut found = found.inspect_err(|_| out.truncate(start))?;
+        let mut up = match &query {
+            Query::Email(email) => email.up_one_level(),
+            Query::Fingerprint(_) => None,
+        };
+        while let (false, Some(email)) = (found, up) {
+            let candidate = Query::Email(email);
+            found = store
+                .append_record(&candidate, out)
+                .inspect_err(|_| out.truncate(start))?;
+            up = match candidate {
+                Query::Email(email) => email.up_one_level(),
+                Query::Fingerprint(_) => None,
+            };
+        }
+        if found {
+            out.push(0);
+            return Ok(Handled::Answered);
         }
     }
-    let mut domain = email.domain();
+    out.truncate(start);
+    let response = match &query {
+        Query::Email(email) => redirect_for(redirects, email.domain()),
+        Query::Fingerprint(_) => None,
+    };
+    match response {
+        Some(server) => append_response(&Response::Redirect(server), out),
+        None => append_response(&Response::NotFound(&query.to_string()), out),
+    }
+    Ok(Handled::Answered)
+}
+
+/// The server keeping keys for `domain` or its nearest parent with more
+/// than one label.
+fn redirect_for<'a>(redirects: &'a BTreeMap<String, String>, mut domain: &str) -> Option<&'a str> {
     loop {
         if let Some(server) = redirects.get(domain) {
-            return Ok(Lookup::Redirect(server.clone()));
+            return Some(server);
         }
         match domain.split_once('.') {
             Some((_, parent)) if parent.contains('.') => domain = parent,
-            _ => return Ok(Lookup::NotFound),
+            _ => return None,
         }
     }
 }
@@ -225,6 +270,10 @@ mod tests {
     #[test]
     fn responses_round_trip() {
         let mut out = Vec::new();
+        let encode_response = |response: &Response<'_>, out: &mut Vec<u8>| {
+            out.clear();
+            append_response(response, out);
+        };
         encode_response(&Response::UserInfo(b"User: a@example.com\n"), &mut out);
         assert_eq!(out, b"USERINFO\nUser: a@example.com\n\0");
         assert_eq!(
@@ -245,6 +294,30 @@ mod tests {
         assert_eq!(parse_answer(&out), Some(Answer::CommandUnrecognised));
         assert_eq!(parse_answer(b"garbage"), None);
         assert_eq!(parse_answer(b"REDIRECT\n"), None);
+    }
+
+    #[test]
+    fn answers_without_a_database() {
+        let redirects = BTreeMap::from([("example.net".to_string(), "keys.example.net:1611".to_string())]);
+        let answer_text = |request: &[u8], allow_quit: bool| {
+            let mut out = b"previous".to_vec();
+            let handled = answer(request, None, &redirects, allow_quit, &mut out).unwrap();
+            (handled, String::from_utf8(out[8..].to_vec()).unwrap())
+        };
+        assert_eq!(
+            answer_text(b"LOOKUSER\nUser: a@mail.example.net\n", false),
+            (Handled::Answered, "REDIRECT\nServer: keys.example.net:1611\n\0".into())
+        );
+        assert_eq!(
+            answer_text(b"LOOKUSER\nUser: a@example.org\n", false),
+            (Handled::Answered, "NOTFOUND\nUser: a@example.org\n\0".into())
+        );
+        assert_eq!(answer_text(b"\xff", false), (Handled::Answered, "BADFMT\n\0".into()));
+        assert_eq!(
+            answer_text(b"QUIT\n", false),
+            (Handled::Answered, "CMDUNREG\n\0".into())
+        );
+        assert_eq!(answer_text(b"QUIT\n", true), (Handled::Quit, String::new()));
     }
 
     #[test]

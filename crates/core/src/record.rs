@@ -162,15 +162,25 @@ impl Record {
     /// Splits text holding several records separated by blank lines (as in
     /// the flat file), skipping `#` comment lines; yields each record's text.
     pub fn split_many(text: &str) -> impl Iterator<Item = String> + '_ {
-        let mut lines = text.lines().filter(|line| !line.starts_with('#')).peekable();
+        Record::split_lines(text.lines())
+    }
+
+    /// [`Record::split_many`] over lines as they are read (a flat file of
+    /// any size, for `keyreg --import`).
+    pub fn split_lines<'a, S: AsRef<str> + 'a>(
+        lines: impl Iterator<Item = S> + 'a,
+    ) -> impl Iterator<Item = String> + 'a {
+        let mut lines = lines.filter(|line| !line.as_ref().starts_with('#')).peekable();
         std::iter::from_fn(move || {
-            while lines.peek().is_some_and(|line| line.trim().is_empty()) {
+            while lines.peek().is_some_and(|line| line.as_ref().trim().is_empty()) {
                 lines.next();
             }
             lines.peek()?;
             let mut chunk = String::new();
-            while let Some(line) = lines.next_if(|line| !line.trim().is_empty() || line.starts_with(' ')) {
-                chunk.push_str(line);
+            while let Some(line) =
+                lines.next_if(|line| !line.as_ref().trim().is_empty() || line.as_ref().starts_with(' '))
+            {
+                chunk.push_str(line.as_ref());
                 chunk.push('\n');
             }
             Some(chunk)

@@ -25,14 +25,14 @@ use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
 
 use crate::config::Config;
+use crate::import::{ImportProgress, Importer};
 use crate::mail::{RequestMail, ReturnAddress};
 use crate::openpgp::KeyPolicy;
 use crate::pidfile::{self, PidFileError};
-use crate::record::Record;
 use crate::reply::{Mailer, Reply, ReplyError};
-use crate::request::{self, Candidate, KeyOutcome, Tally};
+use crate::request::{self, Candidate, Tally};
 use crate::spool::{self, QueueName, Spool, SpoolError, SpoolFile};
-use crate::store::{KeyStore, StoreError, WriteLock};
+use crate::store::{KeyStore, StoreError};
 use crate::txlog::{LogEntry, TransactionLog};
 
 /// At most this many requests share one write window.
@@ -153,13 +153,15 @@ impl Registrar {
         &self.spool
     }
 
-    /// Takes the write window: the lock, keyserv's release, the writer.
+    /// Opens the database as writer (lookups go on), then the write
+    /// window: keyserv is told (SIGUSR1), and the lock file taken.
     fn open_for_writing(&self) -> Result<KeyStore, RegistrarError> {
         let paths = &self.config.paths;
         let timeout = self.config.keyreg.writer_timeout;
-        let lock = WriteLock::acquire(&paths.database_lock(), timeout)?;
+        let mut store = KeyStore::open_write(&paths.database, &paths.database_lock(), timeout)?;
         pidfile::signal_running(&paths.pid_file, Signal::SIGUSR1)?;
-        Ok(KeyStore::open_write(&paths.database, lock, timeout)?)
+        store.begin_window()?;
+        Ok(store)
     }
 
     /// Runs cycles until the spool is empty; returns what was done.
@@ -219,14 +221,7 @@ impl Registrar {
             (Prepared::Add { candidates, .. }, _) => {
                 let mut lines = Vec::new();
                 for candidate in candidates {
-                    let outcome = match candidate {
-                        Candidate::Key(key) => request::apply_key(store, key, now)?,
-                        Candidate::Revocation(revocation) => request::apply_revocation(store, revocation, now)?,
-                        Candidate::Refused { key, reason } => KeyOutcome::Refused {
-                            key: key.clone(),
-                            reason: reason.clone(),
-                        },
-                    };
+                    let outcome = request::apply_candidate(store, candidate, now)?;
                     tally.count(&outcome);
                     lines.extend(outcome.lines());
                 }
@@ -404,50 +399,21 @@ impl Registrar {
 
     /// Loads armored keyrings, binary keyrings or flat files written by
     /// db2flat straight into the database, with the same checks and the
-    /// same first-come-first-served rule, without replies.
-    pub fn import(&self, files: &[PathBuf]) -> Result<Tally, RegistrarError> {
-        let mut tally = Tally::default();
-        for path in files {
-            let bytes = std::fs::read(path).map_err(|source| RegistrarError::Import {
-                path: path.clone(),
-                source,
-            })?;
-            let candidates = import_candidates(&bytes, &self.policy);
-            let mut store = self.open_for_writing()?;
-            let now = Utc::now();
-            let mut file_tally = Tally::default();
-            let mut lines = Vec::new();
-            for candidate in &candidates {
-                let outcome = match candidate {
-                    Candidate::Key(key) => request::apply_key(&mut store, key, now)?,
-                    Candidate::Revocation(revocation) => request::apply_revocation(&mut store, revocation, now)?,
-                    Candidate::Refused { key, reason } => KeyOutcome::Refused {
-                        key: key.clone(),
-                        reason: reason.clone(),
-                    },
-                };
-                file_tally.count(&outcome);
-                lines.extend(outcome.lines());
-            }
-            store.sync()?;
-            drop(store);
-            lines.push(format!("import summary: {file_tally}"));
-            self.log
-                .append(&LogEntry {
-                    time: Utc::now(),
-                    queue: "import",
-                    source: &path.display().to_string(),
-                    reply_to: None,
-                    outcome: &lines,
-                    request: format!("(import of {} bytes)", bytes.len()).as_bytes(),
-                })
-                .map_err(|source| RegistrarError::Log {
-                    path: self.log.path().to_path_buf(),
-                    source,
-                })?;
-            tally += file_tally;
+    /// same first-come-first-served rule, without replies; streaming, on
+    /// every core, in short write windows (see [`crate::import`]).
+    pub fn import(&self, files: &[PathBuf], progress: &dyn Fn(ImportProgress)) -> Result<Tally, RegistrarError> {
+        let pid_file = &self.config.paths.pid_file;
+        Importer {
+            policy: &self.policy,
+            log: &self.log,
+            open: &|| self.open_for_writing(),
+            announce: &|| {
+                pidfile::signal_running(pid_file, Signal::SIGUSR1)
+                    .map(drop)
+                    .map_err(Into::into)
+            },
         }
-        Ok(tally)
+        .import(files, progress)
     }
 }
 
@@ -506,24 +472,6 @@ impl Registrar {
         }
         Ok(())
     }
-}
-
-/// Keys in an import file: armored blocks (which also covers db2flat's
-/// text file, whose records hold the armor indented by one space), else a
-/// binary keyring.
-fn import_candidates(bytes: &[u8], policy: &KeyPolicy) -> Vec<Candidate> {
-    let text = String::from_utf8_lossy(bytes);
-    if text.contains("PublicKeyInfo:") {
-        let armors: Vec<String> = Record::split_many(&text)
-            .filter_map(|chunk| Record::parse(&chunk).ok())
-            .map(|record| record.key_armor)
-            .collect();
-        return request::prepare_add(&armors, &[], policy);
-    }
-    if text.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
-        return request::prepare_add(&[text.into_owned()], &[], policy);
-    }
-    request::prepare_add(&[], &[bytes.to_vec()], policy)
 }
 
 fn reply_subject(subject: &str) -> String {

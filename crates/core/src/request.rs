@@ -91,7 +91,7 @@ pub fn prepare_add(texts: &[String], binary: &[Vec<u8>], policy: &KeyPolicy) -> 
     candidates
 }
 
-fn key_label(key: &pgp::composed::SignedPublicKey) -> String {
+pub(crate) fn key_label(key: &pgp::composed::SignedPublicKey) -> String {
     use pgp::types::KeyDetails;
     Fingerprint::from_bytes(key.fingerprint().as_bytes())
         .map(|fpr| format!("key {fpr}"))
@@ -265,6 +265,22 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
     store.put(&record)?;
     store.index_key_ids(&fingerprint, &merged.key_ids())?;
     Ok(outcome)
+}
+
+/// Applies one candidate of a registration or an import.
+pub fn apply_candidate(
+    store: &mut KeyStore,
+    candidate: &Candidate,
+    now: DateTime<Utc>,
+) -> Result<KeyOutcome, StoreError> {
+    match candidate {
+        Candidate::Key(key) => apply_key(store, key, now),
+        Candidate::Revocation(revocation) => apply_revocation(store, revocation, now),
+        Candidate::Refused { key, reason } => Ok(KeyOutcome::Refused {
+            key: key.clone(),
+            reason: reason.clone(),
+        }),
+    }
 }
 
 /// Deletes a key's record, its addresses and its key-ID index entries.

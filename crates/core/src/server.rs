@@ -1,35 +1,108 @@
 //! keyserv: answering lookups over UDP from the key database.
 //!
-//! One worker thread per listening socket; each holds its own read-only
-//! database handle, opened when first needed. The main thread watches the
-//! signal flags: SIGUSR1 (keyreg wants to write) makes every worker close
-//! its handle within one receive timeout; the next lookup then waits on
-//! the database lock until keyreg's write window ends, so it is delayed,
-//! never dropped and never answered NOTFOUND for a key that exists.
-//! SIGHUP reloads the configuration (redirects, logging) and reopens the
-//! database; SIGTERM/SIGINT stop the workers and remove the pid file.
-//! Requesters are not logged unless `log_requests` is set; `log_answers`
-//! (`keyserv -v`) logs each answer's type alone.
+//! Each listening socket is served by one worker thread per core, all
+//! reading the same socket (so one busy client spreads over every core).
+//! A worker takes up to [`BATCH`] datagrams with one `recvmmsg`, answers
+//! them into buffers it reuses, and sends the answers with one `sendmmsg`:
+//! nothing is allocated per request on the lookup path but the address.
+//! Each worker keeps its own database handle, a [`LiveReader`]: opened
+//! without GDBM's lock, and guarded by the database's lock file, held
+//! shared only while a batch is answered. keyreg takes that lock
+//! exclusively for its short write window and bumps a generation number in
+//! it; the next batch sees the new number and reopens the handle, so it
+//! reads the new data. SIGUSR1 (keyreg is about to write) makes workers
+//! step aside so the writer gets the lock at once; lookups arriving during
+//! the window wait for it, and are never dropped nor answered NOTFOUND for
+//! a key that exists. Each worker also keeps the answers it sent lately
+//! ([`AnswerCache`], bounded, emptied whenever the database changes), so a
+//! repeated lookup skips parsing and GDBM. Answers are rate limited per source network
+//! ([`RateLimiter`]). SIGHUP reloads the configuration (redirects,
+//! logging, rate limits) and reopens the database; SIGTERM/SIGINT stop
+//! the workers and remove the pid file. Requesters are not logged unless
+//! `log_requests` is set; `log_answers` (`keyserv -v`) logs each answer's
+//! type alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::pidfile::{PidFile, PidFileError};
-use crate::protocol::{self, Lookup, Request, Response, MAX_DATAGRAM};
+use crate::protocol::{self, Handled};
+use crate::ratelimit::RateLimiter;
 use crate::signals;
-use crate::store::KeyStore;
+use crate::store::LiveReader;
+use crate::udp::{self, Batch};
 
+/// Datagrams taken and answered per system call (at most 64: a bit mask
+/// marks the cache misses of a batch).
+pub const BATCH: usize = 32;
+/// The longest request read; a longer one is answered BADFMT.
+pub const MAX_REQUEST: usize = 4096;
 /// How long a worker blocks in one receive before looking at the flags.
-const RECEIVE_TIMEOUT: Duration = Duration::from_millis(20);
+const RECEIVE_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long a lookup waits for keyreg's write window to end.
 const READER_WAIT: Duration = Duration::from_secs(10);
+/// Socket receive buffer asked for, so bursts queue rather than drop.
+const RECEIVE_BUFFER: usize = 4 << 20;
+/// Bytes of answers one worker keeps cached.
+const CACHE_BYTES: usize = 32 << 20;
+/// Requests longer than this are not cached.
+const CACHE_KEY_MAX: usize = 300;
+
+/// A worker's recent USERINFO answers, by the exact request bytes, all
+/// read at one database generation: a hit is answered without parsing or
+/// GDBM. Memory is bounded: it is emptied when full, and whenever the
+/// database's generation (or the configuration) changes.
+struct AnswerCache {
+    generation: u64,
+    answers: HashMap<Box<[u8]>, Box<[u8]>>,
+    bytes: usize,
+}
+
+impl AnswerCache {
+    fn new() -> AnswerCache {
+        AnswerCache {
+            generation: 0,
+            answers: HashMap::new(),
+            bytes: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.answers.clear();
+        self.bytes = 0;
+    }
+
+    /// Forgets everything read at another generation.
+    fn follow(&mut self, generation: u64) {
+        if generation != self.generation {
+            self.clear();
+            self.generation = generation;
+        }
+    }
+
+    fn get(&self, request: &[u8]) -> Option<&[u8]> {
+        self.answers.get(request).map(|answer| &**answer)
+    }
+
+    fn insert(&mut self, request: &[u8], answer: &[u8]) {
+        if request.len() > CACHE_KEY_MAX || !answer.starts_with(b"USERINFO\n") {
+            return;
+        }
+        let size = request.len() + answer.len();
+        if self.bytes + size > CACHE_BYTES {
+            self.clear();
+        }
+        self.bytes += size;
+        self.answers.insert(request.into(), answer.into());
+    }
+}
 
 /// Why keyserv could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +134,7 @@ struct Settings {
     log_requests: bool,
     log_answers: bool,
     allow_quit: bool,
+    limiter: Option<RateLimiter>,
 }
 
 impl Settings {
@@ -72,6 +146,7 @@ impl Settings {
             log_requests: config.keyserv.log_requests,
             log_answers: config.keyserv.log_answers,
             allow_quit: config.keyserv.allow_quit,
+            limiter: RateLimiter::new(config.keyserv.rate_limit, config.keyserv.rate_burst),
         }
     }
 }
@@ -79,7 +154,7 @@ impl Settings {
 /// State shared by the main thread and the workers.
 struct Shared {
     settings: RwLock<Settings>,
-    /// Bumped to make every worker close its database handle.
+    /// Bumped on SIGHUP: workers reopen the database from the new settings.
     generation: AtomicU64,
     stop: AtomicBool,
 }
@@ -87,6 +162,16 @@ struct Shared {
 /// Logs one line on stderr, prefixed with the program name.
 fn log(line: &str) {
     eprintln!("keyserv: {line}");
+}
+
+fn bind(addr: SocketAddr) -> Result<UdpSocket, ServerError> {
+    let bind_err = |source| ServerError::Bind { addr, source };
+    let socket = UdpSocket::bind(addr).map_err(bind_err)?;
+    socket.set_read_timeout(Some(RECEIVE_TIMEOUT)).map_err(bind_err)?;
+    // The kernel may grant less (net.core.rmem_max); that only means a
+    // smaller queue for bursts.
+    let _ = udp::set_receive_buffer(&socket, RECEIVE_BUFFER);
+    Ok(socket)
 }
 
 /// Runs keyserv until SIGTERM/SIGINT (or an allowed QUIT). `reload` is
@@ -97,13 +182,7 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
     }
     let sockets = listen
         .iter()
-        .map(|addr| {
-            let socket = UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr: *addr, source })?;
-            socket
-                .set_read_timeout(Some(RECEIVE_TIMEOUT))
-                .map_err(|source| ServerError::Bind { addr: *addr, source })?;
-            Ok(socket)
-        })
+        .map(|addr| bind(*addr).map(Arc::new))
         .collect::<Result<Vec<_>, ServerError>>()?;
     signals::install().map_err(ServerError::Signals)?;
     let shared = Arc::new(Shared {
@@ -117,8 +196,9 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
         .filter_map(|s| s.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
+    let per_socket = thread::available_parallelism().map_or(2, |n| n.get()).min(16);
     log(&format!(
-        "started, pid {}, answering on {}, database {}",
+        "started, pid {}, answering on {} ({per_socket} threads each), database {}",
         std::process::id(),
         addresses.join(" "),
         config.paths.database.display()
@@ -126,7 +206,8 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
     crate::sdnotify::ready();
 
     let workers: Vec<_> = sockets
-        .into_iter()
+        .iter()
+        .flat_map(|socket| (0..per_socket).map(move |_| Arc::clone(socket)))
         .map(|socket| {
             let shared = Arc::clone(&shared);
             thread::spawn(move || worker(&socket, &shared))
@@ -137,9 +218,6 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
         thread::sleep(Duration::from_millis(5));
         if signals::terminate_requested() {
             shared.stop.store(true, Ordering::SeqCst);
-        }
-        if signals::take_release() {
-            shared.generation.fetch_add(1, Ordering::SeqCst);
         }
         if signals::take_reload() {
             match reload() {
@@ -161,20 +239,16 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
     Ok(())
 }
 
-/// One socket's receive–answer loop.
+/// One thread's receive–answer loop on a socket it shares.
 fn worker(socket: &UdpSocket, shared: &Shared) {
-    let mut request = vec![0u8; MAX_DATAGRAM + 1];
-    let mut answer = Vec::with_capacity(MAX_DATAGRAM);
-    let mut database: Option<KeyStore> = None;
-    let mut seen_generation = shared.generation.load(Ordering::SeqCst);
+    let mut batch = Batch::new(BATCH, MAX_REQUEST);
+    let mut cache = AnswerCache::new();
+    let mut reader: Option<LiveReader> = None;
+    let mut seen_generation = u64::MAX;
+    let mut seen_writer = signals::release_requests();
     while !shared.stop.load(Ordering::SeqCst) {
-        let generation = shared.generation.load(Ordering::SeqCst);
-        if generation != seen_generation {
-            database = None;
-            seen_generation = generation;
-        }
-        let (length, peer) = match socket.recv_from(&mut request) {
-            Ok(received) => received,
+        match batch.receive(socket, true) {
+            Ok(_) => {}
             Err(err)
                 if matches!(
                     err.kind(),
@@ -185,71 +259,104 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             }
             Err(err) => {
                 log(&format!("receive error: {err}"));
+                thread::sleep(RECEIVE_TIMEOUT);
                 continue;
             }
-        };
+        }
         let Ok(settings) = shared.settings.read() else {
             return;
         };
-        if answer_request(&request[..length], &settings, &mut database, &mut answer, shared) {
-            if settings.log_requests || settings.log_answers {
-                let kind = String::from_utf8_lossy(answer.split(|&b| b == b'\n').next().unwrap_or_default());
-                match settings.log_requests {
-                    true => log(&format!("{peer}: answered {kind}")),
-                    false => log(&format!("answered {kind}")),
+        let generation = shared.generation.load(Ordering::SeqCst);
+        let reader = match &mut reader {
+            Some(reader) if generation == seen_generation => reader,
+            _ => {
+                seen_generation = generation;
+                cache.clear();
+                reader.insert(LiveReader::new(&settings.database, &settings.lock))
+            }
+        };
+        let writer = signals::release_requests();
+        if writer != seen_writer {
+            seen_writer = writer;
+            reader.yield_to_writer();
+        }
+        // First the rate limit and the cache, without the database lock.
+        match reader.current_generation() {
+            Ok(generation) => cache.follow(generation),
+            Err(_) => cache.clear(),
+        }
+        let now = Instant::now();
+        let mut misses = 0u64;
+        batch.answer_all(|index, request, _, peer, out| {
+            if let Some(limiter) = &settings.limiter {
+                if !limiter.allow(udp::source_network(&peer), now) {
+                    return;
                 }
             }
-            if let Err(err) = socket.send_to(&answer, peer) {
-                log(&format!("sending to {peer}: {err}"));
+            match cache.get(request) {
+                Some(answer) => {
+                    out.extend_from_slice(answer);
+                    log_answer(&settings, &peer, answer);
+                }
+                None => misses |= 1 << index,
             }
+        });
+        if misses == 0 {
+            send(&mut batch, socket);
+            continue;
         }
+        let session = match reader.begin(READER_WAIT) {
+            Ok(session) => session,
+            Err(err) => {
+                log(&format!("cannot read the database, requests dropped: {err}"));
+                send(&mut batch, socket);
+                continue;
+            }
+        };
+        cache.follow(session.generation());
+        let mut failed = None;
+        batch.answer_all(|index, request, truncated, peer, out| {
+            if misses & (1 << index) == 0 {
+                return;
+            }
+            let begin = out.len();
+            let request = if truncated { &b""[..] } else { request };
+            match protocol::answer(request, session.store(), &settings.redirects, settings.allow_quit, out) {
+                Ok(Handled::Answered) => cache.insert(request, &out[begin..]),
+                Ok(Handled::Quit) => {
+                    log("QUIT received; stopping");
+                    shared.stop.store(true, Ordering::SeqCst);
+                }
+                Err(err) => failed = Some(err),
+            }
+            log_answer(&settings, &peer, &out[begin..]);
+        });
+        drop(session);
+        if let Some(err) = failed {
+            log(&format!("lookup failed, reopening the database: {err}"));
+            reader.release();
+        }
+        send(&mut batch, socket);
     }
 }
 
-/// Fills `answer` for one request datagram; false if nothing should be sent.
-fn answer_request(
-    datagram: &[u8],
-    settings: &Settings,
-    database: &mut Option<KeyStore>,
-    answer: &mut Vec<u8>,
-    shared: &Shared,
-) -> bool {
-    let query = match protocol::parse_request(datagram) {
-        Request::LookUser(query) => query,
-        Request::Malformed => {
-            protocol::encode_response(&Response::BadFormat, answer);
-            return true;
-        }
-        Request::Quit if settings.allow_quit => {
-            log("QUIT received; stopping");
-            shared.stop.store(true, Ordering::SeqCst);
-            return false;
-        }
-        Request::Quit | Request::Unknown => {
-            protocol::encode_response(&Response::CommandUnrecognised, answer);
-            return true;
-        }
-    };
-    if database.is_none() {
-        match KeyStore::open_read(&settings.database, &settings.lock, READER_WAIT) {
-            Ok(store) => *database = Some(store),
-            // Nothing has ever been registered: answer from the redirects alone.
-            Err(err) if err.is_missing() => {}
-            Err(err) => {
-                log(&format!("cannot open the database, request dropped: {err}"));
-                return false;
-            }
+fn send(batch: &mut Batch, socket: &UdpSocket) {
+    if let Err(err) = batch.send_replies(socket) {
+        log(&format!("sending answers: {err}"));
+    }
+}
+
+/// Logs an answer's first line when asked to: with who asked only under
+/// `log_requests` (privacy), alone under `log_answers` (`keyserv -v`).
+fn log_answer(settings: &Settings, peer: &SocketAddr, answer: &[u8]) {
+    if !settings.log_requests && !settings.log_answers {
+        return;
+    }
+    if let Some(kind) = answer.split(|&b| b == b'\n').next().filter(|kind| !kind.is_empty()) {
+        let kind = String::from_utf8_lossy(kind);
+        match settings.log_requests {
+            true => log(&format!("{peer}: answered {kind}")),
+            false => log(&format!("answered {kind}")),
         }
     }
-    match protocol::lookup(database.as_ref(), &settings.redirects, &query) {
-        Ok(Lookup::Found(record)) => protocol::encode_response(&Response::UserInfo(&record), answer),
-        Ok(Lookup::Redirect(server)) => protocol::encode_response(&Response::Redirect(&server), answer),
-        Ok(Lookup::NotFound) => protocol::encode_response(&Response::NotFound(&query.to_string()), answer),
-        Err(err) => {
-            log(&format!("lookup failed, request dropped: {err}"));
-            *database = None;
-            return false;
-        }
-    }
-    true
 }

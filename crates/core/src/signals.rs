@@ -5,19 +5,22 @@
 //! `SA_RESTART`, so a blocking call returns `EINTR` and the loop looks at
 //! once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
 static RELOAD: AtomicBool = AtomicBool::new(false);
-static RELEASE: AtomicBool = AtomicBool::new(false);
+static RELEASES: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn on_signal(signal: nix::libc::c_int) {
     let flag = match Signal::try_from(signal) {
         Ok(Signal::SIGTERM | Signal::SIGINT) => &TERMINATE,
         Ok(Signal::SIGHUP) => &RELOAD,
-        Ok(Signal::SIGUSR1) => &RELEASE,
+        Ok(Signal::SIGUSR1) => {
+            RELEASES.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
         _ => return,
     };
     flag.store(true, Ordering::SeqCst);
@@ -43,7 +46,8 @@ pub fn take_reload() -> bool {
     RELOAD.swap(false, Ordering::SeqCst)
 }
 
-/// SIGUSR1 arrived since the last call: let go of the database.
-pub fn take_release() -> bool {
-    RELEASE.swap(false, Ordering::SeqCst)
+/// How many SIGUSR1s (keyreg is about to write) have arrived: a worker
+/// that sees the count change steps aside for the writer.
+pub fn release_requests() -> u64 {
+    RELEASES.load(Ordering::SeqCst)
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
+use ripem_core::cli::{exit, finish, parse_args, CommonArgs, Progress};
 use ripem_core::flat;
 use ripem_core::store::KeyStore;
 
@@ -28,15 +28,22 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let paths = &config.paths;
     let store = KeyStore::open_read_if_exists(&paths.database, &paths.database_lock(), config.keyreg.writer_timeout)?;
+    let started = std::time::Instant::now();
+    let progress = Progress::new(0, false);
     let summary = match &store {
-        Some(store) => flat::dump(store, &text, &armored, chrono::Utc::now())?,
-        None => flat::dump_empty(&text, &armored, chrono::Utc::now())?,
+        Some(store) => flat::dump(store, &text, &armored, chrono::Utc::now(), &|done, total| {
+            progress.update(done as u64, total as u64, String::new);
+        }),
+        None => flat::dump_empty(&text, &armored, chrono::Utc::now()),
     };
+    progress.finish();
+    let summary = summary?;
     eprintln!(
-        "db2flat: wrote {} keys to {} and {}{}",
+        "db2flat: wrote {} keys to {} and {} in {:.1} s{}",
         summary.keys,
         text.display(),
         armored.display(),
+        started.elapsed().as_secs_f64(),
         if summary.skipped > 0 {
             format!(" ({} unreadable keys left out of the .asc)", summary.skipped)
         } else {

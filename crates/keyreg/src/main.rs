@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
+use ripem_core::cli::{exit, finish, parse_args, CommonArgs, Progress};
+use ripem_core::import::ImportProgress;
 use ripem_core::registrar::{CycleSummary, Registrar, RegistrarError};
 use ripem_core::store::KeyStore;
 
@@ -51,7 +52,18 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     KeyStore::open_read_if_exists(&paths.database, &paths.database_lock(), config.keyreg.writer_timeout)?;
     let registrar = Registrar::new(config).context("starting keyreg")?;
     if !args.import.is_empty() {
-        let tally = registrar.import(&args.import)?;
+        let started = std::time::Instant::now();
+        let progress = Progress::new(0, true);
+        let tally = registrar.import(&args.import, &|at: ImportProgress| {
+            progress.update(at.bytes_read, at.bytes_total, || format!("{} keys", at.keys));
+        });
+        progress.finish();
+        let tally = tally?;
+        eprintln!(
+            "keyreg: imported {} files in {:.1} s",
+            args.import.len(),
+            started.elapsed().as_secs_f64()
+        );
         println!("{tally}");
         return Ok(ExitCode::SUCCESS);
     }

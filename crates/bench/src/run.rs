@@ -1,0 +1,485 @@
+//! The whole benchmark: builds a database from the corpus and prints the
+//! figures `scripts/bench` reports.
+//!
+//! 1. `keyreg --import` of the corpus: keys per second, peak RSS, database
+//!    size; then of fresh Ed25519 keys alone (at most 20,000) into a scratch
+//!    database, the figure with the least signature-checking cost per key.
+//! 2. Lookups against keyserv, then the same load against the no-op
+//!    responder answering with keyserv's mean answer size: throughput,
+//!    p50/p99, and keyserv's throughput as a share of the no-op's.
+//! 3. The same lookups while the keyreg daemon registers a new key sent
+//!    through copymail every 200 ms: lost requests, wrong NOTFOUND answers
+//!    (every address asked for is registered), p99.
+//! 4. db2flat: time and peak RSS; keyserv's RSS.
+//!
+//! Everything runs in a fresh work directory on 127.0.0.1; every child is
+//! stopped (SIGTERM, then SIGKILL after a few seconds) before returning.
+
+use std::fs;
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::corpus::{self, Corpus, Mix};
+use crate::load::{self, LoadReport, LoadSpec};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Keys in the corpus.
+    pub keys: usize,
+    /// The corpus' algorithm mix.
+    pub mix: Mix,
+    /// How long each load phase lasts.
+    pub duration: Duration,
+    /// Where the workspace's programs are (`target/release`).
+    pub bin_dir: PathBuf,
+    /// Where corpora are cached.
+    pub corpus_root: PathBuf,
+    /// The scratch directory (emptied first).
+    pub work_dir: PathBuf,
+    /// Load generator sockets.
+    pub sockets: usize,
+    /// Requests in flight per socket.
+    pub in_flight: usize,
+    /// How often the merge phase registers a key.
+    pub merge_every: Duration,
+}
+
+/// A program the benchmark started; stopped when dropped.
+struct Running {
+    child: Child,
+    name: &'static str,
+}
+
+impl Running {
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("bench: {} did not stop on SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Resident memory, its anonymous part (not the mapped database file)
+    /// and the peak, from /proc, in KiB.
+    fn memory(&self) -> Memory {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kb| kb.parse().ok())
+                .unwrap_or(0)
+        };
+        Memory {
+            resident: field("VmRSS:"),
+            anonymous: field("RssAnon:"),
+            peak: field("VmHWM:"),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A process's memory, in KiB.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    resident: u64,
+    anonymous: u64,
+    peak: u64,
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RSS {} MB, of which {} MB anonymous (the rest is the mapped database file); peak {} MB",
+            self.resident / 1024,
+            self.anonymous / 1024,
+            self.peak / 1024
+        )
+    }
+}
+
+/// The time and peak memory of one program run (`ripem-bench measure`).
+struct Measured {
+    seconds: f64,
+    max_rss_kb: u64,
+    output: String,
+}
+
+struct Bench {
+    spec: RunSpec,
+    corpus: Corpus,
+    config: PathBuf,
+    state: PathBuf,
+    port: u16,
+    addresses: Arc<Vec<String>>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Runs every phase and prints the figures.
+pub fn run(spec: RunSpec) -> Result<()> {
+    let corpus = corpus::ensure(&spec.corpus_root, spec.keys, spec.mix)?;
+    let addresses: Vec<String> = fs::read_to_string(corpus.addresses())?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if spec.work_dir.exists() {
+        fs::remove_dir_all(&spec.work_dir).with_context(|| format!("emptying {}", spec.work_dir.display()))?;
+    }
+    let state = spec.work_dir.join("state");
+    fs::create_dir_all(&state)?;
+    let port = free_port()?;
+    let config = spec.work_dir.join("keyserver.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n[keyserv]\nlisten = [\"127.0.0.1:{port}\"]\nrate_limit = 0\n[mail]\ntransport = \"file\"\nfrom = \"keyserver@bench.example.org\"\n",
+            state.display()
+        ),
+    )?;
+    let bench = Bench {
+        spec,
+        corpus,
+        config,
+        state,
+        port,
+        addresses: Arc::new(addresses),
+    };
+    println!(
+        "ripem-keyserver benchmark: {} keys ({}% RSA), {} s per load phase, {} sockets x {} in flight, {} cores",
+        bench.spec.keys,
+        bench.spec.mix.rsa_percent,
+        bench.spec.duration.as_secs(),
+        bench.spec.sockets,
+        bench.spec.in_flight,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    bench.import()?;
+    let serving = bench.lookups()?;
+    let merging = bench.merges()?;
+    bench.dump(serving, merging)
+}
+
+impl Bench {
+    fn bin(&self, name: &str) -> PathBuf {
+        self.spec.bin_dir.join(name)
+    }
+
+    fn measure(&self, program: &str, config: &Path, args: &[&str]) -> Result<Measured> {
+        let output = Command::new(std::env::current_exe()?)
+            .arg("measure")
+            .arg("--")
+            .arg(self.bin(program))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .stderr(Stdio::inherit())
+            .output()?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let Some((before, last)) = text.trim_end().rsplit_once('\n').or(Some(("", text.trim_end()))) else {
+            bail!("no measurement from {program}");
+        };
+        let mut seconds = None;
+        let mut max_rss_kb = None;
+        let mut status = None;
+        for field in last.split_whitespace() {
+            match field.split_once('=') {
+                Some(("seconds", v)) => seconds = v.parse().ok(),
+                Some(("max_rss_kb", v)) => max_rss_kb = v.parse().ok(),
+                Some(("status", v)) => status = v.parse::<i32>().ok(),
+                _ => {}
+            }
+        }
+        match (seconds, max_rss_kb, status) {
+            (Some(seconds), Some(max_rss_kb), Some(0)) => Ok(Measured {
+                seconds,
+                max_rss_kb,
+                output: before.to_string(),
+            }),
+            _ => bail!("{program} failed: {text}"),
+        }
+    }
+
+    fn start(&self, name: &'static str, program: PathBuf, args: &[&str]) -> Result<Running> {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Running { child, name })
+    }
+
+    fn start_keyserv(&self) -> Result<Running> {
+        let pid_file = self.state.join("keyserv.pid");
+        let _ = fs::remove_file(&pid_file);
+        let config = self.config.display().to_string();
+        let keyserv = self.start("keyserv", self.bin("keyserv"), &["--config", &config])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs::read_to_string(&pid_file).map_or(true, |t| t.trim().is_empty()) {
+            if Instant::now() > deadline {
+                bail!("keyserv did not start");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(keyserv)
+    }
+
+    fn load(&self, target: SocketAddr) -> Result<LoadReport> {
+        let spec = LoadSpec {
+            target,
+            source: "127.0.0.1".parse()?,
+            sockets: self.spec.sockets,
+            in_flight: self.spec.in_flight,
+            duration: self.spec.duration,
+            timeout: Duration::from_secs(1),
+        };
+        load::run(&spec, Arc::clone(&self.addresses))
+    }
+
+    fn target(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn import(&self) -> Result<()> {
+        let keyring = self.corpus.keyring().display().to_string();
+        let measured = self.measure("keyreg", &self.config, &["--import", &keyring])?;
+        let database = fs::metadata(self.state.join("keys.gdbm"))?.len();
+        println!("\n1. keyreg --import");
+        println!("   {}", measured.output.trim());
+        println!(
+            "   {} keys in {:.2} s = {:.0} keys/s; peak RSS {} MB; database {} MB ({} bytes per key)",
+            self.spec.keys,
+            measured.seconds,
+            self.spec.keys as f64 / measured.seconds,
+            measured.max_rss_kb / 1024,
+            database >> 20,
+            database / self.spec.keys.max(1) as u64
+        );
+        let fresh = corpus::ensure(
+            &self.spec.corpus_root,
+            self.spec.keys.min(20_000),
+            Mix { rsa_percent: 0 },
+        )?;
+        let scratch = self.spec.work_dir.join("ed25519");
+        fs::create_dir_all(&scratch)?;
+        let config = scratch.join("keyserver.toml");
+        fs::write(
+            &config,
+            format!("state_dir = \"{}\"\n[mail]\ntransport = \"file\"\n", scratch.display()),
+        )?;
+        let keyring = fresh.keyring().display().to_string();
+        let measured = self.measure("keyreg", &config, &["--import", &keyring])?;
+        println!(
+            "   fresh Ed25519 keys only: {} keys in {:.2} s = {:.0} keys/s",
+            fresh.keys,
+            measured.seconds,
+            fresh.keys as f64 / measured.seconds
+        );
+        Ok(())
+    }
+
+    /// Phase 2; returns keyserv's memory at its end.
+    fn lookups(&self) -> Result<Memory> {
+        let mut keyserv = self.start_keyserv()?;
+        let served = self.load(self.target())?;
+        let memory = keyserv.memory();
+        keyserv.stop();
+
+        let noop_port = free_port()?;
+        let noop_target = SocketAddr::from(([127, 0, 0, 1], noop_port));
+        let reply_size = served.mean_answer().to_string();
+        let seconds = (self.spec.duration.as_secs() + 5).to_string();
+        let listen = noop_target.to_string();
+        let _noop = self.start(
+            "no-op responder",
+            std::env::current_exe()?,
+            &[
+                "noop",
+                "--listen",
+                &listen,
+                "--reply-size",
+                &reply_size,
+                "--seconds",
+                &seconds,
+            ],
+        )?;
+        wait_for_answer(noop_target)?;
+        let baseline = self.load(noop_target)?;
+        println!("\n2. UDP lookups on loopback (closed loop; every address asked for is registered)");
+        println!("   keyserv:            {}", served.summary());
+        println!("   no-op responder:    {}", baseline.summary());
+        println!(
+            "   keyserv / no-op throughput: {:.2}",
+            served.throughput() / baseline.throughput().max(1e-9)
+        );
+        Ok(memory)
+    }
+
+    /// Phase 3; returns keyserv's memory at its end.
+    fn merges(&self) -> Result<Memory> {
+        let feed = fs::read_to_string(self.corpus.feed())?;
+        let blocks: Vec<String> = ripem_core::openpgp::find_armored_keys(&feed)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let mut keyserv = self.start_keyserv()?;
+        let config = self.config.display().to_string();
+        let mut keyreg = self.start("keyreg", self.bin("keyreg"), &["--config", &config])?;
+        let stop = AtomicBool::new(false);
+        let fed = AtomicUsize::new(0);
+        let report = std::thread::scope(|scope| {
+            let feeder = scope.spawn(|| self.feed(&blocks, &stop, &fed));
+            let report = self.load(self.target());
+            stop.store(true, Ordering::SeqCst);
+            let fed = feeder.join();
+            (report, fed)
+        });
+        let (report, feeder) = report;
+        let report = report?;
+        match feeder {
+            Ok(result) => result?,
+            Err(_) => bail!("the feeder panicked"),
+        }
+        let fed = fed.load(Ordering::SeqCst);
+        let new_dir = self.state.join("spool/add/new");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs::read_dir(&new_dir).map_or(0, |d| d.count()) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let memory = keyserv.memory();
+        let registered = (0..fed)
+            .filter(|n| {
+                ask(self.target(), &format!("LOOKUSER\nUser: feed{n}@feed.example.org\n"))
+                    .is_some_and(|a| a.starts_with(b"USERINFO"))
+            })
+            .count();
+        keyreg.stop();
+        keyserv.stop();
+        println!(
+            "\n3. The same lookups while keyreg registers a key every {} ms",
+            self.spec.merge_every.as_millis()
+        );
+        println!("   {fed} registrations mailed through copymail, {registered} found by keyserv afterwards");
+        println!("   keyserv:            {}", report.summary());
+        println!(
+            "   lost requests: {}; wrong NOTFOUND answers: {}; other wrong answers: {}; p99 {:.2} ms",
+            report.lost,
+            report.not_found,
+            report.other,
+            report.percentile_ms(0.99)
+        );
+        Ok(memory)
+    }
+
+    /// Mails one feed key through copymail every `merge_every` until `stop`.
+    fn feed(&self, blocks: &[String], stop: &AtomicBool, fed: &AtomicUsize) -> Result<()> {
+        let config = self.config.display().to_string();
+        for (n, block) in blocks.iter().enumerate() {
+            let next = Instant::now() + self.spec.merge_every;
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let mail = format!(
+                "From: feed{n}@feed.example.org\nTo: ripem-register-keys@bench.example.org\nSubject: register\nMessage-ID: <feed{n}@bench>\n\n{block}\n"
+            );
+            let mut copymail = Command::new(self.bin("copymail"))
+                .args(["--config", &config, "--queue", "add"])
+                .stdin(Stdio::piped())
+                .spawn()?;
+            if let Some(mut input) = copymail.stdin.take() {
+                input.write_all(mail.as_bytes())?;
+            }
+            if !copymail.wait()?.success() {
+                bail!("copymail failed");
+            }
+            fed.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        Ok(())
+    }
+
+    fn dump(&self, serving: Memory, merging: Memory) -> Result<()> {
+        let measured = self.measure("db2flat", &self.config, &[])?;
+        let text = fs::metadata(self.state.join("pub/pubkeys.txt"))?.len();
+        println!("\n4. db2flat and memory");
+        println!(
+            "   db2flat: {:.2} s, peak RSS {} MB, pubkeys.txt {} MB",
+            measured.seconds,
+            measured.max_rss_kb / 1024,
+            text >> 20
+        );
+        println!("   keyserv after the lookups: {serving}");
+        println!("   keyserv after the merges:  {merging}");
+        Ok(())
+    }
+}
+
+/// One request, one answer (or None after a second).
+fn ask(target: SocketAddr, request: &str) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+    socket.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    socket.send_to(request.as_bytes(), target).ok()?;
+    let mut buffer = vec![0u8; 65_536];
+    let (length, _) = socket.recv_from(&mut buffer).ok()?;
+    buffer.truncate(length);
+    Some(buffer)
+}
+
+fn wait_for_answer(target: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if ask(target, "LOOKUSER\nUser: probe@example.org\n").is_some() {
+            return Ok(());
+        }
+    }
+    bail!("nothing answers on {target}")
+}
+
+/// Runs `program` with `args`, then prints its wall time, peak RSS and
+/// exit status as the last line of stdout (for [`run`]).
+pub fn measure(program: &Path, args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", program.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    println!(
+        "seconds={seconds:.3} max_rss_kb={} status={}",
+        usage.max_rss(),
+        status.code().unwrap_or(-1)
+    );
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! `keyreg --import`: bulk loading keyrings and flat files at speed.
+//!
+//! A file is read as a stream, whatever its size: a binary keyring or one
+//! armored block with [`openpgp::read_keyring`], a db2flat flat file record
+//! by record, anything else (armored blocks among other text) block by
+//! block. One thread reads and parses keys; one thread per core checks them
+//! (verifying self-signatures is the expensive part); the calling thread
+//! applies the checked keys in file order, so first come, first served
+//! holds exactly as in the spool. Queues between the stages are bounded, so
+//! the file's size does not matter (GDBM's writer cache still grows with the
+//! database). Keys are applied in write windows of up to
+//! [`WINDOW_KEYS`] keys, each announced to keyserv like a spool batch, so
+//! lookups go on during a long import; each window's outcomes are appended
+//! to the transaction log as one entry.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use pgp::composed::SignedPublicKey;
+
+use crate::openpgp::{self, KeyPolicy, BEGIN_PUBLIC_KEY};
+use crate::record::Record;
+use crate::registrar::RegistrarError;
+use crate::request::{self, Candidate, Tally};
+use crate::store::KeyStore;
+use crate::txlog::{LogEntry, TransactionLog};
+
+/// Most keys applied in one write window.
+pub const WINDOW_KEYS: usize = 2000;
+/// A window opens once this long has passed since the first key waiting for it.
+const WINDOW_GATHER: Duration = Duration::from_millis(100);
+/// Keys waiting between two stages.
+const QUEUE: usize = 512;
+
+/// How far an import has got, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportProgress {
+    /// Bytes read of the current file.
+    pub bytes_read: u64,
+    /// The current file's size.
+    pub bytes_total: u64,
+    /// Keys applied so far, in every file.
+    pub keys: usize,
+}
+
+/// What the importer needs of keyreg.
+pub struct Importer<'a> {
+    /// Checks keys.
+    pub policy: &'a KeyPolicy,
+    /// Receives one entry per window.
+    pub log: &'a TransactionLog,
+    /// Opens the database as writer with a window open.
+    pub open: &'a dyn Fn() -> Result<KeyStore, RegistrarError>,
+    /// Tells keyserv a window is coming (SIGUSR1).
+    pub announce: &'a dyn Fn() -> Result<(), RegistrarError>,
+}
+
+/// A key as read from the file, before checking.
+enum Parsed {
+    Key(Box<SignedPublicKey>),
+    Unreadable(String),
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.count.fetch_add(read as u64, Ordering::Relaxed);
+        Ok(read)
+    }
+}
+
+type Input = BufReader<Counted<File>>;
+
+fn open_input(path: &Path, count: &Arc<AtomicU64>) -> Result<Input, RegistrarError> {
+    let file = File::open(path).map_err(|source| import_error(path, source))?;
+    Ok(BufReader::with_capacity(
+        1 << 16,
+        Counted {
+            inner: file,
+            count: Arc::clone(count),
+        },
+    ))
+}
+
+fn import_error(path: &Path, source: io::Error) -> RegistrarError {
+    RegistrarError::Import {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How a file holds its keys.
+enum Format {
+    /// Binary packets, or one armored block from the first line on.
+    Keyring,
+    /// db2flat's text file.
+    Flat,
+    /// Armored blocks among other text.
+    Blocks,
+}
+
+/// Looks at the file's start, and for armor counts its blocks (a quick
+/// streaming pass), to choose how to read it.
+fn detect(path: &Path) -> Result<Format, RegistrarError> {
+    let count = Arc::new(AtomicU64::new(0));
+    let mut input = open_input(path, &count)?;
+    let start = input.fill_buf().map_err(|err| import_error(path, err))?;
+    if start.first().is_some_and(|b| b & 0x80 != 0) {
+        return Ok(Format::Keyring);
+    }
+    let mut first = String::new();
+    let mut blocks = 0;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input
+            .read_until(b'\n', &mut line)
+            .map_err(|err| import_error(path, err))?
+            == 0
+        {
+            break;
+        }
+        let text = String::from_utf8_lossy(&line);
+        if first.is_empty() && !text.trim().is_empty() {
+            first = text.trim().to_string();
+            if first.starts_with('#') || first.starts_with("User:") {
+                return Ok(Format::Flat);
+            }
+        }
+        if text.starts_with(BEGIN_PUBLIC_KEY) {
+            blocks += 1;
+        }
+    }
+    Ok(if blocks == 1 && first.starts_with(BEGIN_PUBLIC_KEY) {
+        Format::Keyring
+    } else {
+        Format::Blocks
+    })
+}
+
+/// Hands every key of `input` to `send`, in order, until it returns false.
+fn read_keys(format: Format, input: Input, send: &mut dyn FnMut(Parsed) -> bool) {
+    let mut send_all = |parsed: Result<Vec<SignedPublicKey>, openpgp::KeyError>| -> bool {
+        match parsed {
+            Ok(found) => found.into_iter().all(|key| send(Parsed::Key(Box::new(key)))),
+            Err(err) => send(Parsed::Unreadable(err.to_string())),
+        }
+    };
+    match format {
+        Format::Keyring => match openpgp::read_keyring(input) {
+            Ok(iter) => {
+                for key in iter {
+                    if !send_all(key.map(|key| vec![key])) {
+                        return;
+                    }
+                }
+            }
+            Err(err) => {
+                send_all(Err(err));
+            }
+        },
+        Format::Flat => {
+            let lines = input.lines().map_while(Result::ok);
+            for chunk in Record::split_lines(lines) {
+                let parsed = Record::parse(&chunk)
+                    .map_err(|err| openpgp::KeyError::Unreadable(err.to_string()))
+                    .and_then(|record| openpgp::parse_armored_keys(&record.key_armor));
+                if !send_all(parsed) {
+                    return;
+                }
+            }
+        }
+        Format::Blocks => {
+            let mut block: Option<String> = None;
+            for line in input.lines().map_while(Result::ok) {
+                if line.starts_with(BEGIN_PUBLIC_KEY) {
+                    block = Some(String::new());
+                }
+                if let Some(text) = block.as_mut() {
+                    text.push_str(&line);
+                    text.push('\n');
+                    if line.starts_with(openpgp::END_PUBLIC_KEY) {
+                        let text = block.take().unwrap_or_default();
+                        if !send_all(openpgp::parse_armored_keys(&text)) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks keys from `jobs` until it closes, sending each result to `done`.
+fn check_keys(
+    jobs: &Mutex<Receiver<(usize, Parsed)>>,
+    done: &mpsc::SyncSender<(usize, Candidate)>,
+    policy: &KeyPolicy,
+) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(jobs) => jobs.recv(),
+            Err(_) => return,
+        };
+        let Ok((sequence, parsed)) = job else {
+            return;
+        };
+        let candidate = match parsed {
+            Parsed::Unreadable(reason) => Candidate::Refused {
+                key: format!("key {}", sequence + 1),
+                reason,
+            },
+            Parsed::Key(key) => {
+                let label = request::key_label(&key);
+                match openpgp::check_key(*key, policy) {
+                    Ok(checked) => Candidate::Key(Box::new(checked)),
+                    Err(err) => Candidate::Refused {
+                        key: label,
+                        reason: err.to_string(),
+                    },
+                }
+            }
+        };
+        if done.send((sequence, candidate)).is_err() {
+            return;
+        }
+    }
+}
+
+impl Importer<'_> {
+    /// Imports every file in turn; returns the tally of all of them.
+    pub fn import(&self, files: &[PathBuf], progress: &dyn Fn(ImportProgress)) -> Result<Tally, RegistrarError> {
+        let mut store = (self.open)()?;
+        store.end_window()?;
+        let mut tally = Tally::default();
+        let mut keys = 0;
+        for path in files {
+            tally += self.import_file(&mut store, path, &mut keys, progress)?;
+        }
+        Ok(tally)
+    }
+
+    fn import_file(
+        &self,
+        store: &mut KeyStore,
+        path: &Path,
+        keys: &mut usize,
+        progress: &dyn Fn(ImportProgress),
+    ) -> Result<Tally, RegistrarError> {
+        let format = detect(path)?;
+        let bytes_total = std::fs::metadata(path).map_err(|err| import_error(path, err))?.len();
+        let count = Arc::new(AtomicU64::new(0));
+        let input = open_input(path, &count)?;
+        let (job_sender, job_receiver) = mpsc::sync_channel::<(usize, Parsed)>(QUEUE);
+        let (done_sender, done) = mpsc::sync_channel::<(usize, Candidate)>(QUEUE);
+        // Shared by the checkers and dropped with the last of them, so the
+        // reader stops too if applying fails.
+        let jobs = Arc::new(Mutex::new(job_receiver));
+        let checkers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut sequence = 0;
+                read_keys(format, input, &mut |parsed| {
+                    sequence += 1;
+                    job_sender.send((sequence - 1, parsed)).is_ok()
+                });
+            });
+            for _ in 0..checkers {
+                let done = done_sender.clone();
+                let jobs = Arc::clone(&jobs);
+                let policy = self.policy;
+                scope.spawn(move || check_keys(&jobs, &done, policy));
+            }
+            drop(jobs);
+            drop(done_sender);
+            let result = self.apply_in_windows(store, path, &done, |applied| {
+                *keys += applied;
+                progress(ImportProgress {
+                    bytes_read: count.load(Ordering::Relaxed),
+                    bytes_total,
+                    keys: *keys,
+                });
+            });
+            // On an error, stop the other stages: they end when their queues close.
+            drop(done);
+            result
+        })
+    }
+
+    /// Takes candidates in file order and applies them, a window at a time.
+    fn apply_in_windows(
+        &self,
+        store: &mut KeyStore,
+        path: &Path,
+        done: &Receiver<(usize, Candidate)>,
+        mut applied: impl FnMut(usize),
+    ) -> Result<Tally, RegistrarError> {
+        let mut waiting: BTreeMap<usize, Candidate> = BTreeMap::new();
+        let mut next = 0;
+        let mut tally = Tally::default();
+        let mut open = true;
+        while open {
+            // Gather a window's worth, without holding the window.
+            let mut ready = Vec::new();
+            let mut first_at: Option<Instant> = None;
+            while ready.len() < WINDOW_KEYS {
+                let wait = first_at.map_or(Duration::from_secs(3600), |at| {
+                    WINDOW_GATHER.saturating_sub(at.elapsed())
+                });
+                match done.recv_timeout(wait) {
+                    Ok((sequence, candidate)) => {
+                        waiting.insert(sequence, candidate);
+                        while let Some(candidate) = waiting.remove(&next) {
+                            ready.push(candidate);
+                            next += 1;
+                        }
+                        if !ready.is_empty() {
+                            first_at.get_or_insert_with(Instant::now);
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            if ready.is_empty() {
+                continue;
+            }
+            tally += self.apply_window(store, path, next - ready.len(), &ready)?;
+            applied(ready.len());
+        }
+        let summary = [format!("import summary: {tally}")];
+        self.log_entry(path, &summary)?;
+        Ok(tally)
+    }
+
+    fn apply_window(
+        &self,
+        store: &mut KeyStore,
+        path: &Path,
+        first: usize,
+        candidates: &[Candidate],
+    ) -> Result<Tally, RegistrarError> {
+        (self.announce)()?;
+        store.begin_window()?;
+        let now = Utc::now();
+        let mut tally = Tally::default();
+        let mut lines = Vec::new();
+        for candidate in candidates {
+            let outcome = request::apply_candidate(store, candidate, now)?;
+            tally.count(&outcome);
+            lines.extend(outcome.lines());
+        }
+        store.end_window()?;
+        lines.push(format!(
+            "keys {} to {} of the file: {tally}",
+            first + 1,
+            first + candidates.len()
+        ));
+        self.log_entry(path, &lines)?;
+        Ok(tally)
+    }
+
+    fn log_entry(&self, path: &Path, lines: &[String]) -> Result<(), RegistrarError> {
+        self.log
+            .append(&LogEntry {
+                time: Utc::now(),
+                queue: "import",
+                source: &path.display().to_string(),
+                reply_to: None,
+                outcome: lines,
+                request: b"(bulk import; see the file)",
+            })
+            .map_err(|source| RegistrarError::Log {
+                path: self.log.path().to_path_buf(),
+                source,
+            })
+    }
+}
