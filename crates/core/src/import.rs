@@ -56,7 +56,7 @@ pub struct Importer<'a> {
     pub policy: &'a KeyPolicy,
     /// Receives one entry per window.
     pub log: &'a TransactionLog,
-    /// Opens the database as writer with a window open.
+    /// Opens the database as writer, no window open yet.
     pub open: &'a dyn Fn() -> Result<KeyStore, RegistrarError>,
     /// Tells keyserv a window is coming (SIGUSR1).
     pub announce: &'a dyn Fn() -> Result<(), RegistrarError>,
@@ -244,7 +244,6 @@ impl Importer<'_> {
     /// Imports every file in turn; returns the tally of all of them.
     pub fn import(&self, files: &[PathBuf], progress: &dyn Fn(ImportProgress)) -> Result<Tally, RegistrarError> {
         let mut store = (self.open)()?;
-        store.end_window()?;
         let mut tally = Tally::default();
         let mut keys = 0;
         for path in files {

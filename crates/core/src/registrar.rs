@@ -153,13 +153,26 @@ impl Registrar {
         &self.spool
     }
 
-    /// Opens the database as writer (lookups go on), then the write
-    /// window: keyserv is told (SIGUSR1), and the lock file taken.
-    fn open_for_writing(&self) -> Result<KeyStore, RegistrarError> {
+    /// Opens the database as writer; lookups go on until a window begins.
+    fn open_writer(&self) -> Result<KeyStore, RegistrarError> {
         let paths = &self.config.paths;
-        let timeout = self.config.keyreg.writer_timeout;
-        let mut store = KeyStore::open_write(&paths.database, &paths.database_lock(), timeout)?;
-        pidfile::signal_running(&paths.pid_file, Signal::SIGUSR1)?;
+        Ok(KeyStore::open_write(
+            &paths.database,
+            &paths.database_lock(),
+            self.config.keyreg.writer_timeout,
+        )?)
+    }
+
+    /// Tells keyserv a write window is coming (SIGUSR1), so it steps aside.
+    fn announce_window(&self) -> Result<(), RegistrarError> {
+        pidfile::signal_running(&self.config.paths.pid_file, Signal::SIGUSR1)?;
+        Ok(())
+    }
+
+    /// Opens the database as writer with a write window begun.
+    fn open_for_writing(&self) -> Result<KeyStore, RegistrarError> {
+        let mut store = self.open_writer()?;
+        self.announce_window()?;
         store.begin_window()?;
         Ok(store)
     }
@@ -402,16 +415,11 @@ impl Registrar {
     /// same first-come-first-served rule, without replies; streaming, on
     /// every core, in short write windows (see [`crate::import`]).
     pub fn import(&self, files: &[PathBuf], progress: &dyn Fn(ImportProgress)) -> Result<Tally, RegistrarError> {
-        let pid_file = &self.config.paths.pid_file;
         Importer {
             policy: &self.policy,
             log: &self.log,
-            open: &|| self.open_for_writing(),
-            announce: &|| {
-                pidfile::signal_running(pid_file, Signal::SIGUSR1)
-                    .map(drop)
-                    .map_err(Into::into)
-            },
+            open: &|| self.open_writer(),
+            announce: &|| self.announce_window(),
         }
         .import(files, progress)
     }
