@@ -5,6 +5,10 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# What building the workspace needs: GDBM, and OpenSSL (RSA signature
+# checks) found through pkg-config.
+BUILD_PACKAGES=(libgdbm-dev libssl-dev pkg-config)
+
 # ensure_packages PKG... : apt-get install the Debian packages not yet installed.
 ensure_packages() {
     local missing=()

@@ -60,10 +60,22 @@ impl CommonArgs {
     }
 }
 
+/// Stops library errors from capturing backtraces when `RUST_BACKTRACE`
+/// is set (it stays on for panics). rPGP records one in every parse
+/// error, and a keyring with a few unreadable keys then spends more time
+/// walking stacks than checking keys. Called first thing in `main`, while
+/// the program still has one thread.
+fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+}
+
 /// Parses the command line; on a usage error prints clap's message and
 /// exits with `EX_USAGE` (64), or `usage_code` where a program needs
 /// another (copymail: 75, so the MTA retries rather than bounces).
 pub fn parse_args<T: clap::Parser>(usage_code: u8) -> T {
+    quiet_library_backtraces();
     T::try_parse().unwrap_or_else(|err| {
         let _ = err.print();
         std::process::exit(if err.use_stderr() { i32::from(usage_code) } else { 0 })

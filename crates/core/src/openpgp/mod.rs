@@ -8,13 +8,16 @@
 //! least [`KeyPolicy::min_rsa_bits`] or an elliptic-curve signing key, when at
 //! least one user ID carries a self-signature that verifies, and when at
 //! least one of those user IDs holds an email address. What is published is
-//! the *stripped* key: the primary key, its self-signed user IDs with their
-//! self-signatures (and self-made certification revocations), subkeys with
-//! binding signatures that verify, direct-key self-signatures and key
-//! revocations. Third-party certifications and user attributes (photo IDs)
-//! are dropped; that keeps records small and defeats certificate flooding.
-//! Self-signatures are verified one at a time (rPGP's `verify_bindings`
-//! refuses a whole key for one third-party certification). Expired and
+//! the *stripped* key: the primary key, its self-signed user IDs each with
+//! its newest valid self-signature (and the self-made certification
+//! revocations not older than it), subkeys with their newest valid binding
+//! signature (and revocations), the newest direct-key self-signature and
+//! key revocations. Superseded self-signatures, third-party certifications
+//! and user attributes (photo IDs) are dropped; that keeps records small
+//! and defeats certificate flooding. Self-signatures are verified newest
+//! first, one at a time, until one verifies (rPGP's `verify_bindings`
+//! checks them all and refuses a whole key for one third-party
+//! certification); RSA ones through OpenSSL ([`rsa_verify`]). Expired and
 //! revoked keys are *reported*, not refused: the caller decides.
 //!
 //! The module also writes armored keyrings in a streaming way
@@ -36,6 +39,7 @@ use pgp::crypto::ecc_curve::ECCCurve;
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::public_key::PublicKeyAlgorithm;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
+use pgp::errors::Error as PgpError;
 use pgp::packet::{
     Features, KeyFlags, PubKeyInner, PublicKey, PublicSubkey, SecretKey, SecretSubkey, Signature, SignatureConfig,
     SignatureType, Subpacket, SubpacketData, UserId,
@@ -43,11 +47,14 @@ use pgp::packet::{
 use pgp::ser::Serialize;
 use pgp::types::{
     CompressionAlgorithm, Duration as PgpDuration, KeyDetails as _, KeyId, KeyVersion, Password, PublicParams,
-    SignedUser, Tag, Timestamp,
+    SignatureBytes, SignedUser, Tag, Timestamp,
 };
 use rand::{CryptoRng, Rng};
 
 use crate::types::{Email, Fingerprint};
+
+mod rsa_verify;
+use rsa_verify::Checked;
 
 /// The armor line that opens a public key block.
 pub const BEGIN_PUBLIC_KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
@@ -123,8 +130,36 @@ pub enum KeyError {
     Generation(String),
 }
 
-fn unreadable(err: impl std::fmt::Display) -> KeyError {
-    KeyError::Unreadable(err.to_string())
+fn unreadable(err: impl std::error::Error + 'static) -> KeyError {
+    KeyError::Unreadable(innermost_reason(&err))
+}
+
+/// The text of an error's innermost cause, without the `Debug` dump of
+/// nested errors (backtraces and all) that some of rPGP's messages carry:
+/// `error while parsing composed key: InvalidPacketContent { source:
+/// RSAError { source: ModulusTooLarge, .. } }` becomes `error while
+/// parsing composed key: ModulusTooLarge`. It goes into reply mail and
+/// log lines.
+fn innermost_reason(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let text = cause.to_string();
+    let Some(dump) = text.find(" {") else {
+        return text;
+    };
+    let head = text[..dump].rsplit_once(": ").map_or("", |(head, _)| head);
+    let innermost = text
+        .rsplit("source: ")
+        .next()
+        .and_then(|rest| rest.split(|c: char| !c.is_alphanumeric()).next())
+        .filter(|name| !name.is_empty())
+        .unwrap_or(&text[..dump]);
+    match head {
+        "" => innermost.to_string(),
+        head => format!("{head}: {innermost}"),
+    }
 }
 
 /// Runs `f`, turning a panic inside rPGP into an error instead of taking the
@@ -298,11 +333,12 @@ impl Default for KeyPolicy {
 
 /// A key that passed the structural checks of [`check_key`], stripped to
 /// what the server publishes: the primary key; user IDs that carry a valid
-/// self-signature, with only their self-signatures (and self-made
-/// certification revocations); subkeys with the binding and revocation
-/// signatures that verify; direct-key self-signatures and key revocations
-/// that verify against the primary key. User attributes and third-party
-/// certifications are gone.
+/// self-signature, each with its newest one (and the self-made
+/// certification revocations not older than it); subkeys with their newest
+/// valid binding signature and the revocations that verify; the newest
+/// direct-key self-signature and the key revocations that verify against
+/// the primary key. Superseded self-signatures, user attributes and
+/// third-party certifications are gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedKey {
     key: SignedPublicKey,
@@ -433,16 +469,29 @@ impl CheckedKey {
     }
 }
 
-/// The bytes of a signature packet body, for recognising identical packets
-/// whatever their header framing.
-fn sig_body(sig: &Signature) -> Vec<u8> {
-    sig.to_bytes().unwrap_or_default()
+/// What makes a signature the same signature: its cryptographic value
+/// (two packets that differ only in unhashed subpackets count as one),
+/// with the packet's body only for a packet without one.
+fn sig_identity(sig: &Signature) -> Vec<u8> {
+    match sig.signature() {
+        Some(SignatureBytes::Mpis(mpis)) => {
+            let mut identity = Vec::new();
+            for mpi in mpis {
+                let bytes = mpi.as_ref();
+                identity.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                identity.extend_from_slice(bytes);
+            }
+            identity
+        }
+        Some(SignatureBytes::Native(bytes)) => bytes.to_vec(),
+        None => sig.to_bytes().unwrap_or_default(),
+    }
 }
 
 fn add_missing_sigs(into: &mut Vec<Signature>, from: &[Signature]) {
-    let mut seen: HashSet<Vec<u8>> = into.iter().map(sig_body).collect();
+    let mut seen: HashSet<Vec<u8>> = into.iter().map(sig_identity).collect();
     for sig in from {
-        if seen.insert(sig_body(sig)) {
+        if seen.insert(sig_identity(sig)) {
             into.push(sig.clone());
         }
     }
@@ -451,7 +500,7 @@ fn add_missing_sigs(into: &mut Vec<Signature>, from: &[Signature]) {
 /// Drops identical signature packets, keeping the first of each.
 fn dedup_sigs(sigs: Vec<Signature>) -> Vec<Signature> {
     let mut seen = HashSet::new();
-    sigs.into_iter().filter(|s| seen.insert(sig_body(s))).collect()
+    sigs.into_iter().filter(|s| seen.insert(sig_identity(s))).collect()
 }
 
 fn describe_algorithm(key: &PublicKey) -> String {
@@ -518,18 +567,32 @@ fn check_algorithm(key: &PublicKey, policy: &KeyPolicy) -> Result<(), KeyError> 
     }
 }
 
-/// Whether `sig` may have been made by `primary`: its issuer subpackets
-/// name the primary key, or it names no issuer at all (then only the
-/// cryptographic check can tell).
-fn may_be_issued_by(sig: &Signature, primary: &PublicKey) -> bool {
-    let ids = sig.issuer_key_id();
-    let fps = sig.issuer_fingerprint();
-    if ids.is_empty() && fps.is_empty() {
-        return true;
+/// How signatures name the primary key, worked out once per key: a key
+/// carries dozens of third-party certifications, each asked about.
+struct PrimaryIds {
+    key_id: KeyId,
+    fingerprint: pgp::types::Fingerprint,
+}
+
+impl PrimaryIds {
+    fn of(primary: &PublicKey) -> PrimaryIds {
+        PrimaryIds {
+            key_id: primary.legacy_key_id(),
+            fingerprint: primary.fingerprint(),
+        }
     }
-    let key_id = primary.legacy_key_id();
-    let fingerprint = primary.fingerprint();
-    ids.iter().any(|id| **id == key_id) || fps.iter().any(|fp| **fp == fingerprint)
+
+    /// Whether `sig` may have been made by the primary key: its issuer
+    /// subpackets name it, or it names no issuer at all (then only the
+    /// cryptographic check can tell).
+    fn may_have_issued(&self, sig: &Signature) -> bool {
+        let ids = sig.issuer_key_id();
+        let fps = sig.issuer_fingerprint();
+        if ids.is_empty() && fps.is_empty() {
+            return true;
+        }
+        ids.iter().any(|id| **id == self.key_id) || fps.iter().any(|fp| **fp == self.fingerprint)
+    }
 }
 
 /// Counts signature verifications against the policy's limit.
@@ -615,77 +678,54 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
     let details = key.details;
 
     // Key revocations and direct-key signatures made by the primary key.
-    let mut verified_by_primary = |sigs: Vec<Signature>, wanted: SignatureType| -> Result<Vec<Signature>, KeyError> {
-        let mut kept = Vec::new();
-        for sig in dedup_sigs(sigs) {
-            if sig.typ() == Some(wanted) && may_be_issued_by(&sig, &primary) {
-                budget.spend()?;
-                if sig.verify_key(&primary).is_ok() {
-                    kept.push(sig);
+    let signer = Checked::new(&primary);
+    let ids = PrimaryIds::of(&primary);
+    let revocations = verified(
+        by_primary(details.revocation_signatures, &ids, SignatureType::KeyRevocation),
+        &mut budget,
+        |sig| sig.verify_key(&signer),
+    )?;
+    let directs = newest_verified(
+        by_primary(details.direct_signatures, &ids, SignatureType::Key),
+        &mut budget,
+        |sig| sig.verify_key(&signer),
+    )?;
+
+    // User IDs with their newest self-signature, and the revocations that
+    // come after it. A user ID repeated in the key counts once.
+    let mut users: Vec<SignedUser> = Vec::new();
+    for user in details.users {
+        match users.iter_mut().find(|u| u.id.id() == user.id.id()) {
+            Some(first) => first.signatures.extend(user.signatures),
+            None => users.push(user),
+        }
+    }
+    let mut emails: Vec<Email> = Vec::new();
+    let mut kept_users = Vec::new();
+    let mut newest_self_sig: Option<Signature> = directs.first().cloned();
+    for user in users {
+        let (id, certification, revocations) = user_self_sigs(user, &signer, &ids, &mut budget)?;
+        let Some(certification) = certification else {
+            continue;
+        };
+        if newest_self_sig
+            .as_ref()
+            .is_none_or(|newest| sig_time(&certification) >= sig_time(newest))
+        {
+            newest_self_sig = Some(certification.clone());
+        }
+        if revocations.is_empty() {
+            if let Some(email) = id.as_str().and_then(email_of_user_id) {
+                if !emails.contains(&email) {
+                    emails.push(email);
                 }
             }
         }
-        Ok(kept)
-    };
-    let revocations = verified_by_primary(details.revocation_signatures, SignatureType::KeyRevocation)?;
-    let directs = verified_by_primary(details.direct_signatures, SignatureType::Key)?;
-
-    // User IDs with their self-signatures.
-    let mut users = Vec::new();
-    let mut emails: Vec<Email> = Vec::new();
-    let mut newest_self_sig: Option<&Signature> = None;
-    let mut kept_certs: Vec<Signature> = Vec::new();
-    for user in details.users {
-        if users.iter().any(|u: &SignedUser| u.id.id() == user.id.id()) {
-            // A repeated user ID packet: fold its signatures into the first.
-            if let Some(existing) = users.iter_mut().find(|u| u.id.id() == user.id.id()) {
-                let extra = verified_user_sigs(&user, &primary, &mut budget)?;
-                add_missing_sigs(&mut existing.signatures, &extra);
-            }
-            continue;
-        }
-        let sigs = verified_user_sigs(&user, &primary, &mut budget)?;
-        if !sigs.iter().any(|s| s.typ() != Some(SignatureType::CertRevocation)) {
-            continue;
-        }
-        users.push(SignedUser {
-            id: user.id,
-            signatures: sigs,
-        });
+        let mut signatures = vec![certification];
+        signatures.extend(revocations);
+        kept_users.push(SignedUser { id, signatures });
     }
-    for user in &users {
-        let newest_cert = user
-            .signatures
-            .iter()
-            .filter(|s| s.typ() != Some(SignatureType::CertRevocation))
-            .map(sig_time)
-            .max();
-        let newest_revocation = user
-            .signatures
-            .iter()
-            .filter(|s| s.typ() == Some(SignatureType::CertRevocation))
-            .map(sig_time)
-            .max();
-        let revoked = match (newest_cert, newest_revocation) {
-            (Some(cert), Some(rev)) => rev >= cert,
-            _ => false,
-        };
-        kept_certs.extend(
-            user.signatures
-                .iter()
-                .filter(|s| s.typ() != Some(SignatureType::CertRevocation))
-                .cloned(),
-        );
-        if revoked {
-            continue;
-        }
-        if let Some(email) = user.id.as_str().and_then(email_of_user_id) {
-            if !emails.contains(&email) {
-                emails.push(email);
-            }
-        }
-    }
-    if users.is_empty() {
+    if kept_users.is_empty() {
         return Err(KeyError::BadSelfSignatures);
     }
     if emails.is_empty() {
@@ -693,13 +733,9 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
     }
 
     // Expiry from the newest valid self-signature.
-    for sig in kept_certs.iter().chain(directs.iter()) {
-        if newest_self_sig.is_none_or(|n| sig_time(sig) >= sig_time(n)) {
-            newest_self_sig = Some(sig);
-        }
-    }
     let created_secs = primary.created_at().as_secs();
     let expires_at = newest_self_sig
+        .as_ref()
         .and_then(Signature::key_expiration_time)
         .map(|d| d.as_secs())
         .filter(|secs| *secs != 0)
@@ -709,41 +745,54 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
                 .unwrap_or(DateTime::<Utc>::MAX_UTC)
         });
 
-    // Subkeys with their binding and revocation signatures.
-    let mut subkeys = Vec::new();
+    // Subkeys with their newest binding and their revocations. A subkey
+    // repeated in the key counts once.
+    let mut offered: Vec<SignedPublicSubKey> = Vec::new();
     for subkey in key.public_subkeys {
-        if subkeys
-            .iter()
-            .any(|s: &SignedPublicSubKey| s.key.fingerprint() == subkey.key.fingerprint())
+        match offered
+            .iter_mut()
+            .find(|s| s.key.fingerprint() == subkey.key.fingerprint())
         {
+            Some(first) => first.signatures.extend(subkey.signatures),
+            None => offered.push(subkey),
+        }
+    }
+    let mut subkeys = Vec::new();
+    for subkey in offered {
+        let (bindings, revocations): (Vec<Signature>, Vec<Signature>) = newest_first(subkey.signatures, &ids)
+            .into_iter()
+            .partition(|sig| sig.typ() == Some(SignatureType::SubkeyBinding));
+        let bound = Checked::new(&subkey.key);
+        let binding = newest_verified(bindings, &mut budget, |sig| {
+            sig.verify_subkey_binding(&signer, &subkey.key)?;
+            // A signing subkey must sign its binding back (a back
+            // signature), or anyone could claim someone else's subkey.
+            if sig.key_flags().sign() {
+                let backsig = sig.embedded_signature().ok_or_else(|| PgpError::Message {
+                    message: "signing subkey without a back signature".to_string(),
+                    backtrace: None,
+                })?;
+                backsig.verify_primary_key_binding(&bound, &signer)?;
+            }
+            Ok(())
+        })?;
+        if binding.is_empty() {
             continue;
         }
-        let mut sigs = Vec::new();
-        for sig in dedup_sigs(subkey.signatures) {
-            if !may_be_issued_by(&sig, &primary) {
-                continue;
-            }
-            budget.spend()?;
-            if sig.verify_subkey_binding(&primary, &subkey.key).is_err() {
-                continue;
-            }
-            if sig.typ() == Some(SignatureType::SubkeyBinding) && sig.key_flags().sign() {
-                let Some(backsig) = sig.embedded_signature() else {
-                    continue;
-                };
-                budget.spend()?;
-                if backsig.verify_primary_key_binding(&subkey.key, &primary).is_err() {
-                    continue;
-                }
-            }
-            sigs.push(sig);
-        }
-        if sigs.iter().any(|s| s.typ() == Some(SignatureType::SubkeyBinding)) {
-            subkeys.push(SignedPublicSubKey {
-                key: subkey.key,
-                signatures: sigs,
-            });
-        }
+        let revocations = verified(
+            revocations
+                .into_iter()
+                .filter(|sig| sig.typ() == Some(SignatureType::SubkeyRevocation))
+                .collect(),
+            &mut budget,
+            |sig| sig.verify_subkey_binding(&signer, &subkey.key),
+        )?;
+        let mut signatures = binding;
+        signatures.extend(revocations);
+        subkeys.push(SignedPublicSubKey {
+            key: subkey.key,
+            signatures,
+        });
     }
 
     let revoked = !revocations.is_empty();
@@ -753,7 +802,7 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
         details: SignedKeyDetails {
             revocation_signatures: revocations,
             direct_signatures: directs,
-            users,
+            users: kept_users,
             user_attributes: Vec::new(),
         },
         public_subkeys: subkeys,
@@ -768,23 +817,82 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
     })
 }
 
-/// The signatures on `user` that are certifications or certification
-/// revocations made by `primary` and that verify, without duplicates.
-fn verified_user_sigs(user: &SignedUser, primary: &PublicKey, budget: &mut Budget) -> Result<Vec<Signature>, KeyError> {
-    let mut sigs = Vec::new();
-    let candidates: Vec<Signature> = user
-        .signatures
-        .iter()
-        .filter(|sig| sig.is_certification() && may_be_issued_by(sig, primary))
-        .cloned()
-        .collect();
-    for sig in dedup_sigs(candidates) {
+/// The signatures the primary key may have made, deduplicated, newest
+/// first.
+fn newest_first(sigs: Vec<Signature>, ids: &PrimaryIds) -> Vec<Signature> {
+    let mut sigs = dedup_sigs(sigs.into_iter().filter(|sig| ids.may_have_issued(sig)).collect());
+    sigs.sort_by_key(|sig| std::cmp::Reverse(sig_time(sig)));
+    sigs
+}
+
+/// The signatures of type `wanted` that the primary key may have made,
+/// newest first.
+fn by_primary(sigs: Vec<Signature>, ids: &PrimaryIds, wanted: SignatureType) -> Vec<Signature> {
+    newest_first(sigs, ids)
+        .into_iter()
+        .filter(|sig| sig.typ() == Some(wanted))
+        .collect()
+}
+
+/// Every signature that `verify` accepts, each check paid from `budget`.
+fn verified(
+    sigs: Vec<Signature>,
+    budget: &mut Budget,
+    verify: impl Fn(&Signature) -> pgp::errors::Result<()>,
+) -> Result<Vec<Signature>, KeyError> {
+    let mut kept = Vec::new();
+    for sig in sigs {
         budget.spend()?;
-        if sig.verify_certification(primary, Tag::UserId, &user.id).is_ok() {
-            sigs.push(sig);
+        if verify(&sig).is_ok() {
+            kept.push(sig);
         }
     }
-    Ok(sigs)
+    Ok(kept)
+}
+
+/// The first signature (of `sigs`, newest first) that `verify` accepts,
+/// alone: a newer self-signature supersedes the older ones (RFC 9580,
+/// 5.2.3.10), so they are neither checked nor published.
+fn newest_verified(
+    sigs: Vec<Signature>,
+    budget: &mut Budget,
+    verify: impl Fn(&Signature) -> pgp::errors::Result<()>,
+) -> Result<Vec<Signature>, KeyError> {
+    for sig in sigs {
+        budget.spend()?;
+        if verify(&sig).is_ok() {
+            return Ok(vec![sig]);
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// A user ID's newest certification by `primary` that verifies, and the
+/// certification revocations by `primary` that verify and are not older
+/// than it (a revocation older than the newest certification is undone by
+/// it). No certification: the user ID is not self-signed.
+fn user_self_sigs(
+    user: SignedUser,
+    signer: &Checked<'_, PublicKey>,
+    ids: &PrimaryIds,
+    budget: &mut Budget,
+) -> Result<(UserId, Option<Signature>, Vec<Signature>), KeyError> {
+    let (revocations, certifications): (Vec<Signature>, Vec<Signature>) = newest_first(user.signatures, ids)
+        .into_iter()
+        .filter(Signature::is_certification)
+        .partition(|sig| sig.typ() == Some(SignatureType::CertRevocation));
+    let id = user.id;
+    let verify = |sig: &Signature| sig.verify_certification(signer, Tag::UserId, &id);
+    let Some(certification) = newest_verified(certifications, budget, verify)?.pop() else {
+        return Ok((id, None, Vec::new()));
+    };
+    let since = sig_time(&certification);
+    let revocations = verified(
+        revocations.into_iter().filter(|sig| sig_time(sig) >= since).collect(),
+        budget,
+        verify,
+    )?;
+    Ok((id, Some(certification), revocations))
 }
 
 /// Parses the armored text of a stored key (a database record's key block)
@@ -847,7 +955,7 @@ impl CheckedKey {
     /// This key with a revocation signature added, if the signature is a
     /// key revocation made by this key's primary key.
     pub fn with_revocation(&self, revocation: &Signature) -> Result<CheckedKey, KeyError> {
-        if revocation.verify_key(&self.key.primary_key).is_err() {
+        if revocation.verify_key(&Checked::new(&self.key.primary_key)).is_err() {
             return Err(KeyError::BadSelfSignatures);
         }
         let mut key = self.key.clone();
@@ -970,8 +1078,8 @@ impl Verifier<'_> {
     fn verifies(&self, sig: &Signature, data: &[u8]) -> bool {
         names_issuer(sig, &self.key_id())
             && match self {
-                Verifier::Primary(key) => sig.verify(*key, data).is_ok(),
-                Verifier::Subkey(key) => sig.verify(*key, data).is_ok(),
+                Verifier::Primary(key) => sig.verify(&Checked::new(*key), data).is_ok(),
+                Verifier::Subkey(key) => sig.verify(&Checked::new(*key), data).is_ok(),
             }
     }
 }
@@ -1335,15 +1443,28 @@ impl<W: Write> ArmoredKeyringWriter<W> {
     }
 }
 
-fn crc24_update(mut crc: u32, byte: u8) -> u32 {
-    crc ^= u32::from(byte) << 16;
-    for _ in 0..8 {
-        crc <<= 1;
-        if crc & 0x0100_0000 != 0 {
-            crc ^= CRC24_POLY;
+/// CRC-24 (RFC 9580, 6.1) a byte at a time.
+const CRC24_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut index = 0;
+    while index < 256 {
+        let mut crc = (index as u32) << 16;
+        let mut bit = 0;
+        while bit < 8 {
+            crc <<= 1;
+            if crc & 0x0100_0000 != 0 {
+                crc ^= CRC24_POLY;
+            }
+            bit += 1;
         }
+        table[index] = crc & 0x00FF_FFFF;
+        index += 1;
     }
-    crc & 0x00FF_FFFF
+    table
+};
+
+fn crc24_update(crc: u32, byte: u8) -> u32 {
+    ((crc << 8) ^ CRC24_TABLE[((crc >> 16) as u8 ^ byte) as usize]) & 0x00FF_FFFF
 }
 
 /// Base64 of one group of `len` (1 to 3) bytes, padded with `=`.
@@ -1910,6 +2031,86 @@ mod tests {
         )
         .expect("other");
         assert!(matches!(a.merge(&other), Err(KeyError::NotSameKey(_, _))));
+    }
+
+    #[test]
+    fn only_the_newest_valid_self_signature_is_kept() {
+        let home = gpg_home();
+        let uid = "Nell <nell@example.org>";
+        let common = ["--passphrase", "", "--pinentry-mode", "loopback"];
+        let at = |time: &str, extra: &[&str]| {
+            let mut args = vec!["--faked-system-time", time];
+            args.extend(common);
+            args.extend(extra);
+            gpg(home.path(), &args);
+        };
+        at("20250101T000000!", &["--quick-gen-key", uid, "ed25519", "sign", "1y"]);
+        let export = || gpg(home.path(), &["--export", uid]).stdout;
+        let old_copy = export();
+        let listing =
+            String::from_utf8_lossy(&gpg(home.path(), &["--with-colons", "--list-keys", uid]).stdout).to_string();
+        let fpr = listing
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|l| l.split(':').nth(8))
+            .expect("fingerprint")
+            .to_string();
+        // A year later the owner extends the key: a newer self-signature.
+        at("20260101T000000!", &["--quick-set-expire", &fpr, "3y"]);
+        let new_copy = export();
+        let check = |bytes: &[u8]| {
+            let mut keys = parse_binary_keys(bytes).expect("parse");
+            check_key(keys.remove(0), &KeyPolicy::default())
+        };
+        let old = check(&old_copy).expect("old copy");
+        let new = check(&new_copy).expect("new copy");
+        assert!(
+            new.expires_at() > old.expires_at(),
+            "the newer self-signature's expiry counts"
+        );
+        let users = &new.signed_public_key().details.users;
+        assert_eq!(users[0].signatures.len(), 1, "the superseded self-signature is dropped");
+        assert_eq!(old.merge(&new).expect("merge"), new);
+        assert_eq!(new.merge(&old).expect("merge"), new);
+
+        // A forged newer self-signature does not displace the real one:
+        // the new copy's signature damaged, next to the old copy's.
+        let newest = parse_binary_keys(&new_copy).expect("parse").remove(0).details.users[0].signatures[0]
+            .to_bytes()
+            .expect("bytes");
+        let at_sig = new_copy
+            .windows(newest.len())
+            .position(|w| w == &newest[..])
+            .expect("signature in export");
+        let mut forged_copy = new_copy.clone();
+        forged_copy[at_sig + newest.len() - 1] ^= 0x55;
+        assert_eq!(check(&forged_copy).unwrap_err(), KeyError::BadSelfSignatures);
+        let mut forged = parse_binary_keys(&forged_copy).expect("parse").remove(0);
+        let old_sigs = parse_binary_keys(&old_copy).expect("parse").remove(0).details.users[0]
+            .signatures
+            .clone();
+        forged.details.users[0].signatures.extend(old_sigs);
+        let checked = check_key(forged, &KeyPolicy::default()).expect("the older self-signature still verifies");
+        assert_eq!(checked.expires_at(), old.expires_at());
+    }
+
+    #[test]
+    fn nested_error_dumps_become_one_plain_reason() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("{0}")]
+        struct Dumped(String);
+        let dumped = Dumped(
+            "error while parsing composed key: InvalidPacketContent { source: RSAError { source: ModulusTooLarge, backtrace: Some(Backtrace [{ fn: \"x\" }]) } }".into(),
+        );
+        assert_eq!(
+            innermost_reason(&dumped),
+            "error while parsing composed key: ModulusTooLarge"
+        );
+        assert_eq!(
+            innermost_reason(&Dumped("modulus too large".into())),
+            "modulus too large"
+        );
+        assert_eq!(innermost_reason(&Dumped("Oops { x: 1 }".into())), "Oops");
     }
 
     #[test]
