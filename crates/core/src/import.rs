@@ -37,7 +37,7 @@ pub const WINDOW_KEYS: usize = 2000;
 /// A window opens once this long has passed since the first key waiting for it.
 const WINDOW_GATHER: Duration = Duration::from_millis(100);
 /// Keys waiting between two stages.
-const QUEUE: usize = 512;
+const QUEUE: usize = 64;
 
 /// How far an import has got, for a progress bar.
 #[derive(Debug, Clone, Copy)]
@@ -223,16 +223,7 @@ fn check_keys(
                 key: format!("key {}", sequence + 1),
                 reason,
             },
-            Parsed::Key(key) => {
-                let label = request::key_label(&key);
-                match openpgp::check_key(*key, policy) {
-                    Ok(checked) => Candidate::Key(Box::new(checked)),
-                    Err(err) => Candidate::Refused {
-                        key: label,
-                        reason: err.to_string(),
-                    },
-                }
-            }
+            Parsed::Key(key) => request::candidate(*key, policy, Utc::now()),
         };
         if done.send((sequence, candidate)).is_err() {
             return;
@@ -361,7 +352,7 @@ impl Importer<'_> {
         let mut tally = Tally::default();
         let mut lines = Vec::new();
         for candidate in candidates {
-            let outcome = request::apply_candidate(store, candidate, now)?;
+            let outcome = request::apply_candidate(store, candidate, self.policy, now)?;
             tally.count(&outcome);
             lines.extend(outcome.lines());
         }

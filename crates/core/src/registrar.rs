@@ -211,7 +211,7 @@ impl Registrar {
         let work = || match RequestMail::parse(raw) {
             Err(err) => Prepared::Unprocessable(err.to_string()),
             Ok(mail) if file.queue == QueueName::Add => {
-                let candidates = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy);
+                let candidates = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy, Utc::now());
                 Prepared::Add { mail, candidates }
             }
             Ok(mail) => Prepared::Signed { mail },
@@ -234,7 +234,7 @@ impl Registrar {
             (Prepared::Add { candidates, .. }, _) => {
                 let mut lines = Vec::new();
                 for candidate in candidates {
-                    let outcome = request::apply_candidate(store, candidate, now)?;
+                    let outcome = request::apply_candidate(store, candidate, &self.policy, now)?;
                     tally.count(&outcome);
                     lines.extend(outcome.lines());
                 }

@@ -33,6 +33,16 @@ use crate::types::{Email, Fingerprint, Query};
 pub enum Candidate {
     /// Passed the checks that don't need the database.
     Key(Box<CheckedKey>),
+    /// Expired by its newest valid self-signature ([`openpgp::has_expired`]),
+    /// not checked further: refused unless the key is registered already,
+    /// when it is checked in full and merged (a copy of an expired key may
+    /// still bring news, such as a revocation).
+    Expired {
+        /// The key's fingerprint.
+        fingerprint: Fingerprint,
+        /// The key as offered.
+        key: Box<pgp::composed::SignedPublicKey>,
+    },
     /// A revocation certificate, to be merged into the key it revokes.
     Revocation(Box<pgp::packet::Signature>),
     /// Refused: a description of the key (fingerprint if known) and why.
@@ -47,7 +57,7 @@ pub enum Candidate {
 /// Finds and checks every public key in the texts and binary blobs of a
 /// request. Expired and revoked keys pass here: they may still merge into
 /// a registration of the same key (see [`apply_key`]).
-pub fn prepare_add(texts: &[String], binary: &[Vec<u8>], policy: &KeyPolicy) -> Vec<Candidate> {
+pub fn prepare_add(texts: &[String], binary: &[Vec<u8>], policy: &KeyPolicy, now: DateTime<Utc>) -> Vec<Candidate> {
     let mut parsed: Vec<(String, Result<Vec<pgp::composed::SignedPublicKey>, KeyError>)> = Vec::new();
     let mut candidates_early = Vec::new();
     let mut block_number = 0;
@@ -75,25 +85,40 @@ pub fn prepare_add(texts: &[String], binary: &[Vec<u8>], policy: &KeyPolicy) -> 
                 reason: err.to_string(),
             }),
             Ok(keys) => {
-                for key in keys {
-                    let name = key_label(&key);
-                    candidates.push(match openpgp::check_key(key, policy) {
-                        Ok(checked) => Candidate::Key(Box::new(checked)),
-                        Err(err) => Candidate::Refused {
-                            key: name,
-                            reason: err.to_string(),
-                        },
-                    });
-                }
+                candidates.extend(keys.into_iter().map(|key| candidate(key, policy, now)));
             }
         }
     }
     candidates
 }
 
-pub(crate) fn key_label(key: &pgp::composed::SignedPublicKey) -> String {
+/// Checks one offered key as far as can be done without the database.
+pub(crate) fn candidate(key: pgp::composed::SignedPublicKey, policy: &KeyPolicy, now: DateTime<Utc>) -> Candidate {
+    if openpgp::has_expired(&key, now) {
+        if let Ok(fingerprint) = key_fingerprint(&key) {
+            return Candidate::Expired {
+                fingerprint,
+                key: Box::new(key),
+            };
+        }
+    }
+    let label = key_label(&key);
+    match openpgp::check_key(key, policy) {
+        Ok(checked) => Candidate::Key(Box::new(checked)),
+        Err(err) => Candidate::Refused {
+            key: label,
+            reason: err.to_string(),
+        },
+    }
+}
+
+fn key_fingerprint(key: &pgp::composed::SignedPublicKey) -> Result<Fingerprint, crate::types::IdentError> {
     use pgp::types::KeyDetails;
     Fingerprint::from_bytes(key.fingerprint().as_bytes())
+}
+
+pub(crate) fn key_label(key: &pgp::composed::SignedPublicKey) -> String {
+    key_fingerprint(key)
         .map(|fpr| format!("key {fpr}"))
         .unwrap_or_else(|_| "a key".into())
 }
@@ -271,10 +296,24 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
 pub fn apply_candidate(
     store: &mut KeyStore,
     candidate: &Candidate,
+    policy: &KeyPolicy,
     now: DateTime<Utc>,
 ) -> Result<KeyOutcome, StoreError> {
     match candidate {
         Candidate::Key(key) => apply_key(store, key, now),
+        Candidate::Expired { fingerprint, key } => {
+            let refused = |reason: String| KeyOutcome::Refused {
+                key: format!("key {fingerprint}"),
+                reason,
+            };
+            if store.record_text(&Query::Fingerprint(fingerprint.clone()))?.is_none() {
+                return Ok(refused("the key has expired".into()));
+            }
+            match openpgp::check_key((**key).clone(), policy) {
+                Ok(checked) => apply_key(store, &checked, now),
+                Err(err) => Ok(refused(err.to_string())),
+            }
+        }
         Candidate::Revocation(revocation) => apply_revocation(store, revocation, now),
         Candidate::Refused { key, reason } => Ok(KeyOutcome::Refused {
             key: key.clone(),
@@ -607,5 +646,64 @@ impl fmt::Display for Tally {
             "{} keys added, {} merged, {} refused; {} addresses added, {} refused",
             self.keys_added, self.keys_merged, self.keys_refused, self.addresses_added, self.addresses_refused
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openpgp::{generate_key, KeySpec};
+    use std::time::Duration;
+
+    fn store(dir: &tempfile::TempDir) -> KeyStore {
+        let mut store = KeyStore::open_write(
+            &dir.path().join("keys.gdbm"),
+            &dir.path().join("keys.gdbm.lock"),
+            Duration::from_secs(2),
+        )
+        .expect("open");
+        store.begin_window().expect("window");
+        store
+    }
+
+    #[test]
+    fn an_expired_key_is_refused_when_new_and_merged_when_registered() {
+        let policy = KeyPolicy::default();
+        let mut spec = KeySpec::ed25519(&["Old <old@example.org>", "Old <old@example.net>"]);
+        spec.expires_after = Some(Duration::from_secs(365 * 86400));
+        let full = generate_key(rand::thread_rng(), &spec).expect("key").to_public_key();
+        let while_valid = spec.created + chrono::Duration::days(1);
+        let after_expiry = spec.created + chrono::Duration::days(400);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = store(&dir);
+
+        let late = candidate(full.clone(), &policy, after_expiry);
+        assert!(matches!(late, Candidate::Expired { .. }));
+        let outcome = apply_candidate(&mut store, &late, &policy, after_expiry).expect("apply");
+        assert!(matches!(&outcome, KeyOutcome::Refused { reason, .. } if reason == "the key has expired"));
+
+        // Registered while valid with one user ID...
+        let mut first = full.clone();
+        first.details.users.truncate(1);
+        let early = candidate(first, &policy, while_valid);
+        assert!(matches!(early, Candidate::Key(_)));
+        let outcome = apply_candidate(&mut store, &early, &policy, while_valid).expect("apply");
+        assert!(matches!(outcome, KeyOutcome::Applied { .. }));
+        // ...an expired copy with both is checked in full and merged.
+        let outcome = apply_candidate(&mut store, &late, &policy, after_expiry).expect("apply");
+        assert!(matches!(outcome, KeyOutcome::Applied { .. }), "{outcome:?}");
+        let record = store
+            .record(&Query::Fingerprint(key_fingerprint(&full).expect("fingerprint")))
+            .expect("read")
+            .expect("registered");
+        assert_eq!(
+            openpgp::read_stored_key(&record.key_armor)
+                .expect("stored")
+                .signed_public_key()
+                .details
+                .users
+                .len(),
+            2
+        );
     }
 }

@@ -9,6 +9,9 @@ use ripem_core::import::ImportProgress;
 use ripem_core::registrar::{CycleSummary, Registrar, RegistrarError};
 use ripem_core::store::KeyStore;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Process key registration requests from the spool into the key database.
 #[derive(clap::Parser)]
 #[command(version, about)]

@@ -747,24 +747,22 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
 
     // Subkeys with their newest binding and their revocations. A subkey
     // repeated in the key counts once.
-    let mut offered: Vec<SignedPublicSubKey> = Vec::new();
+    let mut offered: Vec<(pgp::types::Fingerprint, SignedPublicSubKey)> = Vec::new();
     for subkey in key.public_subkeys {
-        match offered
-            .iter_mut()
-            .find(|s| s.key.fingerprint() == subkey.key.fingerprint())
-        {
-            Some(first) => first.signatures.extend(subkey.signatures),
-            None => offered.push(subkey),
+        let fingerprint = subkey.key.fingerprint();
+        match offered.iter_mut().find(|(seen, _)| *seen == fingerprint) {
+            Some((_, first)) => first.signatures.extend(subkey.signatures),
+            None => offered.push((fingerprint, subkey)),
         }
     }
     let mut subkeys = Vec::new();
-    for subkey in offered {
+    for (_, subkey) in offered {
         let (bindings, revocations): (Vec<Signature>, Vec<Signature>) = newest_first(subkey.signatures, &ids)
             .into_iter()
             .partition(|sig| sig.typ() == Some(SignatureType::SubkeyBinding));
         let bound = Checked::new(&subkey.key);
         let binding = newest_verified(bindings, &mut budget, |sig| {
-            sig.verify_subkey_binding(&signer, &subkey.key)?;
+            sig.verify_subkey_binding(&signer, &bound)?;
             // A signing subkey must sign its binding back (a back
             // signature), or anyone could claim someone else's subkey.
             if sig.key_flags().sign() {
@@ -815,6 +813,72 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
         expires_at,
         created_at,
     })
+}
+
+/// Most signatures [`has_expired`] checks before leaving the question to
+/// [`check_key`].
+const EXPIRY_PROBE_CHECKS: usize = 8;
+
+/// Whether `key` has expired at `now` by its newest self-signature that
+/// verifies (the rule of [`CheckedKey::expires_at`]), found by checking as
+/// few signatures as that takes: usually one, and none unless the newest
+/// self-signature claims an expiry already past. `false` when in doubt:
+/// a key revocation (which [`check_key`] must weigh), no self-signature
+/// that verifies among the first few. A keyring of old keys then costs a
+/// check per key rather than one per user ID and subkey: the Debian
+/// keyring's expired keys are a third of it.
+pub fn has_expired(key: &SignedPublicKey, now: DateTime<Utc>) -> bool {
+    guarded(|| Ok(expired_by_newest_self_signature(key, now))).unwrap_or(false)
+}
+
+fn expired_by_newest_self_signature(key: &SignedPublicKey, now: DateTime<Utc>) -> bool {
+    let primary = &key.primary_key;
+    let ids = PrimaryIds::of(primary);
+    if key
+        .details
+        .revocation_signatures
+        .iter()
+        .any(|sig| ids.may_have_issued(sig))
+    {
+        return false;
+    }
+    let mut candidates: Vec<(&Signature, Option<&UserId>)> = key
+        .details
+        .users
+        .iter()
+        .flat_map(|user| user.signatures.iter().map(move |sig| (sig, Some(&user.id))))
+        .filter(|(sig, _)| sig.is_certification() && sig.typ() != Some(SignatureType::CertRevocation))
+        .chain(
+            key.details
+                .direct_signatures
+                .iter()
+                .filter(|sig| sig.typ() == Some(SignatureType::Key))
+                .map(|sig| (sig, None)),
+        )
+        .filter(|(sig, _)| ids.may_have_issued(sig))
+        .collect();
+    candidates.sort_by_key(|(sig, _)| std::cmp::Reverse(sig_time(sig)));
+    let created = i64::from(primary.created_at().as_secs());
+    let expired = |sig: &Signature| {
+        sig.key_expiration_time()
+            .map(|lifetime| lifetime.as_secs())
+            .filter(|secs| *secs != 0)
+            .is_some_and(|secs| created + i64::from(secs) <= now.timestamp())
+    };
+    if !candidates.first().is_some_and(|(sig, _)| expired(sig)) {
+        return false;
+    }
+    let signer = Checked::new(primary);
+    for (sig, user_id) in candidates.into_iter().take(EXPIRY_PROBE_CHECKS) {
+        let verified = match user_id {
+            Some(id) => sig.verify_certification(&signer, Tag::UserId, id),
+            None => sig.verify_key(&signer),
+        };
+        if verified.is_ok() {
+            return expired(sig);
+        }
+    }
+    false
 }
 
 /// The signatures the primary key may have made, deduplicated, newest
@@ -2033,10 +2097,11 @@ mod tests {
         assert!(matches!(a.merge(&other), Err(KeyError::NotSameKey(_, _))));
     }
 
-    #[test]
-    fn only_the_newest_valid_self_signature_is_kept() {
+    /// A gpg key made at 2025-01-01 with `first_expiry`, exported, then
+    /// given a newer self-signature at 2026-01-01 with `second_expiry`,
+    /// exported again: (old copy, new copy, the new self-signature).
+    fn gpg_key_re_signed(uid: &str, first_expiry: &str, second_expiry: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let home = gpg_home();
-        let uid = "Nell <nell@example.org>";
         let common = ["--passphrase", "", "--pinentry-mode", "loopback"];
         let at = |time: &str, extra: &[&str]| {
             let mut args = vec!["--faked-system-time", time];
@@ -2044,7 +2109,10 @@ mod tests {
             args.extend(extra);
             gpg(home.path(), &args);
         };
-        at("20250101T000000!", &["--quick-gen-key", uid, "ed25519", "sign", "1y"]);
+        at(
+            "20250101T000000!",
+            &["--quick-gen-key", uid, "ed25519", "sign", first_expiry],
+        );
         let export = || gpg(home.path(), &["--export", uid]).stdout;
         let old_copy = export();
         let listing =
@@ -2055,15 +2123,42 @@ mod tests {
             .and_then(|l| l.split(':').nth(8))
             .expect("fingerprint")
             .to_string();
-        // A year later the owner extends the key: a newer self-signature.
-        at("20260101T000000!", &["--quick-set-expire", &fpr, "3y"]);
+        at("20260101T000000!", &["--quick-set-expire", &fpr, second_expiry]);
         let new_copy = export();
-        let check = |bytes: &[u8]| {
-            let mut keys = parse_binary_keys(bytes).expect("parse");
-            check_key(keys.remove(0), &KeyPolicy::default())
-        };
-        let old = check(&old_copy).expect("old copy");
-        let new = check(&new_copy).expect("new copy");
+        // gpg keeps only the newest self-signature of a user ID.
+        let newest = parse_binary_keys(&new_copy).expect("parse").remove(0).details.users[0].signatures[0]
+            .to_bytes()
+            .expect("bytes");
+        (old_copy, new_copy, newest)
+    }
+
+    /// `copy` with `signature`'s last byte damaged, and the user ID's
+    /// self-signatures from `old_copy` added.
+    fn forged_next_to_old(copy: &[u8], signature: &[u8], old_copy: &[u8]) -> SignedPublicKey {
+        let at = copy
+            .windows(signature.len())
+            .position(|w| w == signature)
+            .expect("signature in export");
+        let mut forged = copy.to_vec();
+        forged[at + signature.len() - 1] ^= 0x55;
+        let mut key = parse_binary_keys(&forged).expect("parse").remove(0);
+        let old_sigs = parse_binary_keys(old_copy).expect("parse").remove(0).details.users[0]
+            .signatures
+            .clone();
+        key.details.users[0].signatures.extend(old_sigs);
+        key
+    }
+
+    fn first_key(bytes: &[u8]) -> SignedPublicKey {
+        parse_binary_keys(bytes).expect("parse").remove(0)
+    }
+
+    #[test]
+    fn only_the_newest_valid_self_signature_is_kept() {
+        let (old_copy, new_copy, newest) = gpg_key_re_signed("Nell <nell@example.org>", "1y", "3y");
+        let check = |key: SignedPublicKey| check_key(key, &KeyPolicy::default());
+        let old = check(first_key(&old_copy)).expect("old copy");
+        let new = check(first_key(&new_copy)).expect("new copy");
         assert!(
             new.expires_at() > old.expires_at(),
             "the newer self-signature's expiry counts"
@@ -2073,25 +2168,25 @@ mod tests {
         assert_eq!(old.merge(&new).expect("merge"), new);
         assert_eq!(new.merge(&old).expect("merge"), new);
 
-        // A forged newer self-signature does not displace the real one:
-        // the new copy's signature damaged, next to the old copy's.
-        let newest = parse_binary_keys(&new_copy).expect("parse").remove(0).details.users[0].signatures[0]
-            .to_bytes()
-            .expect("bytes");
-        let at_sig = new_copy
-            .windows(newest.len())
-            .position(|w| w == &newest[..])
-            .expect("signature in export");
-        let mut forged_copy = new_copy.clone();
-        forged_copy[at_sig + newest.len() - 1] ^= 0x55;
-        assert_eq!(check(&forged_copy).unwrap_err(), KeyError::BadSelfSignatures);
-        let mut forged = parse_binary_keys(&forged_copy).expect("parse").remove(0);
-        let old_sigs = parse_binary_keys(&old_copy).expect("parse").remove(0).details.users[0]
-            .signatures
-            .clone();
-        forged.details.users[0].signatures.extend(old_sigs);
-        let checked = check_key(forged, &KeyPolicy::default()).expect("the older self-signature still verifies");
+        // A forged newer self-signature does not displace the real one.
+        let checked = check(forged_next_to_old(&new_copy, &newest, &old_copy)).expect("the older one verifies");
         assert_eq!(checked.expires_at(), old.expires_at());
+    }
+
+    #[test]
+    fn expiry_is_probed_from_the_newest_self_signature_that_verifies() {
+        let now = Utc::now();
+        // Extended in 2026 until 2029: the 2026 expiry is superseded.
+        let (old_copy, new_copy, _) = gpg_key_re_signed("Olga <olga@example.org>", "1y", "3y");
+        assert!(has_expired(&first_key(&old_copy), now));
+        assert!(!has_expired(&first_key(&new_copy), now));
+        // Cut short in 2026 to a day: expired, unless that self-signature is a forgery.
+        let (old_copy, new_copy, newest_short) = gpg_key_re_signed("Pia <pia@example.org>", "never", "1d");
+        assert!(has_expired(&first_key(&new_copy), now));
+        let forged = forged_next_to_old(&new_copy, &newest_short, &old_copy);
+        assert!(!has_expired(&forged, now));
+        let checked = check_key(forged, &KeyPolicy::default()).expect("the older self-signature verifies");
+        assert_eq!(checked.expires_at(), None);
     }
 
     #[test]
