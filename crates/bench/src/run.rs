@@ -3,7 +3,9 @@
 //!
 //! 1. `keyreg --import` of the corpus: keys per second, peak RSS, database
 //!    size; then of fresh Ed25519 keys alone (at most 20,000) into a scratch
-//!    database, the figure with the least signature-checking cost per key.
+//!    database, the figure with the least signature-checking cost per key;
+//!    then of the Debian keyring (real keys, heavily certified), against
+//!    SKS's rate for it.
 //! 2. Lookups against keyserv, then the same load against the no-op
 //!    responder answering with keyserv's mean answer size: throughput,
 //!    p50/p99, and keyserv's throughput as a share of the no-op's.
@@ -30,6 +32,25 @@ use nix::unistd::Pid;
 
 use crate::corpus::{self, Corpus, Mix};
 use crate::load::{self, LoadReport, LoadSpec};
+
+/// A real-world, heavily certified keyring: the Debian developers' keys.
+const REAL_WORLD_KEYRING: &str = "/usr/share/keyrings/debian-keyring.gpg";
+/// SKS's build of that keyring on the development machine (issue #4): the
+/// figure `keyreg --import` is held to.
+const SKS_KEYS_PER_SECOND: f64 = 2000.0;
+
+/// How many keys an import's summary line (`641 keys added, 0 merged, 264
+/// refused; ...`) says the file held.
+fn keys_offered(summary: &str) -> Option<usize> {
+    let line = summary.lines().find(|line| line.contains(" keys added, "))?;
+    let counts: Vec<usize> = line
+        .split(';')
+        .next()?
+        .split(", ")
+        .map(|part| part.split_whitespace().next()?.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(counts.iter().sum())
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -306,6 +327,40 @@ impl Bench {
             measured.seconds,
             fresh.keys as f64 / measured.seconds
         );
+        self.import_real_world()
+    }
+
+    /// The Debian keyring: real keys, heavily certified. Imported into a
+    /// fresh database five times; the median run counts.
+    fn import_real_world(&self) -> Result<()> {
+        let keyring = Path::new(REAL_WORLD_KEYRING);
+        let Ok(metadata) = fs::metadata(keyring) else {
+            println!("   real-world keyring: {REAL_WORLD_KEYRING} is missing (Debian package debian-keyring); skipped");
+            return Ok(());
+        };
+        let mut runs = Vec::new();
+        let mut keys = 0;
+        for run in 0..5 {
+            let scratch = self.spec.work_dir.join(format!("real-world-{run}"));
+            fs::create_dir_all(&scratch)?;
+            let config = scratch.join("keyserver.toml");
+            fs::write(
+                &config,
+                format!("state_dir = \"{}\"\n[mail]\ntransport = \"file\"\n", scratch.display()),
+            )?;
+            let measured = self.measure("keyreg", &config, &["--import", REAL_WORLD_KEYRING])?;
+            keys = keys_offered(&measured.output).context("keyreg's import summary")?;
+            runs.push(measured.seconds);
+            fs::remove_dir_all(&scratch)?;
+        }
+        runs.sort_by(f64::total_cmp);
+        let median = runs[runs.len() / 2];
+        let rate = keys as f64 / median;
+        println!(
+            "   real-world keyring {REAL_WORLD_KEYRING} ({keys} keys, {} KB each on average): median of 5 runs {median:.2} s = {rate:.0} keys/s, {:.2}x SKS's {SKS_KEYS_PER_SECOND:.0} keys/s",
+            metadata.len() / keys.max(1) as u64 / 1024,
+            rate / SKS_KEYS_PER_SECOND
+        );
         Ok(())
     }
 
@@ -482,4 +537,16 @@ pub fn measure(program: &Path, args: &[String]) -> Result<()> {
         status.code().unwrap_or(-1)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keys_offered;
+
+    #[test]
+    fn an_import_summary_counts_every_key_offered() {
+        let output = "641 keys added, 3 merged, 264 refused; 1997 addresses added, 0 refused\n";
+        assert_eq!(keys_offered(output), Some(908));
+        assert_eq!(keys_offered("imported nothing"), None);
+    }
 }

@@ -649,8 +649,9 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
         KeyVersion::V4 | KeyVersion::V6 => {}
         other => return Err(KeyError::UnsupportedVersion(u8::from(other))),
     }
+    let ids = PrimaryIds::of(&primary);
     let fingerprint =
-        Fingerprint::from_bytes(primary.fingerprint().as_bytes()).map_err(|e| KeyError::Unreadable(e.to_string()))?;
+        Fingerprint::from_bytes(ids.fingerprint.as_bytes()).map_err(|e| KeyError::Unreadable(e.to_string()))?;
     check_algorithm(&primary, policy)?;
 
     let user_count = key.details.users.len();
@@ -679,7 +680,6 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
 
     // Key revocations and direct-key signatures made by the primary key.
     let signer = Checked::new(&primary);
-    let ids = PrimaryIds::of(&primary);
     let revocations = verified(
         by_primary(details.revocation_signatures, &ids, SignatureType::KeyRevocation),
         &mut budget,
