@@ -312,13 +312,7 @@ impl Bench {
             self.spec.keys.min(20_000),
             Mix { rsa_percent: 0 },
         )?;
-        let scratch = self.spec.work_dir.join("ed25519");
-        fs::create_dir_all(&scratch)?;
-        let config = scratch.join("keyserver.toml");
-        fs::write(
-            &config,
-            format!("state_dir = \"{}\"\n[mail]\ntransport = \"file\"\n", scratch.display()),
-        )?;
+        let config = self.scratch_config("ed25519")?;
         let keyring = fresh.keyring().display().to_string();
         let measured = self.measure("keyreg", &config, &["--import", &keyring])?;
         println!(
@@ -328,6 +322,19 @@ impl Bench {
             fresh.keys as f64 / measured.seconds
         );
         self.import_real_world()
+    }
+
+    /// A configuration for a fresh state directory `name` in the work
+    /// directory, for an import of its own.
+    fn scratch_config(&self, name: &str) -> Result<PathBuf> {
+        let scratch = self.spec.work_dir.join(name);
+        fs::create_dir_all(&scratch)?;
+        let config = scratch.join("keyserver.toml");
+        fs::write(
+            &config,
+            format!("state_dir = \"{}\"\n[mail]\ntransport = \"file\"\n", scratch.display()),
+        )?;
+        Ok(config)
     }
 
     /// The Debian keyring: real keys, heavily certified. Imported into a
@@ -341,17 +348,10 @@ impl Bench {
         let mut runs = Vec::new();
         let mut keys = 0;
         for run in 0..5 {
-            let scratch = self.spec.work_dir.join(format!("real-world-{run}"));
-            fs::create_dir_all(&scratch)?;
-            let config = scratch.join("keyserver.toml");
-            fs::write(
-                &config,
-                format!("state_dir = \"{}\"\n[mail]\ntransport = \"file\"\n", scratch.display()),
-            )?;
+            let config = self.scratch_config(&format!("real-world-{run}"))?;
             let measured = self.measure("keyreg", &config, &["--import", REAL_WORLD_KEYRING])?;
             keys = keys_offered(&measured.output).context("keyreg's import summary")?;
             runs.push(measured.seconds);
-            fs::remove_dir_all(&scratch)?;
         }
         runs.sort_by(f64::total_cmp);
         let median = runs[runs.len() / 2];

@@ -36,8 +36,12 @@ use crate::txlog::{LogEntry, TransactionLog};
 pub const WINDOW_KEYS: usize = 2000;
 /// A window opens once this long has passed since the first key waiting for it.
 const WINDOW_GATHER: Duration = Duration::from_millis(100);
-/// Keys waiting between two stages.
-const QUEUE: usize = 64;
+/// Parsed keys waiting to be checked: few, as one may be megabytes.
+const PARSED_QUEUE: usize = 64;
+/// Checked keys waiting for a window: stripped and small, and enough of
+/// them that a window finds a full load ready rather than a trickle (each
+/// window costs a sync of the whole database file).
+const CHECKED_QUEUE: usize = WINDOW_KEYS;
 
 /// How far an import has got, for a progress bar.
 #[derive(Debug, Clone, Copy)]
@@ -254,8 +258,8 @@ impl Importer<'_> {
         let bytes_total = std::fs::metadata(path).map_err(|err| import_error(path, err))?.len();
         let count = Arc::new(AtomicU64::new(0));
         let input = open_input(path, &count)?;
-        let (job_sender, job_receiver) = mpsc::sync_channel::<(usize, Parsed)>(QUEUE);
-        let (done_sender, done) = mpsc::sync_channel::<(usize, Candidate)>(QUEUE);
+        let (job_sender, job_receiver) = mpsc::sync_channel::<(usize, Parsed)>(PARSED_QUEUE);
+        let (done_sender, done) = mpsc::sync_channel::<(usize, Candidate)>(CHECKED_QUEUE);
         // Shared by the checkers and dropped with the last of them, so the
         // reader stops too if applying fails.
         let jobs = Arc::new(Mutex::new(job_receiver));

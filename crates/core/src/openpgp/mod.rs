@@ -1910,20 +1910,24 @@ mod tests {
         dir
     }
 
+    /// The fingerprint of the key with `uid` in the gpg home.
+    fn gpg_fingerprint(home: &Path, uid: &str) -> String {
+        let listing = gpg(home, &["--with-colons", "--list-keys", uid]);
+        String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|l| l.split(':').nth(8))
+            .expect("fingerprint")
+            .to_string()
+    }
+
     fn gpg_key(algo: &str, sub_algo: &str, uid: &str) -> String {
         let home = gpg_home();
         let common = ["--passphrase", "", "--pinentry-mode", "loopback"];
         let mut args = common.to_vec();
         args.extend(["--quick-gen-key", uid, algo, "sign", "never"]);
         gpg(home.path(), &args);
-        let listing = gpg(home.path(), &["--with-colons", "--list-keys", uid]);
-        let listing = String::from_utf8_lossy(&listing.stdout).to_string();
-        let fpr = listing
-            .lines()
-            .find(|l| l.starts_with("fpr:"))
-            .and_then(|l| l.split(':').nth(9))
-            .expect("fingerprint")
-            .to_string();
+        let fpr = gpg_fingerprint(home.path(), uid);
         let mut args = common.to_vec();
         args.extend(["--quick-add-key", &fpr, sub_algo, "encr", "never"]);
         gpg(home.path(), &args);
@@ -2115,14 +2119,7 @@ mod tests {
         );
         let export = || gpg(home.path(), &["--export", uid]).stdout;
         let old_copy = export();
-        let listing =
-            String::from_utf8_lossy(&gpg(home.path(), &["--with-colons", "--list-keys", uid]).stdout).to_string();
-        let fpr = listing
-            .lines()
-            .find_map(|l| l.strip_prefix("fpr:"))
-            .and_then(|l| l.split(':').nth(8))
-            .expect("fingerprint")
-            .to_string();
+        let fpr = gpg_fingerprint(home.path(), uid);
         at("20260101T000000!", &["--quick-set-expire", &fpr, second_expiry]);
         let new_copy = export();
         // gpg keeps only the newest self-signature of a user ID.
