@@ -1,5 +1,6 @@
 //! Key parsing and checks on arbitrary binary and armored input; a key
-//! that passes survives its own armor round trip.
+//! that passes survives its own armor round trip, and the expiry probe
+//! agrees with the full check.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,8 +9,11 @@ use ripem_core::openpgp::{self, KeyPolicy};
 fuzz_target!(|data: &[u8]| {
     let policy = KeyPolicy::default();
     if let Ok(keys) = openpgp::parse_binary_keys(data) {
+        let now = chrono::Utc::now();
         for key in keys {
+            let probed_expired = openpgp::has_expired(&key, now);
             if let Ok(checked) = openpgp::check_key(key, &policy) {
+                assert!(!probed_expired || checked.is_expired(now), "the probe found an expiry the check did not");
                 let back = openpgp::read_stored_key(&checked.to_armored()).expect("a checked key reads back");
                 assert_eq!(back.fingerprint(), checked.fingerprint());
             }

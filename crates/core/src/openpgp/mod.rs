@@ -736,14 +736,7 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
     let created_secs = primary.created_at().as_secs();
     let expires_at = newest_self_sig
         .as_ref()
-        .and_then(Signature::key_expiration_time)
-        .map(|d| d.as_secs())
-        .filter(|secs| *secs != 0)
-        .map(|secs| {
-            Utc.timestamp_opt(i64::from(created_secs) + i64::from(secs), 0)
-                .single()
-                .unwrap_or(DateTime::<Utc>::MAX_UTC)
-        });
+        .and_then(|sig| expiry_set_by(sig, created_secs));
 
     // Subkeys with their newest binding and their revocations. A subkey
     // repeated in the key counts once.
@@ -783,7 +776,7 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
                 .filter(|sig| sig.typ() == Some(SignatureType::SubkeyRevocation))
                 .collect(),
             &mut budget,
-            |sig| sig.verify_subkey_binding(&signer, &subkey.key),
+            |sig| sig.verify_subkey_binding(&signer, &bound),
         )?;
         let mut signatures = binding;
         signatures.extend(revocations);
@@ -812,6 +805,17 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
         revoked,
         expires_at,
         created_at,
+    })
+}
+
+/// When a self-signature says a key created at `created_secs` expires;
+/// `None` if never.
+fn expiry_set_by(sig: &Signature, created_secs: u32) -> Option<DateTime<Utc>> {
+    let lifetime = sig.key_expiration_time()?.as_secs();
+    (lifetime != 0).then(|| {
+        Utc.timestamp_opt(i64::from(created_secs) + i64::from(lifetime), 0)
+            .single()
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     })
 }
 
@@ -858,24 +862,24 @@ fn expired_by_newest_self_signature(key: &SignedPublicKey, now: DateTime<Utc>) -
         .filter(|(sig, _)| ids.may_have_issued(sig))
         .collect();
     candidates.sort_by_key(|(sig, _)| std::cmp::Reverse(sig_time(sig)));
-    let created = i64::from(primary.created_at().as_secs());
-    let expired = |sig: &Signature| {
-        sig.key_expiration_time()
-            .map(|lifetime| lifetime.as_secs())
-            .filter(|secs| *secs != 0)
-            .is_some_and(|secs| created + i64::from(secs) <= now.timestamp())
-    };
+    let created = primary.created_at().as_secs();
+    let expired = |sig: &Signature| expiry_set_by(sig, created).is_some_and(|at| at <= now);
     if !candidates.first().is_some_and(|(sig, _)| expired(sig)) {
         return false;
     }
     let signer = Checked::new(primary);
-    for (sig, user_id) in candidates.into_iter().take(EXPIRY_PROBE_CHECKS) {
+    for (sig, user_id) in candidates.iter().take(EXPIRY_PROBE_CHECKS) {
         let verified = match user_id {
-            Some(id) => sig.verify_certification(&signer, Tag::UserId, id),
+            Some(id) => sig.verify_certification(&signer, Tag::UserId, *id),
             None => sig.verify_key(&signer),
         };
         if verified.is_ok() {
-            return expired(sig);
+            // Self-signatures made in the same second may disagree; which
+            // one counts is check_key's to say.
+            let tie = candidates
+                .iter()
+                .any(|(other, _)| sig_time(other) == sig_time(sig) && expired(other) != expired(sig));
+            return expired(sig) && !tie;
         }
     }
     false

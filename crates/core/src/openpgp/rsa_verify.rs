@@ -4,20 +4,15 @@
 //! (num-bigint-dig) takes about 0.5 ms per RSA-4096 signature on this
 //! machine's class of CPU, against 0.07 ms for OpenSSL (`openssl speed
 //! rsa4096`). Checking self-signatures is nearly all of what
-//! `keyreg --import` does with a real keyring (the Debian keyring's 905
-//! keys need about 6,000 RSA checks), so [`Checked`] hands RSA PKCS #1
-//! v1.5 signatures over the digest rPGP computed to OpenSSL's
+//! `keyreg --import` does with a real keyring (thousands of RSA checks for
+//! the Debian keyring's 905 keys), so [`Checked`] hands RSA PKCS #1 v1.5
+//! signatures over the digest rPGP computed to OpenSSL's
 //! `EVP_PKEY_verify`, which checks the padding and the DigestInfo
-//! encoding itself. Other algorithms and hashes OpenSSL is not asked about
-//! go to rPGP unchanged.
+//! encoding itself. Everything else goes to rPGP unchanged: other
+//! algorithms, hashes not listed here, and public exponents over 64 bits
+//! (which OpenSSL refuses for moduli over 3,072 bits; rPGP's largest
+//! modulus is within OpenSSL's).
 
-use pgp::crypto::hash::HashAlgorithm;
-use pgp::crypto::public_key::PublicKeyAlgorithm;
-use pgp::errors::Error as PgpError;
-use pgp::ser::Serialize;
-use pgp::types::{
-    Fingerprint, KeyDetails, KeyId, KeyVersion, Mpi, PublicParams, SignatureBytes, Timestamp, VerifyingKey,
-};
 use std::cell::OnceCell;
 
 use openssl::bn::BigNum;
@@ -26,14 +21,24 @@ use openssl::md::{Md, MdRef};
 use openssl::pkey::{PKey, Public};
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::{Padding, Rsa};
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::crypto::public_key::PublicKeyAlgorithm;
+use pgp::errors::Error as PgpError;
+use pgp::ser::Serialize;
+use pgp::types::{
+    Fingerprint, KeyDetails, KeyId, KeyVersion, Mpi, PublicParams, SignatureBytes, Timestamp, VerifyingKey,
+};
 use rsa::traits::PublicKeyParts;
 use rsa::RsaPublicKey;
+
+/// Longest public exponent handed to OpenSSL, in bytes.
+const MAX_EXPONENT_BYTES: usize = 8;
 
 /// A key that verifies signatures like the key it wraps, faster: RSA
 /// through OpenSSL (the key converted once, so OpenSSL's Montgomery
 /// context is built once too), and the key's serialisation (which every
-/// signature over it hashes) and fingerprint worked out once. Pass it wherever rPGP wants a
-/// verifying key, one per key checked.
+/// signature over it hashes) and fingerprint worked out once. Pass it
+/// wherever rPGP wants a verifying key, one per key checked.
 pub(super) struct Checked<'a, K> {
     key: &'a K,
     bytes: OnceCell<Vec<u8>>,
@@ -115,7 +120,7 @@ impl<K: Serialize> Serialize for Checked<'_, K> {
 impl<K: VerifyingKey> VerifyingKey for Checked<'_, K> {
     fn verify(&self, hash: HashAlgorithm, digest: &[u8], signature: &SignatureBytes) -> pgp::errors::Result<()> {
         if let PublicParams::RSA(params) = self.key.public_params() {
-            let public = self.openssl.get_or_init(|| openssl_key(&params.key).ok());
+            let public = self.openssl.get_or_init(|| openssl_key(&params.key));
             if let Some(verdict) = public
                 .as_ref()
                 .and_then(|public| verify_pkcs1v15(public, hash, digest, signature))
@@ -127,11 +132,17 @@ impl<K: VerifyingKey> VerifyingKey for Checked<'_, K> {
     }
 }
 
-/// The RSA public key as OpenSSL's.
-fn openssl_key(key: &RsaPublicKey) -> Result<PKey<Public>, ErrorStack> {
-    let n = BigNum::from_slice(&key.n().to_bytes_be())?;
-    let e = BigNum::from_slice(&key.e().to_bytes_be())?;
-    PKey::from_rsa(Rsa::from_public_components(n, e)?)
+/// The RSA public key as OpenSSL's; `None` when rPGP should check it.
+fn openssl_key(key: &RsaPublicKey) -> Option<PKey<Public>> {
+    let e = key.e().to_bytes_be();
+    if e.len() > MAX_EXPONENT_BYTES {
+        return None;
+    }
+    let convert = || -> Result<PKey<Public>, ErrorStack> {
+        let n = BigNum::from_slice(&key.n().to_bytes_be())?;
+        PKey::from_rsa(Rsa::from_public_components(n, BigNum::from_slice(&e)?)?)
+    };
+    convert().ok()
 }
 
 fn refused(why: impl std::fmt::Display) -> PgpError {
