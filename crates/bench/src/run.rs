@@ -56,7 +56,7 @@ fn keys_offered(summary: &str) -> Option<usize> {
 /// keyserv's answer cache for a corpus: room for every answer (about
 /// 1.4 KB each at a million keys), at least the default 64 MB.
 fn answer_cache_mb(keys: usize) -> usize {
-    (keys * 2048 >> 20).max(64)
+    ((keys * 2048) >> 20).max(64)
 }
 
 /// How long to ask for every address once before measuring lookups, so
