@@ -180,11 +180,16 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
         if signals::take_reload() {
             match reload() {
                 Some(new_config) => {
+                    // Workers hold the settings for a whole batch, so none
+                    // is under way while they are replaced; the cache goes
+                    // with them, and the generation bump makes each worker
+                    // reopen before its next batch.
                     if let Ok(mut settings) = shared.settings.write() {
                         *settings = Settings::from_config(&new_config);
-                    }
-                    if let Ok(mut cache) = shared.cache.write() {
-                        *cache = new_cache(&new_config);
+                        if let Ok(mut cache) = shared.cache.write() {
+                            *cache = new_cache(&new_config);
+                        }
+                        shared.generation.fetch_add(1, Ordering::SeqCst);
                     }
                     log("configuration reloaded");
                 }
