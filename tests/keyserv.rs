@@ -274,3 +274,55 @@ fn rate_limit_zero_turns_it_off() {
         assert!(buffer[..length].starts_with(b"USERINFO"));
     }
 }
+
+#[test]
+fn remembered_answers_follow_writes() {
+    let server = Server::new();
+    let gpg = Gpg::new();
+    let dana = gpg.key("Dana <dana@example.org>", "ed25519");
+    let keys = tempfile::tempdir().unwrap();
+    let carol = rpgp_key(keys.path(), "carol", &["--uid", "Carol <carol@example.com>"]);
+    server.mail("add", &plain_mail("dana@example.org", &dana));
+    server.mail("add", &plain_mail("carol@example.com", &carol));
+    server.keyreg_once();
+    let keyserv = server.start_keyserv();
+
+    let before = keyserv.lookup("dana@example.org");
+    assert!(before.starts_with("USERINFO\nUser: dana@example.org\n"), "{before}");
+    assert_eq!(keyserv.lookup("dana@example.org"), before, "now from the answer cache");
+    let carol_fpr = record_fingerprint(&keyserv.lookup("carol@example.com"));
+    let fallback = keyserv.lookup("carol@mail.example.com");
+    assert_eq!(record_fingerprint(&fallback), carol_fpr, "one level up");
+
+    // Dana adds a user ID and sends her key again: the remembered answer
+    // about her key is forgotten, the one about Carol's is kept.
+    let fpr = gpg.fingerprint("dana@example.org");
+    let added = gpg.run(&["--quick-add-uid", &fpr, "Dana <dana@example.net>"], b"");
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let dana = gpg.run(&["--armor", "--export", &fpr], b"").stdout;
+    server.mail("add", &plain_mail("dana@example.org", &dana));
+    // Someone registers the address that was answered one level up.
+    let mallory = rpgp_key(keys.path(), "mallory", &["--uid", "Mallory <carol@mail.example.com>"]);
+    server.mail("add", &plain_mail("carol@mail.example.com", &mallory));
+    server.keyreg_once();
+
+    // The first lookup after a write brings the cache up to date; what it
+    // still holds must be true.
+    assert_eq!(record_fingerprint(&keyserv.lookup("carol@example.com")), carol_fpr);
+    let after = keyserv.lookup("dana@example.org");
+    assert!(after.contains("User: dana@example.net\n"), "{after}");
+    assert_eq!(keyserv.lookup("dana@example.net"), after);
+    let moved = keyserv.lookup("carol@mail.example.com");
+    assert!(moved.starts_with("USERINFO\nUser: carol@mail.example.com\n"), "{moved}");
+    assert_ne!(record_fingerprint(&moved), carol_fpr);
+
+    // Without a journal keyserv can't tell what changed, and forgets all.
+    std::fs::remove_file(server.path("keys.gdbm.journal")).unwrap();
+    let extra = gpg.run(&["--quick-add-uid", &fpr, "Dana <dana@example.com>"], b"");
+    assert_eq!(extra.code, 0, "{}", extra.stderr);
+    let dana = gpg.run(&["--armor", "--export", &fpr], b"").stdout;
+    server.mail("add", &plain_mail("dana@example.org", &dana));
+    server.keyreg_once();
+    assert_eq!(record_fingerprint(&keyserv.lookup("carol@example.com")), carol_fpr);
+    assert!(keyserv.lookup("dana@example.org").contains("User: dana@example.com\n"));
+}

@@ -52,7 +52,8 @@ fuzz_target!(|datagram: &[u8]| {
     let fixture = fixture().lock().expect("fixture");
     let mut out = Vec::new();
     match answer(datagram, Some(&fixture.store), &fixture.redirects, false, &mut out) {
-        Ok(Handled::Answered) => {
+        Ok(handled @ (Handled::Answered | Handled::Found)) => {
+            assert!(handled == Handled::Answered || out.starts_with(b"USERINFO\n"));
             assert_eq!(out.last(), Some(&0));
             assert_eq!(out.iter().filter(|&&b| b == 0).count(), 1);
             assert!(["USERINFO\n", "NOTFOUND\n", "BADFMT\n", "CMDUNREG\n", "REDIRECT\n"]

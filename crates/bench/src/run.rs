@@ -6,7 +6,8 @@
 //!    database, the figure with the least signature-checking cost per key;
 //!    then of the Debian keyring (real keys, heavily certified), against
 //!    SKS's rate for it.
-//! 2. Lookups against keyserv, then the same load against the no-op
+//! 2. Lookups against keyserv (after one pass over every address, which
+//!    fills its answer cache), then the same load against the no-op
 //!    responder answering with keyserv's mean answer size: throughput,
 //!    p50/p99, and keyserv's throughput as a share of the no-op's.
 //! 3. The same lookups while the keyreg daemon registers a new key sent
@@ -50,6 +51,19 @@ fn keys_offered(summary: &str) -> Option<usize> {
         .map(|part| part.split_whitespace().next()?.parse().ok())
         .collect::<Option<_>>()?;
     Some(counts.iter().sum())
+}
+
+/// keyserv's answer cache for a corpus: room for every answer (about
+/// 1.4 KB each at a million keys), at least the default 64 MB.
+fn answer_cache_mb(keys: usize) -> usize {
+    ((keys * 2048) >> 20).max(64)
+}
+
+/// How long to ask for every address once before measuring lookups, so
+/// that keyserv's answer cache is filled: a pass at 100,000 lookups per
+/// second or more, plus a second.
+fn warm_up(keys: usize) -> Duration {
+    Duration::from_secs(keys as u64 / 100_000 + 1)
 }
 
 /// What to run.
@@ -183,8 +197,9 @@ pub fn run(spec: RunSpec) -> Result<()> {
     fs::write(
         &config,
         format!(
-            "state_dir = \"{}\"\n[keyserv]\nlisten = [\"127.0.0.1:{port}\"]\nrate_limit = 0\n[mail]\ntransport = \"file\"\nfrom = \"keyserver@bench.example.org\"\n",
-            state.display()
+            "state_dir = \"{}\"\n[keyserv]\nlisten = [\"127.0.0.1:{port}\"]\nrate_limit = 0\nanswer_cache_mb = {}\n[mail]\ntransport = \"file\"\nfrom = \"keyserver@bench.example.org\"\n",
+            state.display(),
+            answer_cache_mb(spec.keys)
         ),
     )?;
     let bench = Bench {
@@ -276,16 +291,19 @@ impl Bench {
         Ok(keyserv)
     }
 
-    fn load(&self, target: SocketAddr) -> Result<LoadReport> {
-        let spec = LoadSpec {
+    fn load_spec(&self, target: SocketAddr) -> Result<LoadSpec> {
+        Ok(LoadSpec {
             target,
             source: "127.0.0.1".parse()?,
             sockets: self.spec.sockets,
             in_flight: self.spec.in_flight,
             duration: self.spec.duration,
             timeout: Duration::from_secs(1),
-        };
-        load::run(&spec, Arc::clone(&self.addresses))
+        })
+    }
+
+    fn load(&self, target: SocketAddr) -> Result<LoadReport> {
+        load::run(&self.load_spec(target)?, Arc::clone(&self.addresses))
     }
 
     fn target(&self) -> SocketAddr {
@@ -365,8 +383,19 @@ impl Bench {
     }
 
     /// Phase 2; returns keyserv's memory at its end.
+    /// keyserv, started and asked for every address once.
+    fn start_warm_keyserv(&self) -> Result<Running> {
+        let keyserv = self.start_keyserv()?;
+        let spec = LoadSpec {
+            duration: warm_up(self.spec.keys),
+            ..self.load_spec(self.target())?
+        };
+        load::run(&spec, Arc::clone(&self.addresses))?;
+        Ok(keyserv)
+    }
+
     fn lookups(&self) -> Result<Memory> {
-        let mut keyserv = self.start_keyserv()?;
+        let mut keyserv = self.start_warm_keyserv()?;
         let served = self.load(self.target())?;
         let memory = keyserv.memory();
         keyserv.stop();
@@ -408,7 +437,7 @@ impl Bench {
             .into_iter()
             .map(str::to_string)
             .collect();
-        let mut keyserv = self.start_keyserv()?;
+        let mut keyserv = self.start_warm_keyserv()?;
         let config = self.config.display().to_string();
         let mut keyreg = self.start("keyreg", self.bin("keyreg"), &["--config", &config])?;
         let stop = AtomicBool::new(false);

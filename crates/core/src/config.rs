@@ -102,6 +102,7 @@ struct FileKeyserv {
     log_requests: Option<bool>,
     log_answers: Option<bool>,
     allow_quit: Option<bool>,
+    answer_cache_mb: Option<u64>,
     #[serde(default)]
     redirect: BTreeMap<String, String>,
 }
@@ -193,6 +194,8 @@ pub struct KeyservConfig {
     pub log_answers: bool,
     /// Honour the old `QUIT` command (off: a UDP source can be forged).
     pub allow_quit: bool,
+    /// Bytes of answers kept in memory, shared by the worker threads.
+    pub answer_cache_bytes: usize,
     /// Domain → `host[:port]` of the key server responsible for it.
     pub redirect: BTreeMap<String, String>,
 }
@@ -333,6 +336,8 @@ impl Config {
             log_requests: file.keyserv.log_requests.unwrap_or(false),
             log_answers: file.keyserv.log_answers.unwrap_or(false),
             allow_quit: file.keyserv.allow_quit.unwrap_or(false),
+            answer_cache_bytes: usize::try_from(file.keyserv.answer_cache_mb.unwrap_or(64).saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
             redirect,
         };
 

@@ -15,6 +15,7 @@
 //! in here; [`cli`] is what they share.
 #![warn(missing_docs)]
 
+pub mod answer_cache;
 pub mod atomic;
 pub mod cli;
 pub mod client;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod flat;
 pub mod gdbm;
 pub mod import;
+pub mod journal;
 pub mod mail;
 pub mod openpgp;
 pub mod pidfile;

@@ -159,7 +159,11 @@ pub fn parse_answer(datagram: &[u8]) -> Option<Answer> {
 /// What [`answer`] did with a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
-    /// An answer was appended.
+    /// The record of the key asked for (by the very address or
+    /// fingerprint asked) was appended: this answer stays true until that
+    /// key's record changes.
+    Found,
+    /// Another answer was appended: it may change with any write.
     Answered,
     /// An allowed `QUIT`: nothing appended; the server should stop.
     Quit,
@@ -194,6 +198,10 @@ pub fn answer(
     if let Some(store) = store {
         let found = store.append_record(&query, out);
         let mut found = found.inspect_err(|_| out.truncate(start))?;
+        if found {
+            out.push(0);
+            return Ok(Handled::Found);
+        }
         let mut up = match &query {
             Query::Email(email) => email.up_one_level(),
             Query::Fingerprint(_) => None,

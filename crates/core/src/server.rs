@@ -13,16 +13,17 @@
 //! reads the new data. SIGUSR1 (keyreg is about to write) makes workers
 //! step aside so the writer gets the lock at once; lookups arriving during
 //! the window wait for it, and are never dropped nor answered NOTFOUND for
-//! a key that exists. Each worker also keeps the answers it sent lately
-//! ([`AnswerCache`], bounded, emptied whenever the database changes), so a
-//! repeated lookup skips parsing and GDBM. Answers are rate limited per source network
+//! a key that exists. The workers share the answers they sent
+//! ([`AnswerCache`], bounded), so a repeated lookup skips parsing and
+//! GDBM; a write makes them forget only the answers about the keys it
+//! changed (the change journal). Answers are rate limited per source network
 //! ([`RateLimiter`]). SIGHUP reloads the configuration (redirects,
 //! logging, rate limits) and reopens the database; SIGTERM/SIGINT stop
 //! the workers and remove the pid file. Requesters are not logged unless
 //! `log_requests` is set; `log_answers` (`keyserv -v`) logs each answer's
 //! type alone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -31,7 +32,9 @@ use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::answer_cache::AnswerCache;
 use crate::config::Config;
+use crate::journal;
 use crate::pidfile::{PidFile, PidFileError};
 use crate::protocol::{self, Handled};
 use crate::ratelimit::RateLimiter;
@@ -50,60 +53,6 @@ const RECEIVE_TIMEOUT: Duration = Duration::from_millis(50);
 const READER_WAIT: Duration = Duration::from_secs(10);
 /// Socket receive buffer asked for, so bursts queue rather than drop.
 const RECEIVE_BUFFER: usize = 4 << 20;
-/// Bytes of answers one worker keeps cached.
-const CACHE_BYTES: usize = 32 << 20;
-/// Requests longer than this are not cached.
-const CACHE_KEY_MAX: usize = 300;
-
-/// A worker's recent USERINFO answers, by the exact request bytes, all
-/// read at one database generation: a hit is answered without parsing or
-/// GDBM. Memory is bounded: it is emptied when full, and whenever the
-/// database's generation (or the configuration) changes.
-struct AnswerCache {
-    generation: u64,
-    answers: HashMap<Box<[u8]>, Box<[u8]>>,
-    bytes: usize,
-}
-
-impl AnswerCache {
-    fn new() -> AnswerCache {
-        AnswerCache {
-            generation: 0,
-            answers: HashMap::new(),
-            bytes: 0,
-        }
-    }
-
-    fn clear(&mut self) {
-        self.answers.clear();
-        self.bytes = 0;
-    }
-
-    /// Forgets everything read at another generation.
-    fn follow(&mut self, generation: u64) {
-        if generation != self.generation {
-            self.clear();
-            self.generation = generation;
-        }
-    }
-
-    fn get(&self, request: &[u8]) -> Option<&[u8]> {
-        self.answers.get(request).map(|answer| &**answer)
-    }
-
-    fn insert(&mut self, request: &[u8], answer: &[u8]) {
-        if request.len() > CACHE_KEY_MAX || !answer.starts_with(b"USERINFO\n") {
-            return;
-        }
-        let size = request.len() + answer.len();
-        if self.bytes + size > CACHE_BYTES {
-            self.clear();
-        }
-        self.bytes += size;
-        self.answers.insert(request.into(), answer.into());
-    }
-}
-
 /// Why keyserv could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -154,6 +103,7 @@ impl Settings {
 /// State shared by the main thread and the workers.
 struct Shared {
     settings: RwLock<Settings>,
+    cache: RwLock<AnswerCache>,
     /// Bumped on SIGHUP: workers reopen the database from the new settings.
     generation: AtomicU64,
     stop: AtomicBool,
@@ -162,6 +112,13 @@ struct Shared {
 /// Logs one line on stderr, prefixed with the program name.
 fn log(line: &str) {
     eprintln!("keyserv: {line}");
+}
+
+fn new_cache(config: &Config) -> AnswerCache {
+    AnswerCache::new(
+        &journal::path_for(&config.paths.database_lock()),
+        config.keyserv.answer_cache_bytes,
+    )
 }
 
 fn bind(addr: SocketAddr) -> Result<UdpSocket, ServerError> {
@@ -187,6 +144,7 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
     signals::install().map_err(ServerError::Signals)?;
     let shared = Arc::new(Shared {
         settings: RwLock::new(Settings::from_config(config)),
+        cache: RwLock::new(new_cache(config)),
         generation: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
@@ -222,8 +180,16 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
         if signals::take_reload() {
             match reload() {
                 Some(new_config) => {
+                    // Workers hold the settings for a whole batch, so none
+                    // is under way while they are replaced; the cache goes
+                    // with them, and the generation bump makes each worker
+                    // reopen before its next batch.
                     if let Ok(mut settings) = shared.settings.write() {
                         *settings = Settings::from_config(&new_config);
+                        if let Ok(mut cache) = shared.cache.write() {
+                            *cache = new_cache(&new_config);
+                        }
+                        shared.generation.fetch_add(1, Ordering::SeqCst);
                     }
                     log("configuration reloaded");
                 }
@@ -239,13 +205,17 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
     Ok(())
 }
 
+/// A request and its answer, to remember.
+type RequestAndAnswer = (Box<[u8]>, Box<[u8]>);
+
 /// One thread's receive–answer loop on a socket it shares.
 fn worker(socket: &UdpSocket, shared: &Shared) {
     let mut batch = Batch::new(BATCH, MAX_REQUEST);
-    let mut cache = AnswerCache::new();
     let mut reader: Option<LiveReader> = None;
     let mut seen_generation = u64::MAX;
     let mut seen_writer = signals::release_requests();
+    // Answers read from GDBM that carry the record asked for: (request, answer).
+    let mut found: Vec<RequestAndAnswer> = Vec::new();
     while !shared.stop.load(Ordering::SeqCst) {
         match batch.receive(socket, true) {
             Ok(_) => {}
@@ -271,7 +241,6 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             Some(reader) if generation == seen_generation => reader,
             _ => {
                 seen_generation = generation;
-                cache.clear();
                 reader.insert(LiveReader::new(&settings.database, &settings.lock))
             }
         };
@@ -280,27 +249,30 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             seen_writer = writer;
             reader.yield_to_writer();
         }
-        // First the rate limit and the cache, without the database lock.
-        match reader.current_generation() {
-            Ok(generation) => cache.follow(generation),
-            Err(_) => cache.clear(),
-        }
+        // First the rate limit and the cache, without the database lock:
+        // the cache answers for the generation the lock file names.
         let now = Instant::now();
         let mut misses = 0u64;
-        batch.answer_all(|index, request, _, peer, out| {
-            if let Some(limiter) = &settings.limiter {
-                if !limiter.allow(udp::source_network(&peer), now) {
-                    return;
+        {
+            let database_generation = reader.current_generation().ok();
+            let Ok(cache) = shared.cache.read() else {
+                return;
+            };
+            batch.answer_all(|index, request, _, peer, out| {
+                if let Some(limiter) = &settings.limiter {
+                    if !limiter.allow(udp::source_network(&peer), now) {
+                        return;
+                    }
                 }
-            }
-            match cache.get(request) {
-                Some(answer) => {
-                    out.extend_from_slice(answer);
-                    log_answer(&settings, &peer, answer);
+                match database_generation.and_then(|generation| cache.get(generation, request)) {
+                    Some(answer) => {
+                        out.extend_from_slice(answer);
+                        log_answer(&settings, &peer, answer);
+                    }
+                    None => misses |= 1 << index,
                 }
-                None => misses |= 1 << index,
-            }
-        });
+            });
+        }
         if misses == 0 {
             send(&mut batch, socket);
             continue;
@@ -313,7 +285,17 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
                 continue;
             }
         };
-        cache.follow(session.generation());
+        let generation = session.generation();
+        // The lock file is held shared: the journal is complete.
+        if shared
+            .cache
+            .read()
+            .map_or(true, |cache| cache.generation() != Some(generation))
+        {
+            if let Ok(mut cache) = shared.cache.write() {
+                cache.follow(generation);
+            }
+        }
         let mut failed = None;
         batch.answer_all(|index, request, truncated, peer, out| {
             if misses & (1 << index) == 0 {
@@ -322,7 +304,8 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             let begin = out.len();
             let request = if truncated { &b""[..] } else { request };
             match protocol::answer(request, session.store(), &settings.redirects, settings.allow_quit, out) {
-                Ok(Handled::Answered) => cache.insert(request, &out[begin..]),
+                Ok(Handled::Found) => found.push((request.into(), out[begin..].into())),
+                Ok(Handled::Answered) => {}
                 Ok(Handled::Quit) => {
                     log("QUIT received; stopping");
                     shared.stop.store(true, Ordering::SeqCst);
@@ -332,6 +315,14 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             log_answer(&settings, &peer, &out[begin..]);
         });
         drop(session);
+        if !found.is_empty() {
+            if let Ok(mut cache) = shared.cache.write() {
+                for (request, answer) in found.drain(..) {
+                    cache.insert(generation, &request, &answer);
+                }
+            }
+            found.clear();
+        }
         if let Some(err) = failed {
             log(&format!("lookup failed, reopening the database: {err}"));
             reader.release();

@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::gdbm::{Gdbm, GdbmError, OpenMode};
+use crate::journal;
 use crate::record::{Record, RecordError};
 use crate::types::{Email, Fingerprint, Query};
 
@@ -179,12 +180,14 @@ fn open_retrying(path: &Path, mode: OpenMode, timeout: Duration) -> Result<Gdbm,
     }
 }
 
-/// A writer's hold on the lock file: an open window, or the means to open one.
+/// A writer's hold on the lock file: an open window, or the means to open
+/// one; and the records the open window changed, for the journal.
 struct Window {
     file: File,
     path: PathBuf,
     timeout: Duration,
     open: bool,
+    changed: Vec<String>,
 }
 
 impl Window {
@@ -196,7 +199,8 @@ impl Window {
         Ok(())
     }
 
-    /// Bumps the generation, so readers reopen, and lets go of the lock.
+    /// Journals the changed records, bumps the generation, so readers
+    /// reopen, and lets go of the lock.
     fn end(&mut self) -> Result<(), StoreError> {
         if !self.open {
             return Ok(());
@@ -206,10 +210,20 @@ impl Window {
             source,
         };
         let next = read_generation(&self.file).wrapping_add(1);
+        let journal = journal::path_for(&self.path);
+        let journaled = journal::append(&journal, next, &std::mem::take(&mut self.changed)).map_err(|source| {
+            // A reader must not take a journal without this window for
+            // complete: without the file it forgets everything instead.
+            let _ = std::fs::remove_file(&journal);
+            StoreError::Lock {
+                path: journal.clone(),
+                source,
+            }
+        });
         let written = self.file.write_all_at(&next.to_le_bytes(), 0).map_err(lock_err);
         self.open = false;
         flock(&self.file, libc::LOCK_UN).map_err(lock_err)?;
-        written
+        written.and(journaled)
     }
 }
 
@@ -280,6 +294,7 @@ impl KeyStore {
             path: lock_path.to_path_buf(),
             timeout,
             open: false,
+            changed: Vec::new(),
         };
         let db = if path.exists() {
             open_retrying(path, OpenMode::WriterCreate, timeout)?
@@ -319,6 +334,13 @@ impl KeyStore {
         match &mut self.window {
             Some(window) => window.end(),
             None => Ok(()),
+        }
+    }
+
+    /// Notes a record the open window changes, for the journal.
+    fn journal_change(&mut self, fingerprint: &Fingerprint) {
+        if let Some(window) = &mut self.window {
+            window.changed.push(fingerprint.as_str().to_string());
         }
     }
 
@@ -424,6 +446,7 @@ impl KeyStore {
     /// released.
     pub fn put(&mut self, record: &Record) -> Result<(), StoreError> {
         self.check_window()?;
+        self.journal_change(&record.fingerprint);
         if let Some(previous) = self.record(&Query::Fingerprint(record.fingerprint.clone()))? {
             for user in previous.users.iter().filter(|user| !record.users.contains(user)) {
                 self.release_address(user, &record.fingerprint)?;
@@ -441,6 +464,7 @@ impl KeyStore {
     /// Deletes a key's record and every address pointing at it.
     pub fn delete(&mut self, fingerprint: &Fingerprint) -> Result<bool, StoreError> {
         self.check_window()?;
+        self.journal_change(fingerprint);
         let Some(record) = self.record(&Query::Fingerprint(fingerprint.clone()))? else {
             return Ok(false);
         };
