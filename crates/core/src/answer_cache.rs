@@ -159,13 +159,19 @@ mod tests {
         format!("USERINFO\nUser: {user}\nFingerprint: {fingerprint}\nPublicKeyInfo:\n x\n\0").into_bytes()
     }
 
-    #[test]
-    fn answers_survive_writes_to_other_records() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A cache brought to generation 1 of a fresh journal.
+    fn cache_at_generation_1(dir: &tempfile::TempDir) -> (std::path::PathBuf, AnswerCache) {
         let path = dir.path().join("keys.gdbm.journal");
         journal::append(&path, 1, &[]).unwrap();
         let mut cache = AnswerCache::new(&path, 1 << 20);
         cache.follow(1);
+        (path, cache)
+    }
+
+    #[test]
+    fn answers_survive_writes_to_other_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut cache) = cache_at_generation_1(&dir);
         cache.insert(1, b"LOOKUSER\nUser: a@x.org\n", &answer(A, "a@x.org"));
         cache.insert(1, b"LOOKUSER\nUser: 0xAAAA", &answer(A, "a@x.org"));
         cache.insert(1, b"LOOKUSER\nUser: b@x.org\n", &answer(B, "b@x.org"));
@@ -190,10 +196,7 @@ mod tests {
     #[test]
     fn a_journal_that_cannot_say_empties_the_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.gdbm.journal");
-        journal::append(&path, 1, &[]).unwrap();
-        let mut cache = AnswerCache::new(&path, 1 << 20);
-        cache.follow(1);
+        let (path, mut cache) = cache_at_generation_1(&dir);
         cache.insert(1, b"LOOKUSER\nUser: b@x.org\n", &answer(B, "b@x.org"));
         journal::append(&path, 3, &[A.to_string()]).unwrap();
         cache.follow(3);
