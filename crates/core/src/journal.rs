@@ -102,7 +102,6 @@ impl JournalReader {
         let mut file = File::open(&self.path)?;
         let meta = file.metadata()?;
         let identity = (meta.dev(), meta.ino());
-        let mut expected = from + 1;
         if self.file != Some(identity) || meta.len() < self.offset {
             // A new file: its header says where it starts.
             let mut reader = BufReader::new(&mut file);
@@ -111,7 +110,7 @@ impl JournalReader {
             let Some(first) = header.strip_prefix(HEADER).and_then(|g| g.trim().parse::<u64>().ok()) else {
                 return Ok(None);
             };
-            if first > expected {
+            if first > from + 1 {
                 return Ok(None);
             }
             self.file = Some(identity);
@@ -120,6 +119,11 @@ impl JournalReader {
         file.seek(SeekFrom::Start(self.offset))?;
         let mut text = String::new();
         file.take(meta.len() - self.offset).read_to_string(&mut text)?;
+        // Every generation after `from` must have a line. A generation may
+        // have two: a writer killed between its line and its generation
+        // bump leaves one, and the next window, which makes the same
+        // generation, another; both windows' keys count.
+        let mut reached = from;
         let mut keys = Vec::new();
         for entry in text.split_inclusive('\n') {
             let Some(entry_text) = entry.strip_suffix('\n') else {
@@ -133,16 +137,16 @@ impl JournalReader {
                 break;
             }
             self.offset += entry.len() as u64;
-            if generation < expected {
+            if generation <= from {
                 continue;
             }
-            if generation != expected {
+            if generation > reached + 1 {
                 return Ok(None);
             }
             keys.extend(fields.filter(|f| !f.is_empty()).map(str::to_string));
-            expected += 1;
+            reached = reached.max(generation);
         }
-        Ok((expected == to + 1).then_some(keys))
+        Ok((reached == to).then_some(keys))
     }
 }
 
@@ -197,6 +201,20 @@ mod tests {
             "4 is not covered"
         );
         assert_eq!(JournalReader::new(&path).changes(4, 5), keys(&["A"]));
+    }
+
+    #[test]
+    fn a_generation_journaled_twice_counts_both_windows() {
+        // A writer killed after its line, before its generation bump; the
+        // next window makes the same generation.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.gdbm.journal");
+        append(&path, 1, &strings(&["A"])).unwrap();
+        let mut reader = JournalReader::new(&path);
+        assert_eq!(reader.changes(0, 1), keys(&["A"]));
+        append(&path, 2, &strings(&["B"])).unwrap();
+        append(&path, 2, &strings(&["C"])).unwrap();
+        assert_eq!(reader.changes(1, 2), keys(&["B", "C"]));
     }
 
     #[test]
