@@ -94,19 +94,20 @@ pub fn prepare_add(texts: &[String], binary: &[Vec<u8>], policy: &KeyPolicy, now
 
 /// Checks one offered key as far as can be done without the database.
 pub(crate) fn candidate(key: pgp::composed::SignedPublicKey, policy: &KeyPolicy, now: DateTime<Utc>) -> Candidate {
-    if openpgp::has_expired(&key, now) {
-        if let Ok(fingerprint) = key_fingerprint(&key) {
+    // SHA-1 over the key, once: for the candidate or the refusal's label.
+    let fingerprint = key_fingerprint(&key);
+    if let Ok(fingerprint) = &fingerprint {
+        if openpgp::has_expired(&key, now) {
             return Candidate::Expired {
-                fingerprint,
+                fingerprint: fingerprint.clone(),
                 key: Box::new(key),
             };
         }
     }
-    let label = key_label(&key);
     match openpgp::check_key(key, policy) {
         Ok(checked) => Candidate::Key(Box::new(checked)),
         Err(err) => Candidate::Refused {
-            key: label,
+            key: fingerprint.map_or_else(|_| "a key".into(), |fpr| format!("key {fpr}")),
             reason: err.to_string(),
         },
     }
@@ -115,12 +116,6 @@ pub(crate) fn candidate(key: pgp::composed::SignedPublicKey, policy: &KeyPolicy,
 fn key_fingerprint(key: &pgp::composed::SignedPublicKey) -> Result<Fingerprint, crate::types::IdentError> {
     use pgp::types::KeyDetails;
     Fingerprint::from_bytes(key.fingerprint().as_bytes())
-}
-
-pub(crate) fn key_label(key: &pgp::composed::SignedPublicKey) -> String {
-    key_fingerprint(key)
-        .map(|fpr| format!("key {fpr}"))
-        .unwrap_or_else(|_| "a key".into())
 }
 
 /// What happened to one address.
