@@ -129,9 +129,9 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
         if let Some(err) = err.downcast_ref::<StoreError>() {
             return match err {
                 StoreError::Busy { .. } => exit::TEMPFAIL,
-                StoreError::Damaged { .. } => exit::DATAERR,
+                StoreError::Damaged { .. } | StoreError::Unrepairable { .. } => exit::DATAERR,
                 StoreError::Gdbm(gdbm) if gdbm.is_damaged() => exit::DATAERR,
-                StoreError::Lock { source, .. } => io_code(source, exit::IOERR),
+                StoreError::Lock { source, .. } | StoreError::Io { source, .. } => io_code(source, exit::IOERR),
                 _ => exit::IOERR,
             };
         }

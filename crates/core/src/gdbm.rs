@@ -110,15 +110,25 @@ fn take_errno() -> c_int {
 
 /// GDBM's codes for a file that is not a database or is damaged (gdbm.h).
 fn is_damage_code(code: c_int) -> bool {
+    // A seek to a junk offset, a byte-swapped or junk file offset, a
+    // directory that overflows: what blocks of junk in the file look like.
+    const FILE_SEEK_ERROR: c_int = 5;
+    const BYTE_SWAPPED: c_int = 21;
+    const BAD_FILE_OFFSET: c_int = 22;
     const FILE_EOF: c_int = 25;
     const NEED_RECOVERY: c_int = 29;
-    const BAD_BUCKET: c_int = 32;
+    const DIR_OVERFLOW: c_int = 31;
     const BAD_DIR_ENTRY: c_int = 36;
+    const BUCKET_CACHE_CORRUPTED: c_int = 40;
     const BAD_HASH_ENTRY: c_int = 41;
     code == sys::GDBM_BAD_MAGIC_NUMBER as c_int
+        || code == FILE_SEEK_ERROR
+        || code == BYTE_SWAPPED
+        || code == BAD_FILE_OFFSET
         || code == FILE_EOF
         || code == NEED_RECOVERY
-        || (BAD_BUCKET..=BAD_DIR_ENTRY).contains(&code)
+        || (DIR_OVERFLOW..=BAD_DIR_ENTRY).contains(&code)
+        || code == BUCKET_CACHE_CORRUPTED
         || code == BAD_HASH_ENTRY
 }
 

@@ -62,8 +62,8 @@ pub struct Importer<'a> {
     pub log: &'a TransactionLog,
     /// Opens the database as writer, no window open yet.
     pub open: &'a dyn Fn() -> Result<KeyStore, RegistrarError>,
-    /// Tells keyserv a window is coming (SIGUSR1).
-    pub announce: &'a dyn Fn() -> Result<(), RegistrarError>,
+    /// Tells keyserv a window is about to be switched in (SIGUSR1).
+    pub announce: &'a dyn Fn(),
 }
 
 /// A key as read from the file, before checking.
@@ -350,7 +350,6 @@ impl Importer<'_> {
         first: usize,
         candidates: &[Candidate],
     ) -> Result<Tally, RegistrarError> {
-        (self.announce)()?;
         store.begin_window()?;
         let now = Utc::now();
         let mut tally = Tally::default();
@@ -360,7 +359,7 @@ impl Importer<'_> {
             tally.count(&outcome);
             lines.extend(outcome.lines());
         }
-        store.end_window()?;
+        store.end_window_announced(self.announce)?;
         lines.push(format!(
             "keys {} to {} of the file: {tally}",
             first + 1,

@@ -32,7 +32,7 @@ use crate::pidfile::{self, PidFileError};
 use crate::reply::{Mailer, Reply, ReplyError};
 use crate::request::{self, Candidate, Tally};
 use crate::spool::{self, QueueName, Spool, SpoolError, SpoolFile};
-use crate::store::{KeyStore, StoreError};
+use crate::store::{KeyStore, RepairReport, StoreError};
 use crate::txlog::{LogEntry, TransactionLog};
 
 /// At most this many requests share one write window.
@@ -100,6 +100,20 @@ pub struct CycleSummary {
     pub replies_sent: usize,
     /// Replies that could not be sent (they stay queued).
     pub reply_errors: Vec<String>,
+    /// Repairs of a damaged database, one line each.
+    pub repairs: Vec<String>,
+}
+
+/// One line on a repair, for the operator's log.
+pub fn describe_repair(report: &RepairReport) -> String {
+    format!(
+        "database rebuilt from {} in {:.1} s: {} keys, {} addresses; the old file is kept as {}",
+        report.source,
+        report.elapsed.as_secs_f64(),
+        report.summary.keys,
+        report.summary.addresses,
+        report.kept.display()
+    )
 }
 
 enum Prepared {
@@ -163,18 +177,45 @@ impl Registrar {
         )?)
     }
 
-    /// Tells keyserv a write window is coming (SIGUSR1), so it steps aside.
-    fn announce_window(&self) -> Result<(), RegistrarError> {
-        pidfile::signal_running(&self.config.paths.pid_file, Signal::SIGUSR1)?;
-        Ok(())
+    /// Tells keyserv a window is about to be switched in (SIGUSR1), so its
+    /// workers step aside for that instant. A keyserv that can't be told
+    /// only makes the switch wait for its batch in hand.
+    fn announce_window(&self) {
+        let _ = pidfile::signal_running(&self.config.paths.pid_file, Signal::SIGUSR1);
+    }
+
+    /// Ends a window: switches it in, telling keyserv first.
+    fn end_window(&self, store: &mut KeyStore) -> Result<(), StoreError> {
+        store.end_window_announced(&|| self.announce_window())
     }
 
     /// Opens the database as writer with a write window begun.
     fn open_for_writing(&self) -> Result<KeyStore, RegistrarError> {
         let mut store = self.open_writer()?;
-        self.announce_window()?;
         store.begin_window()?;
         Ok(store)
+    }
+
+    /// Rebuilds the database (see [`KeyStore::repair`]): `damaged` when
+    /// damage was found, else a rebuild asked for by hand.
+    pub fn repair(&self, damaged: bool) -> Result<RepairReport, RegistrarError> {
+        let paths = &self.config.paths;
+        Ok(KeyStore::repair(
+            &paths.database,
+            &paths.database_lock(),
+            self.config.keyreg.writer_timeout,
+            damaged,
+        )?)
+    }
+
+    /// Opens the database as writer once, so that what a crash left is
+    /// settled and damage is repaired now, not at the first request.
+    pub fn check_database(&self) -> Result<Option<RepairReport>, RegistrarError> {
+        match self.open_writer() {
+            Ok(_) => Ok(None),
+            Err(RegistrarError::Store(err)) if err.is_damage() => self.repair(true).map(Some),
+            Err(err) => Err(err),
+        }
     }
 
     /// Runs cycles until the spool is empty; returns what was done.
@@ -196,7 +237,16 @@ impl Registrar {
             if batch.is_empty() {
                 break;
             }
-            let cycle = self.process_batch(&batch)?;
+            let cycle = match self.process_batch(&batch) {
+                // Damage found on the way: repair once, then the same batch
+                // again (its files are all still spooled).
+                Err(RegistrarError::Store(err)) if err.is_damage() && total.repairs.is_empty() => {
+                    let report = self.repair(true)?;
+                    total.repairs.push(format!("{err}; {}", describe_repair(&report)));
+                    continue;
+                }
+                cycle => cycle?,
+            };
             total.requests.extend(cycle.requests);
             total.tally += cycle.tally;
         }
@@ -302,7 +352,7 @@ impl Registrar {
             results.push(applied);
         }
         if let Some(store) = store.as_mut() {
-            store.sync()?;
+            self.end_window(store)?;
         }
         drop(store);
 

@@ -1,0 +1,504 @@
+//! The key database: records in GDBM, and the rules that keep it whole.
+//!
+//! Layout: `key:<FINGERPRINT>` holds the record text of one key, and
+//! `user:<address>` holds the fingerprint the address belongs to, so a
+//! lookup by any address finds the whole record and a dump lists each key
+//! once. `keyid:<16 hex digits>` lists the fingerprints of the keys that
+//! have a primary key or subkey with that key ID, so the key that made a
+//! signature can be found from the signature. `meta:generation` counts the
+//! write windows the file has seen. Every value carries a checksum
+//! ([`value`]), so damage is found when it is read. Nothing but this module
+//! reaches GDBM.
+//!
+//! Crash safety and sharing come from a *pair* of files ([`pair`]):
+//! readers only ever open `keys.gdbm`, which is never written in place; the
+//! writer applies each window to the other file, `keys.gdbm.standby`, syncs
+//! it, logs the window's writes in the apply log ([`applylog`]), and
+//! switches the two names in one atomic `rename(2)`. A kill at any instant
+//! leaves `keys.gdbm` holding exactly the last completed window, and the
+//! standby is brought up to date (or copied afresh) before it is written
+//! again. Damage — a file GDBM refuses, a value whose checksum fails, a
+//! record that does not parse — is repaired from the apply log
+//! ([`repair`]). Readers:
+//!
+//! * keyserv's workers each keep a [`LiveReader`]: a handle opened without
+//!   GDBM's lock and held between writes, plus the lock file held shared
+//!   while one batch is answered. The writer holds the lock file
+//!   exclusively only for the switch, so lookups never wait for a window.
+//! * db2flat opens with GDBM's reader lock ([`KeyStore::open_read`]), which
+//!   the writer sees when it wants that file back as its standby; it then
+//!   takes a fresh copy instead, so a dump never holds keyreg off.
+
+mod applylog;
+mod live;
+mod locks;
+mod pair;
+mod repair;
+mod sort;
+mod value;
+mod verify;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use applylog::{ApplyLog, Op};
+pub use live::{LiveReader, ReadSession};
+pub use pair::PairPaths;
+pub use repair::RepairReport;
+pub use sort::SortedKeys;
+pub use verify::VerifySummary;
+
+use crate::gdbm::{Gdbm, GdbmError, OpenMode};
+use crate::record::Record;
+use crate::types::{Email, Fingerprint, Query};
+use pair::Writer;
+
+const KEY_PREFIX: &[u8] = b"key:";
+const USER_PREFIX: &[u8] = b"user:";
+const KEY_ID_PREFIX: &[u8] = b"keyid:";
+const GENERATION_KEY: &[u8] = b"meta:generation";
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// libgdbm reported an error.
+    #[error(transparent)]
+    Gdbm(#[from] GdbmError),
+    /// The lock file could not be opened or locked.
+    #[error("{path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The system error.
+        source: io::Error,
+    },
+    /// Another process kept the database for longer than allowed.
+    #[error("{path}: still in use by another process after {waited:?}")]
+    Busy {
+        /// The database or lock file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A stored item fails its checksum or does not parse: the file is damaged.
+    #[error("{path}: damaged item {key}: {problem}")]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// The item's key.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A write was attempted outside a write window (a bug in the caller).
+    #[error("{path}: written outside a write window")]
+    NoWindow {
+        /// The database.
+        path: PathBuf,
+    },
+    /// A file of the database pair, its state file or apply log could not
+    /// be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The system error.
+        source: io::Error,
+    },
+    /// The database is damaged and could not be rebuilt.
+    #[error("{path}: damaged, and it could not be rebuilt: {reason}")]
+    Unrepairable {
+        /// The database.
+        path: PathBuf,
+        /// Why each source failed.
+        reason: String,
+    },
+    /// The temporary files of a sorted listing could not be used.
+    #[error("sorting the database's keys in {path}: {source}")]
+    Scratch {
+        /// The directory of the temporary files.
+        path: PathBuf,
+        /// The system error.
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    /// True when the database file does not exist yet (nothing registered).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, StoreError::Gdbm(err) if err.code == gdbm_sys::GDBM_FILE_OPEN_ERROR as i32
+            && !err.path.exists())
+    }
+
+    /// True when a file is damaged (GDBM refuses it, or an item fails its
+    /// checksum or does not parse): [`KeyStore::repair`] is the answer.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StoreError::Gdbm(err) => err.is_damaged(),
+            StoreError::Damaged { .. } | StoreError::Unrepairable { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The file the damage was found in, if this is damage.
+    pub fn damaged_file(&self) -> Option<&Path> {
+        match self {
+            StoreError::Gdbm(err) if err.is_damaged() => Some(&err.path),
+            StoreError::Damaged { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An open key database: a reader of `keys.gdbm`, or the writer, whose
+/// handle is on the standby file.
+pub struct KeyStore {
+    db: Gdbm,
+    path: PathBuf,
+    writer: Option<Writer>,
+}
+
+fn user_key(email: &Email) -> Vec<u8> {
+    [USER_PREFIX, email.as_str().as_bytes()].concat()
+}
+
+fn record_key(fingerprint: &Fingerprint) -> Vec<u8> {
+    [KEY_PREFIX, fingerprint.as_str().as_bytes()].concat()
+}
+
+fn key_id_key(key_id: &str) -> Vec<u8> {
+    [KEY_ID_PREFIX, key_id.to_ascii_uppercase().as_bytes()].concat()
+}
+
+/// Opens GDBM, retrying while another process holds a conflicting lock.
+fn open_retrying(path: &Path, mode: OpenMode, timeout: Duration) -> Result<Gdbm, StoreError> {
+    let started = Instant::now();
+    loop {
+        match Gdbm::open(path, mode) {
+            Ok(db) => return Ok(db),
+            Err(err) if err.is_lock_conflict() && started.elapsed() < timeout => {
+                std::thread::sleep(locks::RETRY_PAUSE * 10);
+            }
+            Err(err) if err.is_lock_conflict() => {
+                return Err(StoreError::Busy {
+                    path: path.to_path_buf(),
+                    waited: started.elapsed(),
+                })
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+impl KeyStore {
+    fn reading(db: Gdbm, path: &Path) -> KeyStore {
+        KeyStore {
+            db,
+            path: path.to_path_buf(),
+            writer: None,
+        }
+    }
+
+    /// Opens the database read-only with GDBM's reader lock (db2flat). The
+    /// lock file is held shared while the file is opened, so the file
+    /// opened is the current one; the writer never writes it while this
+    /// handle is open. A missing database is an error the caller may treat
+    /// as empty (see [`StoreError::is_missing`]).
+    pub fn open_read(path: &Path, lock_path: &Path, timeout: Duration) -> Result<KeyStore, StoreError> {
+        let started = Instant::now();
+        let lock = locks::open_lock_file(lock_path)?;
+        locks::lock_polling(&lock, libc::LOCK_SH, lock_path, timeout)?;
+        let db = open_retrying(path, OpenMode::Reader, timeout.saturating_sub(started.elapsed()));
+        locks::flock(&lock, libc::LOCK_UN).map_err(|source| StoreError::Lock {
+            path: lock_path.to_path_buf(),
+            source,
+        })?;
+        Ok(KeyStore::reading(db?, path))
+    }
+
+    /// Like [`KeyStore::open_read`], but `None` when no database exists
+    /// yet (nothing was ever registered).
+    pub fn open_read_if_exists(
+        path: &Path,
+        lock_path: &Path,
+        timeout: Duration,
+    ) -> Result<Option<KeyStore>, StoreError> {
+        match KeyStore::open_read(path, lock_path, timeout) {
+            Ok(store) => Ok(Some(store)),
+            Err(err) if err.is_missing() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The file this handle reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn damaged(&self, key: &[u8], problem: impl Into<String>) -> StoreError {
+        StoreError::Damaged {
+            path: self.path.clone(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Calls `read` with the payload stored under `key`, checksum checked.
+    fn value_with<T>(&self, key: &[u8], read: impl FnOnce(&[u8]) -> T) -> Result<Option<T>, StoreError> {
+        match self.db.fetch_with(key, |stored| value::open(stored).map(read))? {
+            None => Ok(None),
+            Some(Some(found)) => Ok(Some(found)),
+            Some(None) => Err(self.damaged(key, "checksum mismatch")),
+        }
+    }
+
+    fn value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.value_with(key, <[u8]>::to_vec)
+    }
+
+    /// Every key of the file, raw, in GDBM's order.
+    fn raw_keys(&self) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + '_ {
+        self.db.keys().map(|key| key.map_err(StoreError::from))
+    }
+
+    /// The number of write windows this file has seen.
+    pub fn generation(&self) -> Result<u64, StoreError> {
+        let Some(bytes) = self.value(GENERATION_KEY)? else {
+            return Ok(0);
+        };
+        std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| self.damaged(GENERATION_KEY, "not a number"))
+    }
+
+    /// The fingerprint an address is registered to.
+    pub fn fingerprint_of(&self, email: &Email) -> Result<Option<Fingerprint>, StoreError> {
+        let key = user_key(email);
+        let Some(value) = self.value(&key)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&value);
+        Fingerprint::parse(&text)
+            .map(Some)
+            .map_err(|err| self.damaged(&key, err.to_string()))
+    }
+
+    /// The raw record text of the key a query names, without parsing it.
+    pub fn record_text(&self, query: &Query) -> Result<Option<Vec<u8>>, StoreError> {
+        let fingerprint = match query {
+            Query::Fingerprint(fingerprint) => fingerprint.clone(),
+            Query::Email(email) => match self.fingerprint_of(email)? {
+                Some(fingerprint) => fingerprint,
+                None => return Ok(None),
+            },
+        };
+        self.value(&record_key(&fingerprint))
+    }
+
+    /// Appends the record text of the key a query names to `out`; false
+    /// if there is none. The lookup fast path: nothing is allocated but
+    /// GDBM's own copies.
+    pub fn append_record(&self, query: &Query, out: &mut Vec<u8>) -> Result<bool, StoreError> {
+        let mut key = [0u8; 8 + 256];
+        let mut found = [0u8; 80];
+        let fingerprint = match query {
+            Query::Fingerprint(fingerprint) => fingerprint.as_str().as_bytes(),
+            Query::Email(email) => {
+                let Some(user) = prefixed(&mut key, USER_PREFIX, email.as_str().as_bytes()) else {
+                    return Ok(false);
+                };
+                let length = self.value_with(user, |value| {
+                    let length = value.len().min(found.len());
+                    found[..length].copy_from_slice(&value[..length]);
+                    length
+                })?;
+                let Some(length) = length else {
+                    return Ok(false);
+                };
+                &found[..length]
+            }
+        };
+        let mut record_key = [0u8; 88];
+        let Some(record_key) = prefixed(&mut record_key, KEY_PREFIX, fingerprint) else {
+            return Ok(false);
+        };
+        Ok(self
+            .value_with(record_key, |record| out.extend_from_slice(record))?
+            .is_some())
+    }
+
+    /// The parsed record of the key a query names.
+    pub fn record(&self, query: &Query) -> Result<Option<Record>, StoreError> {
+        let Some(bytes) = self.record_text(query)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        Record::parse(&text)
+            .map(Some)
+            .map_err(|err| self.damaged(query.to_string().as_bytes(), err.to_string()))
+    }
+
+    /// The fingerprints of the stored keys having a primary key or subkey
+    /// with `key_id` (16 hex digits).
+    pub fn fingerprints_with_key_id(&self, key_id: &str) -> Result<Vec<Fingerprint>, StoreError> {
+        let key = key_id_key(key_id);
+        let Some(value) = self.value(&key)? else {
+            return Ok(Vec::new());
+        };
+        String::from_utf8_lossy(&value)
+            .split_whitespace()
+            .map(|hex| Fingerprint::parse(hex).map_err(|err| self.damaged(&key, err.to_string())))
+            .collect()
+    }
+
+    /// The fingerprints of every stored key, in no particular order.
+    pub fn fingerprints(&self) -> impl Iterator<Item = Result<Fingerprint, StoreError>> + '_ {
+        self.raw_keys().filter_map(move |key| match key {
+            Err(err) => Some(Err(err)),
+            Ok(key) => {
+                let hex = key.strip_prefix(KEY_PREFIX)?;
+                let parsed = Fingerprint::parse(&String::from_utf8_lossy(hex));
+                Some(parsed.map_err(|err| self.damaged(&key, err.to_string())))
+            }
+        })
+    }
+
+    /// How many keys are stored.
+    pub fn key_count(&self) -> Result<usize, StoreError> {
+        let mut count = 0;
+        for fingerprint in self.fingerprints() {
+            fingerprint?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn check_window(&self) -> Result<&Writer, StoreError> {
+        match &self.writer {
+            Some(writer) if writer.window_open() => Ok(writer),
+            _ => Err(StoreError::NoWindow {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// Stores `payload` under `key`, in the window's log too.
+    fn write(&mut self, key: &[u8], payload: &[u8]) -> Result<(), StoreError> {
+        self.check_window()?;
+        self.db.replace(key, &value::seal(payload))?;
+        if let Some(writer) = &mut self.writer {
+            writer.logged(Op::Put(key.to_vec(), payload.to_vec()));
+        }
+        Ok(())
+    }
+
+    /// Deletes `key`, in the window's log too; returns whether it was there.
+    fn erase(&mut self, key: &[u8]) -> Result<bool, StoreError> {
+        self.check_window()?;
+        let existed = self.db.delete(key)?;
+        if let (true, Some(writer)) = (existed, &mut self.writer) {
+            writer.logged(Op::Delete(key.to_vec()));
+        }
+        Ok(existed)
+    }
+
+    /// Stores a record and points each of its addresses at it. Addresses
+    /// the previous version of the record held but this one does not are
+    /// released.
+    pub fn put(&mut self, record: &Record) -> Result<(), StoreError> {
+        self.check_window()?;
+        if let Some(writer) = &mut self.writer {
+            writer.changed(&record.fingerprint);
+        }
+        if let Some(previous) = self.record(&Query::Fingerprint(record.fingerprint.clone()))? {
+            for user in previous.users.iter().filter(|user| !record.users.contains(user)) {
+                self.release_address(user, &record.fingerprint)?;
+            }
+        }
+        self.write(&record_key(&record.fingerprint), record.to_text().as_bytes())?;
+        for user in &record.users {
+            self.write(&user_key(user), record.fingerprint.as_str().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a key's record and every address pointing at it.
+    pub fn delete(&mut self, fingerprint: &Fingerprint) -> Result<bool, StoreError> {
+        self.check_window()?;
+        if let Some(writer) = &mut self.writer {
+            writer.changed(fingerprint);
+        }
+        let Some(record) = self.record(&Query::Fingerprint(fingerprint.clone()))? else {
+            return Ok(false);
+        };
+        for user in &record.users {
+            self.release_address(user, fingerprint)?;
+        }
+        self.erase(&record_key(fingerprint))
+    }
+
+    /// Removes an address entry, but only if it still points at `owner`.
+    fn release_address(&mut self, email: &Email, owner: &Fingerprint) -> Result<(), StoreError> {
+        if self.fingerprint_of(email)?.as_ref() == Some(owner) {
+            self.erase(&user_key(email))?;
+        }
+        Ok(())
+    }
+
+    /// Records that the key `fingerprint` has (sub)keys with these key IDs.
+    pub fn index_key_ids(&mut self, fingerprint: &Fingerprint, key_ids: &[String]) -> Result<(), StoreError> {
+        for key_id in key_ids {
+            let mut owners = self.fingerprints_with_key_id(key_id)?;
+            if !owners.contains(fingerprint) {
+                owners.push(fingerprint.clone());
+                self.write_key_id(key_id, &owners)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets that the key `fingerprint` has these key IDs.
+    pub fn unindex_key_ids(&mut self, fingerprint: &Fingerprint, key_ids: &[String]) -> Result<(), StoreError> {
+        for key_id in key_ids {
+            let mut owners = self.fingerprints_with_key_id(key_id)?;
+            let before = owners.len();
+            owners.retain(|owner| owner != fingerprint);
+            if owners.len() != before {
+                self.write_key_id(key_id, &owners)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_key_id(&mut self, key_id: &str, owners: &[Fingerprint]) -> Result<(), StoreError> {
+        let key = key_id_key(key_id);
+        if owners.is_empty() {
+            self.erase(&key)?;
+        } else {
+            let value: Vec<&str> = owners.iter().map(Fingerprint::as_str).collect();
+            self.write(&key, value.join(" ").as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds `prefix` + `rest` in `buffer`; None if it does not fit.
+fn prefixed<'a>(buffer: &'a mut [u8], prefix: &[u8], rest: &[u8]) -> Option<&'a [u8]> {
+    let length = prefix.len() + rest.len();
+    let target = buffer.get_mut(..length)?;
+    target[..prefix.len()].copy_from_slice(prefix);
+    target[prefix.len()..].copy_from_slice(rest);
+    Some(target)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,333 @@
+//! The store's own tests: layout, windows, readers, crashes and repair.
+
+use super::applylog::{self, ApplyLog};
+use super::sort::SORT_RUN;
+use super::*;
+use crate::gdbm::{Gdbm, OpenMode};
+use chrono::Utc;
+use std::path::PathBuf;
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn record(fpr: &str, users: &[&str]) -> Record {
+    Record {
+        users: users.iter().map(|u| Email::parse(u).unwrap()).collect(),
+        fingerprint: Fingerprint::parse(fpr).unwrap(),
+        registered: Utc::now(),
+        updated: Utc::now(),
+        key_armor: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAAA\n-----END PGP PUBLIC KEY BLOCK-----".into(),
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    lock: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        Fixture {
+            db: dir.path().join("keys.gdbm"),
+            lock: dir.path().join("keys.gdbm.lock"),
+            dir,
+        }
+    }
+    fn writer(&self) -> KeyStore {
+        let mut store = KeyStore::open_write(&self.db, &self.lock, TIMEOUT).unwrap();
+        store.begin_window().unwrap();
+        store
+    }
+    fn reader(&self) -> KeyStore {
+        KeyStore::open_read(&self.db, &self.lock, TIMEOUT).unwrap()
+    }
+    fn sorted(&self, store: &KeyStore) -> Vec<String> {
+        store
+            .fingerprints_by_first_address(self.dir.path())
+            .unwrap()
+            .map(|f| f.unwrap().to_string())
+            .collect()
+    }
+}
+
+const A: &str = "AAAA000011112222333344445555666677778888";
+const B: &str = "BBBB000011112222333344445555666677778888";
+
+#[test]
+fn put_lookup_by_address_and_fingerprint() {
+    let fx = Fixture::new();
+    let mut store = fx.writer();
+    store
+        .put(&record(A, &["alice@example.com", "alice@example.org"]))
+        .unwrap();
+    store.end_window().unwrap();
+    drop(store);
+    let store = fx.reader();
+    for query in ["alice@example.org", "ALICE@example.com", &format!("0x{A}")] {
+        let query = Query::parse(query).unwrap();
+        let found = store.record(&query).unwrap().unwrap();
+        assert_eq!(found.fingerprint.as_str(), A);
+        let mut out = b"USERINFO\n".to_vec();
+        assert!(store.append_record(&query, &mut out).unwrap());
+        assert_eq!(&out[9..], found.to_text().as_bytes());
+    }
+    let missing = Query::parse("bob@example.com").unwrap();
+    assert!(store.record(&missing).unwrap().is_none());
+    let mut out = Vec::new();
+    assert!(!store.append_record(&missing, &mut out).unwrap());
+    assert!(out.is_empty());
+    assert_eq!(store.key_count().unwrap(), 1);
+}
+
+#[test]
+fn put_releases_dropped_addresses_and_delete_cleans_up() {
+    let fx = Fixture::new();
+    let mut store = fx.writer();
+    store.put(&record(A, &["a@example.com", "old@example.com"])).unwrap();
+    store.put(&record(B, &["b@example.com"])).unwrap();
+    store.put(&record(A, &["a@example.com"])).unwrap();
+    let old = Email::parse("old@example.com").unwrap();
+    assert_eq!(store.fingerprint_of(&old).unwrap(), None);
+    assert!(store.delete(&Fingerprint::parse(A).unwrap()).unwrap());
+    assert!(!store.delete(&Fingerprint::parse(A).unwrap()).unwrap());
+    let a = Email::parse("a@example.com").unwrap();
+    assert_eq!(store.fingerprint_of(&a).unwrap(), None);
+    assert_eq!(fx.sorted(&store), [B]);
+}
+
+#[test]
+fn dump_order_is_by_first_address_across_sorted_runs() {
+    let fx = Fixture::new();
+    let mut store = fx.writer();
+    store.put(&record(B, &["zed@example.com"])).unwrap();
+    store.put(&record(A, &["amy@example.com"])).unwrap();
+    assert_eq!(fx.sorted(&store), [A, B]);
+    let count = SORT_RUN * 2 + 17;
+    for n in 0..count {
+        let fpr = format!("{:040X}", n * 7919);
+        store
+            .put(&record(&fpr, &[&format!("u{}@example.org", n * 7919 % 100_003)]))
+            .unwrap();
+    }
+    let sorted = store.fingerprints_by_first_address(fx.dir.path()).unwrap();
+    assert_eq!(sorted.total(), count + 2);
+    let firsts: Vec<String> = sorted
+        .map(|f| store.record(&Query::Fingerprint(f.unwrap())).unwrap().unwrap().users[0].to_string())
+        .collect();
+    assert_eq!(firsts.len(), count + 2);
+    assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "sorted");
+}
+
+#[test]
+fn writes_need_a_window() {
+    let fx = Fixture::new();
+    let mut store = KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap();
+    let err = store.put(&record(A, &["a@example.com"])).unwrap_err();
+    assert!(matches!(err, StoreError::NoWindow { .. }), "{err}");
+    store.begin_window().unwrap();
+    store.put(&record(A, &["a@example.com"])).unwrap();
+    store.end_window().unwrap();
+    assert!(store.put(&record(B, &["b@example.com"])).is_err());
+}
+
+#[test]
+fn a_dump_does_not_keep_the_writer_out_and_reads_one_state() {
+    let fx = Fixture::new();
+    let mut store = fx.writer();
+    store.put(&record(A, &["a@example.com"])).unwrap();
+    store.end_window().unwrap();
+    let dump = fx.reader();
+    for (fpr, user) in [(B, "b@example.com"), ("CCCC000011112222333344445555666677778888", "c@example.com")] {
+        store.begin_window().unwrap();
+        store.put(&record(fpr, &[user])).unwrap();
+        store.end_window().unwrap();
+    }
+    assert_eq!(dump.key_count().unwrap(), 1, "the dump still reads the state it opened");
+    assert_eq!(fx.reader().key_count().unwrap(), 3);
+}
+
+#[test]
+fn live_readers_go_on_during_a_window_and_see_it_once_switched_in() {
+    let fx = Fixture::new();
+    let mut live = LiveReader::new(&fx.db, &fx.lock);
+    let a = Query::parse("a@example.com").unwrap();
+    assert!(live.begin(TIMEOUT).unwrap().store().is_none(), "no database yet");
+    let mut store = fx.writer();
+    store.put(&record(A, &["a@example.com"])).unwrap();
+    {
+        let session = live.begin(Duration::from_millis(50)).unwrap();
+        assert!(
+            session.store().unwrap().record(&a).unwrap().is_none(),
+            "the window is under way: readers go on, with the last state"
+        );
+    }
+    store.end_window().unwrap();
+    let session = live.begin(TIMEOUT).unwrap();
+    assert!(session.store().unwrap().record(&a).unwrap().is_some(), "reopened");
+    drop(session);
+    live.yield_to_writer();
+    let (switching, switched) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        store.begin_window().unwrap();
+        store.put(&record(B, &["b@example.com"])).unwrap();
+        store.end_window_announced(&|| switching.send(()).unwrap()).unwrap();
+    });
+    switched.recv().unwrap();
+    writer.join().unwrap();
+    let session = live.begin(TIMEOUT).unwrap();
+    let b = Query::parse("b@example.com").unwrap();
+    assert!(session.store().unwrap().record(&b).unwrap().is_some());
+}
+
+#[test]
+fn key_id_index_lists_owners() {
+    let fx = Fixture::new();
+    let mut store = fx.writer();
+    let a = Fingerprint::parse(A).unwrap();
+    let b = Fingerprint::parse(B).unwrap();
+    let ids = ["5555666677778888".to_string(), "0123456789ABCDEF".to_string()];
+    store.index_key_ids(&a, &ids).unwrap();
+    store.index_key_ids(&b, &ids[1..]).unwrap();
+    store.index_key_ids(&b, &ids[1..]).unwrap();
+    assert_eq!(
+        store.fingerprints_with_key_id("0123456789abcdef").unwrap(),
+        [a.clone(), b.clone()]
+    );
+    store.unindex_key_ids(&a, &ids).unwrap();
+    assert!(store.fingerprints_with_key_id("5555666677778888").unwrap().is_empty());
+    assert_eq!(store.fingerprints_with_key_id("0123456789ABCDEF").unwrap(), [b]);
+    assert_eq!(store.key_count().unwrap(), 0, "index entries are not keys");
+}
+
+#[test]
+fn missing_database_is_recognised() {
+    let fx = Fixture::new();
+    let err = KeyStore::open_read(&fx.db, &fx.lock, TIMEOUT).err().unwrap();
+    assert!(err.is_missing(), "{err}");
+}
+
+/// Every item of the file readers see, for comparing two databases.
+fn items_of(fx: &Fixture) -> Vec<Op> {
+    let mut items = verify::items(&fx.reader()).unwrap();
+    items.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    items
+}
+
+fn fill(fx: &Fixture, windows: usize) {
+    let mut store = KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap();
+    for window in 0..windows {
+        store.begin_window().unwrap();
+        for n in 0..20 {
+            let fpr = format!("{:040X}", window * 1000 + n);
+            store.put(&record(&fpr, &[&format!("u{window}x{n}@example.org")])).unwrap();
+        }
+        if window > 0 {
+            store.delete(&Fingerprint::parse(&format!("{:040X}", (window - 1) * 1000)).unwrap()).unwrap();
+        }
+        store.end_window().unwrap();
+    }
+}
+
+#[test]
+fn a_window_never_switched_in_leaves_the_last_state() {
+    let fx = Fixture::new();
+    fill(&fx, 3);
+    let before = items_of(&fx);
+    // Killed in the middle of a window: the process goes without ending it.
+    let mut store = KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap();
+    store.begin_window().unwrap();
+    store.put(&record(A, &["half@example.com"])).unwrap();
+    drop(store);
+    assert_eq!(items_of(&fx), before);
+    let mut store = KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap();
+    assert_eq!(store.record(&Query::parse("half@example.com").unwrap()).unwrap(), None, "the standby was copied afresh");
+    store.begin_window().unwrap();
+    store.put(&record(B, &["next@example.com"])).unwrap();
+    store.end_window().unwrap();
+    assert_eq!(fx.reader().key_count().unwrap(), before.iter().filter(|op| matches!(op, Op::Put(k, _) if k.starts_with(b"key:"))).count() + 1);
+}
+
+#[test]
+fn an_orphaned_log_entry_is_cut_off() {
+    let fx = Fixture::new();
+    fill(&fx, 2);
+    let paths = PairPaths::new(&fx.db, &fx.lock);
+    let logged = std::fs::metadata(&paths.log).unwrap().len();
+    // Killed between the log's fsync and the switch: the entry is there,
+    // the window is not.
+    let log = ApplyLog::new(&paths.log);
+    log.append(logged, applylog::EntryKind::Window, 3, &[Op::Delete(b"x".to_vec())]).unwrap();
+    drop(KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap());
+    assert_eq!(std::fs::metadata(&paths.log).unwrap().len(), logged);
+}
+
+#[test]
+fn junk_in_the_database_is_found_and_repaired_from_the_log() {
+    let fx = Fixture::new();
+    fill(&fx, 5);
+    let before = items_of(&fx);
+    let length = std::fs::metadata(&fx.db).unwrap().len();
+    let mut bytes = std::fs::read(&fx.db).unwrap();
+    // Overwrite every 4 KiB block but the first with junk.
+    for block in (4096..length as usize).step_by(4096) {
+        for byte in &mut bytes[block..(block + 4096).min(length as usize)] {
+            *byte = 0x5a;
+        }
+    }
+    std::fs::write(&fx.db, &bytes).unwrap();
+    let err = match KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT) {
+        Err(err) => err,
+        Ok(store) => {
+            drop(store);
+            verify::check(&fx.reader()).err().unwrap()
+        }
+    };
+    assert!(err.is_damage(), "{err}");
+    let report = KeyStore::repair(&fx.db, &fx.lock, TIMEOUT, true).unwrap();
+    assert!(report.source.contains("apply log"), "{}", report.source);
+    assert!(report.kept.to_string_lossy().contains(".damaged-"));
+    assert!(report.kept.exists());
+    assert_eq!(items_of(&fx), before);
+    let mut store = KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap();
+    store.begin_window().unwrap();
+    store.put(&record(A, &["after@example.com"])).unwrap();
+    store.end_window().unwrap();
+    verify::check(&fx.reader()).unwrap();
+}
+
+#[test]
+fn without_a_log_a_checked_file_is_the_source() {
+    let fx = Fixture::new();
+    fill(&fx, 3);
+    let before = items_of(&fx);
+    let paths = PairPaths::new(&fx.db, &fx.lock);
+    std::fs::remove_file(&paths.log).unwrap();
+    let report = KeyStore::repair(&fx.db, &fx.lock, TIMEOUT, false).unwrap();
+    assert!(report.source.contains("checked item by item"), "{}", report.source);
+    assert!(report.kept.to_string_lossy().contains(".replaced-"));
+    assert_eq!(items_of(&fx), before);
+    // The log starts again with a base entry, so it can rebuild from here.
+    fill(&fx, 1);
+    let after = items_of(&fx);
+    KeyStore::repair(&fx.db, &fx.lock, TIMEOUT, false).unwrap();
+    assert_eq!(items_of(&fx), after);
+}
+
+#[test]
+fn a_damaged_value_is_damage_not_data() {
+    let fx = Fixture::new();
+    fill(&fx, 1);
+    let mut db = Gdbm::open(&fx.db, OpenMode::WriterCreate).unwrap();
+    let key = format!("key:{:040X}", 3);
+    let mut stored = db.fetch(key.as_bytes()).unwrap().unwrap();
+    let last = stored.len() - 10;
+    stored[last] ^= 0x01;
+    db.replace(key.as_bytes(), &stored).unwrap();
+    drop(db);
+    let reader = fx.reader();
+    let err = reader.record(&Query::parse(&format!("0x{:040X}", 3)).unwrap()).unwrap_err();
+    assert!(err.is_damage() && err.to_string().contains("checksum"), "{err}");
+    let mut out = Vec::new();
+    assert!(reader.append_record(&Query::parse("u0x3@example.org").unwrap(), &mut out).is_err());
+}
