@@ -39,6 +39,7 @@ fn fixture() -> &'static Mutex<Fixture> {
                 key_armor: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAAA\n-----END PGP PUBLIC KEY BLOCK-----".into(),
             })
             .expect("put");
+        writer.end_window().expect("switched in");
         drop(writer);
         Mutex::new(Fixture {
             store: KeyStore::open_read(&db, &lock, timeout).expect("reader"),

@@ -133,8 +133,12 @@ impl Server {
         let Ok(entries) = std::fs::read_dir(self.path("outbox")) else {
             return Vec::new();
         };
+        // A dot-file is a reply being written (or one a kill interrupted):
+        // not mail, and no mail reader takes it.
         entries
-            .map(|entry| SentMail::parse(&std::fs::read(entry.unwrap().path()).unwrap()))
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .map(|path| SentMail::parse(&std::fs::read(path).unwrap()))
             .collect()
     }
 

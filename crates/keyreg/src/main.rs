@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ripem_core::cli::{exit, finish, parse_args, CommonArgs, Progress};
 use ripem_core::import::ImportProgress;
-use ripem_core::registrar::{CycleSummary, Registrar, RegistrarError};
-use ripem_core::store::KeyStore;
+use ripem_core::registrar::{describe_repair, CycleSummary, Registrar, RegistrarError};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -19,8 +18,12 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
     /// Process everything pending in all queues, then exit
-    #[arg(long, conflicts_with = "import")]
+    #[arg(long, conflicts_with_all = ["import", "rebuild"])]
     once: bool,
+    /// Rebuild the database from its apply log (or a copy that checks out),
+    /// switch it in and keep the old file as keys.gdbm.replaced-<time>
+    #[arg(long, conflicts_with = "import")]
+    rebuild: bool,
     /// Load armored or binary keyrings, or db2flat flat files, into the database (no replies)
     #[arg(long, value_name = "FILE", num_args = 1..)]
     import: Vec<PathBuf>,
@@ -43,6 +46,9 @@ fn report(summary: &CycleSummary, verbose: bool) {
             request.outcome.iter().for_each(|line| eprintln!("keyreg:   {line}"));
         }
     }
+    for repair in &summary.repairs {
+        eprintln!("keyreg: the database was damaged: {repair}");
+    }
     for error in &summary.reply_errors {
         eprintln!("keyreg: reply not sent yet, will retry: {error}");
     }
@@ -50,10 +56,23 @@ fn report(summary: &CycleSummary, verbose: bool) {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.common.load()?;
-    // An unreadable database is reported now, not at the first request.
-    let paths = &config.paths;
-    KeyStore::open_read_if_exists(&paths.database, &paths.database_lock(), config.keyreg.writer_timeout)?;
+    let database = config.paths.database.clone();
     let registrar = Registrar::new(config).context("starting keyreg")?;
+    if args.rebuild {
+        let report = registrar
+            .repair(false)
+            .with_context(|| format!("rebuilding {}", database.display()))?;
+        eprintln!("keyreg: {}", describe_repair(&report));
+        return Ok(ExitCode::SUCCESS);
+    }
+    // What a crash left is settled, and damage repaired, now rather than
+    // at the first request.
+    if let Some(report) = registrar
+        .check_database()
+        .with_context(|| format!("opening {}", database.display()))?
+    {
+        eprintln!("keyreg: the database was damaged: {}", describe_repair(&report));
+    }
     if !args.import.is_empty() {
         let started = std::time::Instant::now();
         let progress = Progress::new(0, true);
