@@ -87,7 +87,9 @@ fn flat_without_times(server: &Server) -> String {
     std::fs::read_to_string(server.path("pub/pubkeys.txt"))
         .unwrap()
         .lines()
-        .filter(|line| !line.starts_with("# Created") && !line.starts_with("Registered:") && !line.starts_with("Updated:"))
+        .filter(|line| {
+            !line.starts_with("# Created") && !line.starts_with("Registered:") && !line.starts_with("Updated:")
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -107,7 +109,9 @@ fn kill(child: &mut Child) {
 }
 
 fn spool_is_empty(server: &Server) -> bool {
-    ["add", "change", "remove"].iter().all(|queue| server.pending(queue) == 0)
+    ["add", "change", "remove"]
+        .iter()
+        .all(|queue| server.pending(queue) == 0)
 }
 
 fn assert_whole(server: &Server, requests: usize, clean: &str) {
@@ -116,7 +120,11 @@ fn assert_whole(server: &Server, requests: usize, clean: &str) {
     assert_eq!(failed, 0, "requests moved to spool/failed/");
     let replies = server.outbox();
     assert_eq!(replies.len(), requests, "one reply per request");
-    assert_eq!(flat_without_times(server), clean, "the flat keyring equals a clean run's");
+    assert_eq!(
+        flat_without_times(server),
+        clean,
+        "the flat keyring equals a clean run's"
+    );
     let keyserv = server.start_keyserv();
     assert!(keyserv.lookup("u1@crash.example").starts_with("USERINFO"));
     keyserv.stop();

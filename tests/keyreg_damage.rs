@@ -65,15 +65,28 @@ fn repaired_with_a_new_request(offsets: &[f64], length: usize) {
     let log = server.keyreg_once();
     let after = records(&server);
     for record in &before {
-        assert!(after.contains(record), "lost or changed:\n{record}\nkeyreg said:\n{log}");
+        assert!(
+            after.contains(record),
+            "lost or changed:\n{record}\nkeyreg said:\n{log}"
+        );
     }
     assert_eq!(after.len(), before.len() + 1, "{log}");
     assert!(after.iter().any(|record| record.contains("User: new@damage.example")));
     let kept = std::fs::read_dir(server.dir.path())
         .unwrap()
-        .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().contains(".damaged-"))
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".damaged-")
+        })
         .count();
-    assert!(kept >= 1 && log.contains("damaged"), "the damaged file is kept and the repair logged: {log}");
+    assert!(
+        kept >= 1 && log.contains("damaged"),
+        "the damaged file is kept and the repair logged: {log}"
+    );
 }
 
 #[test]

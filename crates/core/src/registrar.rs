@@ -522,10 +522,19 @@ impl Registrar {
         while !crate::signals::terminate_requested() {
             let woken = arrivals.recv_timeout(tick).is_ok();
             since_scan = since_scan.saturating_add(tick);
-            if woken || since_scan >= self.config.keyreg.rescan_interval {
+            let rescan = since_scan >= self.config.keyreg.rescan_interval;
+            if woken || rescan {
                 while arrivals.try_recv().is_ok() {}
                 since_scan = Duration::ZERO;
                 report(self.process_pending());
+            }
+            if rescan {
+                // Damage found by a reader (keyserv, db2flat) while no
+                // request came is repaired within one rescan interval.
+                report(self.check_database().map(|repair| CycleSummary {
+                    repairs: repair.iter().map(describe_repair).collect(),
+                    ..CycleSummary::default()
+                }));
             }
         }
         Ok(())

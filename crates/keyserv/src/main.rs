@@ -39,7 +39,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     let paths = &config.paths;
     // Refuse at start what would otherwise only show in the log later.
     pidfile::refuse_if_running(&paths.pid_file)?;
-    KeyStore::open_read_if_exists(&paths.database, &paths.database_lock(), config.keyreg.writer_timeout)?;
+    match KeyStore::open_read_if_exists(&paths.database, &paths.database_lock(), config.keyreg.writer_timeout) {
+        // keyreg repairs damage by itself; until then lookups of what can
+        // still be read are answered.
+        Err(err) if err.is_damage() => eprintln!("keyserv: {err}; keyreg will rebuild it"),
+        checked => drop(checked?),
+    }
     let reload = || match args.load() {
         Ok(config) => Some(config),
         Err(err) => {

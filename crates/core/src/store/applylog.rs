@@ -222,7 +222,9 @@ impl ApplyLog {
             return Ok(None);
         };
         let mut payload = Vec::new();
-        (&mut reader).take(header.end - offset - HEADER_LEN).read_to_end(&mut payload)?;
+        (&mut reader)
+            .take(header.end - offset - HEADER_LEN)
+            .read_to_end(&mut payload)?;
         Ok((crc32fast::hash(&payload) == header.payload_crc).then_some(header))
     }
 
@@ -240,7 +242,9 @@ impl ApplyLog {
         let mut end = LogEnd::default();
         while let Some(header) = read_header(&mut reader, end.offset, length)? {
             let mut payload = Vec::new();
-            (&mut reader).take(header.end - end.offset - HEADER_LEN).read_to_end(&mut payload)?;
+            (&mut reader)
+                .take(header.end - end.offset - HEADER_LEN)
+                .read_to_end(&mut payload)?;
             if crc32fast::hash(&payload) != header.payload_crc {
                 break;
             }
@@ -329,7 +333,12 @@ mod tests {
         assert_eq!(log.end_of_generation(1).unwrap(), Some(first));
         // A crash in the middle of the third append.
         let third = log.append(second, EntryKind::Window, 3, &ops(3)).unwrap();
-        OpenOptions::new().write(true).open(log.path()).unwrap().set_len(third - 7).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(log.path())
+            .unwrap()
+            .set_len(third - 7)
+            .unwrap();
         let (seen, end) = replayed(&log);
         assert_eq!(seen, vec![(1, ops(1)), (2, ops(2))]);
         assert_eq!((end.offset, end.generation, end.damaged_tail), (second, Some(2), true));

@@ -104,7 +104,10 @@ impl Stamp {
         fs::metadata(path).map_or(Stamp::default(), |meta| Stamp {
             inode: meta.ino(),
             size: meta.size(),
-            modified_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
+            modified_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
         })
     }
 }
@@ -144,7 +147,8 @@ impl State {
         if &bytes[..4] != STATE_MAGIC || crc != crc32fast::hash(&bytes[..STATE_LEN - 4]) {
             return None;
         }
-        let field = |index: usize| u64::from_le_bytes(bytes[8 + index * 8..16 + index * 8].try_into().unwrap_or_default());
+        let field =
+            |index: usize| u64::from_le_bytes(bytes[8 + index * 8..16 + index * 8].try_into().unwrap_or_default());
         let stamp = |first: usize| Stamp {
             inode: field(first),
             size: field(first + 1),
@@ -296,7 +300,13 @@ fn exchange(a: &Path, b: &Path) -> Result<bool, StoreError> {
     };
     // SAFETY: both are valid NUL-terminated paths that outlive the call.
     let status = unsafe {
-        libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
     };
     if status == 0 {
         return Ok(true);
@@ -408,7 +418,9 @@ impl KeyStore {
             return Ok(());
         };
         if writer.ops.is_empty() {
-            let writer = self.writer.as_mut().ok_or_else(|| StoreError::NoWindow { path: self.path.clone() })?;
+            let writer = self.writer.as_mut().ok_or_else(|| StoreError::NoWindow {
+                path: self.path.clone(),
+            })?;
             writer.window = false;
             return writer.write_state(true);
         }

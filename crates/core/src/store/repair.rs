@@ -82,7 +82,8 @@ fn copy_checked(source: &Path, db: &mut Gdbm) -> Result<(), String> {
     let store = KeyStore::reading(reader, source);
     for op in verify::items(&store).map_err(|err| err.to_string())? {
         if let Op::Put(key, payload) = op {
-            db.replace(&key, &value::seal(&payload)).map_err(|err| err.to_string())?;
+            db.replace(&key, &value::seal(&payload))
+                .map_err(|err| err.to_string())?;
         }
     }
     Ok(())
@@ -143,7 +144,8 @@ impl KeyStore {
         let kept = kept_name(&paths.active, if damaged { "damaged" } else { "replaced" });
         install(&paths, &target, &kept, timeout)?;
         if let Some(base) = base {
-            log.append(0, EntryKind::Base, generation, &base).map_err(io_error(&paths.log))?;
+            log.append(0, EntryKind::Base, generation, &base)
+                .map_err(io_error(&paths.log))?;
         }
         // The state is cleared (not clean): the next writer settles the log
         // and copies the standby afresh from the new file.

@@ -138,7 +138,10 @@ fn a_dump_does_not_keep_the_writer_out_and_reads_one_state() {
     store.put(&record(A, &["a@example.com"])).unwrap();
     store.end_window().unwrap();
     let dump = fx.reader();
-    for (fpr, user) in [(B, "b@example.com"), ("CCCC000011112222333344445555666677778888", "c@example.com")] {
+    for (fpr, user) in [
+        (B, "b@example.com"),
+        ("CCCC000011112222333344445555666677778888", "c@example.com"),
+    ] {
         store.begin_window().unwrap();
         store.put(&record(fpr, &[user])).unwrap();
         store.end_window().unwrap();
@@ -220,10 +223,14 @@ fn fill(fx: &Fixture, windows: usize) {
         store.begin_window().unwrap();
         for n in 0..20 {
             let fpr = format!("{:040X}", window * 1000 + n);
-            store.put(&record(&fpr, &[&format!("u{window}x{n}@example.org")])).unwrap();
+            store
+                .put(&record(&fpr, &[&format!("u{window}x{n}@example.org")]))
+                .unwrap();
         }
         if window > 0 {
-            store.delete(&Fingerprint::parse(&format!("{:040X}", (window - 1) * 1000)).unwrap()).unwrap();
+            store
+                .delete(&Fingerprint::parse(&format!("{:040X}", (window - 1) * 1000)).unwrap())
+                .unwrap();
         }
         store.end_window().unwrap();
     }
@@ -241,11 +248,22 @@ fn a_window_never_switched_in_leaves_the_last_state() {
     drop(store);
     assert_eq!(items_of(&fx), before);
     let mut store = KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap();
-    assert_eq!(store.record(&Query::parse("half@example.com").unwrap()).unwrap(), None, "the standby was copied afresh");
+    assert_eq!(
+        store.record(&Query::parse("half@example.com").unwrap()).unwrap(),
+        None,
+        "the standby was copied afresh"
+    );
     store.begin_window().unwrap();
     store.put(&record(B, &["next@example.com"])).unwrap();
     store.end_window().unwrap();
-    assert_eq!(fx.reader().key_count().unwrap(), before.iter().filter(|op| matches!(op, Op::Put(k, _) if k.starts_with(b"key:"))).count() + 1);
+    assert_eq!(
+        fx.reader().key_count().unwrap(),
+        before
+            .iter()
+            .filter(|op| matches!(op, Op::Put(k, _) if k.starts_with(b"key:")))
+            .count()
+            + 1
+    );
 }
 
 #[test]
@@ -257,7 +275,8 @@ fn an_orphaned_log_entry_is_cut_off() {
     // Killed between the log's fsync and the switch: the entry is there,
     // the window is not.
     let log = ApplyLog::new(&paths.log);
-    log.append(logged, applylog::EntryKind::Window, 3, &[Op::Delete(b"x".to_vec())]).unwrap();
+    log.append(logged, applylog::EntryKind::Window, 3, &[Op::Delete(b"x".to_vec())])
+        .unwrap();
     drop(KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap());
     assert_eq!(std::fs::metadata(&paths.log).unwrap().len(), logged);
 }
@@ -326,8 +345,12 @@ fn a_damaged_value_is_damage_not_data() {
     db.replace(key.as_bytes(), &stored).unwrap();
     drop(db);
     let reader = fx.reader();
-    let err = reader.record(&Query::parse(&format!("0x{:040X}", 3)).unwrap()).unwrap_err();
+    let err = reader
+        .record(&Query::parse(&format!("0x{:040X}", 3)).unwrap())
+        .unwrap_err();
     assert!(err.is_damage() && err.to_string().contains("checksum"), "{err}");
     let mut out = Vec::new();
-    assert!(reader.append_record(&Query::parse("u0x3@example.org").unwrap(), &mut out).is_err());
+    assert!(reader
+        .append_record(&Query::parse("u0x3@example.org").unwrap(), &mut out)
+        .is_err());
 }
