@@ -80,7 +80,7 @@ fn change_by_cleartext_inline_and_pgp_mime() {
         let (server, gpg, old_fpr) = with_alice("ed25519");
         let (new_fpr, new_armored) = new_key(&gpg);
         next_second();
-        let text = format!("Please switch to my new key.\n\n{new_armored}");
+        let text = format!("ChangeKey\nPlease switch to my new key.\n\n{new_armored}");
         let message = match encoding {
             "cleartext" => mail_to("change", "alice@example.org", &clearsign(&gpg, &old_fpr, &text)),
             "inline" => {
@@ -283,8 +283,13 @@ fn forged_tampered_stale_and_wrong_text_are_refused() {
         ),
         (
             "change",
-            clearsign(&gpg, &fpr, "no key here\n"),
+            clearsign(&gpg, &fpr, "ChangeKey\nno key here\n"),
             "exactly one public key",
+        ),
+        (
+            "change",
+            clearsign(&gpg, &fpr, "no ChangeKey line, no key\n"),
+            "does not start with a ChangeKey line",
         ),
         (
             "remove",
@@ -370,4 +375,84 @@ fn revocation_certificate_is_published() {
         listing.lines().any(|l| l.starts_with("pub:r:")),
         "revoked in the flat file: {listing}"
     );
+}
+
+#[test]
+fn a_signed_note_quoting_a_key_changes_nothing_when_forwarded() {
+    // Row 6 of issue #10: erin clearsigns a note to a list quoting a
+    // colleague's key; anyone forwards it to the change address.
+    let (server, gpg, erin_fpr) = with_alice("ed25519");
+    let colleague = Gpg::new();
+    let carl = colleague.key("Carl <carl@example.org>", "ed25519");
+    next_second();
+    let note = clearsign(
+        &gpg,
+        &erin_fpr,
+        &format!("Hi list, Carl's new key:\n\n{carl}\nCheers\n"),
+    );
+    server.mail("change", &mail_to("change", "forwarder@example.net", &note));
+    // A bare signed key that carries none of the registered addresses.
+    let bare = clearsign(&gpg, &erin_fpr, &carl);
+    server.mail("change", &mail_to("change", "forwarder2@example.net", &bare));
+    server.keyreg_once();
+    for forwarder in ["forwarder@example.net", "forwarder2@example.net"] {
+        let reply = last_reply(&server, forwarder);
+        assert!(reply.contains("does not start with a ChangeKey line"), "{reply}");
+    }
+    let keyserv = server.start_keyserv();
+    assert_eq!(
+        fingerprint_of(&server, &keyserv, "alice@example.org").as_deref(),
+        Some(erin_fpr.as_str())
+    );
+    assert!(keyserv.lookup("carl@example.org").starts_with("NOTFOUND"));
+}
+
+#[test]
+fn a_revoked_key_stays_published_until_a_successor_takes_its_address() {
+    let (server, gpg, old_fpr) = with_alice("ed25519");
+    let stored = std::fs::read_to_string(gpg.home.path().join(format!("openpgp-revocs.d/{old_fpr}.rev"))).unwrap();
+    let certificate = stored.replace(":-----BEGIN", "-----BEGIN");
+    let block = &certificate[certificate.find("-----BEGIN").unwrap()..];
+    server.mail("add", &mail_to("add", "alice@example.org", block));
+    server.keyreg_once();
+    let reply = last_reply(&server, "alice@example.org");
+    assert!(reply.contains("until a successor key is registered"), "{reply}");
+    let keyserv = server.start_keyserv();
+    assert_eq!(
+        fingerprint_of(&server, &keyserv, "alice@example.org").as_deref(),
+        Some(old_fpr.as_str()),
+        "the revoked key is what a lookup of its address finds, until a successor comes"
+    );
+    drop(keyserv);
+    // The successor registers by plain mail and takes the address over.
+    let fresh = Gpg::new();
+    let successor = fresh.key("Alice <alice@example.org>", "ed25519");
+    let new_fpr = fresh.fingerprint("alice@example.org");
+    server.mail("add", &plain_mail("alice@example.org", &successor));
+    server.keyreg_once();
+    let replies = last_reply(&server, "alice@example.org");
+    assert!(
+        replies.contains(&format!("was registered to key {old_fpr}, which is revoked")),
+        "{replies}"
+    );
+    let keyserv = server.start_keyserv();
+    assert_eq!(
+        fingerprint_of(&server, &keyserv, "alice@example.org").as_deref(),
+        Some(new_fpr.as_str())
+    );
+    let by_fingerprint = keyserv.lookup(&format!("0x{old_fpr}"));
+    assert!(
+        by_fingerprint.starts_with("USERINFO"),
+        "the revoked record stays: {by_fingerprint}"
+    );
+    drop(keyserv);
+    assert_eq!(server.run("db2flat", &[], b"").code, 0);
+    let flat = Gpg::new();
+    flat.run(&["--import", server.path("pub/pubkeys.asc").to_str().unwrap()], b"");
+    let listing = flat.run(&["--with-colons", "--list-keys", &old_fpr], b"").stdout;
+    assert!(
+        listing.lines().any(|l| l.starts_with("pub:r:")),
+        "revoked in the flat file: {listing}"
+    );
+    assert!(flat.run(&["--list-keys", &new_fpr], b"").code == 0, "the successor too");
 }

@@ -48,7 +48,9 @@ impl From<IdentError> for RecordError {
 /// One registered key and the addresses it is registered under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// Every address registered to this key, in registration order.
+    /// Every address registered to this key, in registration order; none
+    /// for a revoked key whose addresses all passed to successor keys (its
+    /// record stays published, so clients learn of the revocation).
     pub users: Vec<Email>,
     /// The key's primary fingerprint.
     pub fingerprint: Fingerprint,
@@ -147,9 +149,6 @@ impl Record {
             .filter(|lines| !lines.is_empty())
             .ok_or(RecordError::Missing("PublicKeyInfo"))?
             .join("\n");
-        if users.is_empty() {
-            return Err(RecordError::Missing("User"));
-        }
         Ok(Record {
             users,
             fingerprint: fingerprint.ok_or(RecordError::Missing("Fingerprint"))?,

@@ -129,6 +129,9 @@ pub enum AddressOutcome {
     Unchanged,
     /// Belongs to another key.
     Taken(Fingerprint),
+    /// Was registered to a key that is revoked, and now to this one, its
+    /// successor.
+    TakenOver(Fingerprint),
     /// Was registered to this key, but the key no longer carries it (a
     /// revoked user ID), so it was released.
     Released,
@@ -141,6 +144,9 @@ impl fmt::Display for AddressOutcome {
             AddressOutcome::Updated => f.write_str("already registered to this key; the key was updated"),
             AddressOutcome::Unchanged => f.write_str("already registered to this key; nothing new, no change"),
             AddressOutcome::Taken(owner) => write!(f, "refused: already registered to key {owner}"),
+            AddressOutcome::TakenOver(revoked) => {
+                write!(f, "registered (it was registered to key {revoked}, which is revoked)")
+            }
             AddressOutcome::Released => f.write_str("removed: the key no longer has a valid user ID for it"),
         }
     }
@@ -179,7 +185,10 @@ impl KeyOutcome {
             } => {
                 let mut lines = vec![format!("key {fingerprint}:")];
                 if *revoked {
-                    lines.push("  the key is revoked; the revocation is now published".into());
+                    lines.push(
+                        "  the key is revoked; the revocation is now published, and the key can sign no request".into(),
+                    );
+                    lines.push("  its addresses stay listed with the revoked key until a successor key is registered for them: mail the new key to the register address and it takes them over".into());
                 }
                 lines.extend(addresses.iter().map(|(email, outcome)| format!("  {email}: {outcome}")));
                 lines
@@ -190,7 +199,7 @@ impl KeyOutcome {
     /// True if any address was registered, updated or released.
     pub fn changed(&self) -> bool {
         matches!(self, KeyOutcome::Applied { addresses, .. }
-            if addresses.iter().any(|(_, o)| matches!(o, AddressOutcome::Registered | AddressOutcome::Updated | AddressOutcome::Released)))
+            if addresses.iter().any(|(_, o)| matches!(o, AddressOutcome::Registered | AddressOutcome::TakenOver(_) | AddressOutcome::Updated | AddressOutcome::Released)))
     }
 }
 
@@ -243,7 +252,14 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
             continue;
         }
         match store.fingerprint_of(email)? {
-            Some(owner) if owner != fingerprint => outcomes.push((email.clone(), AddressOutcome::Taken(owner))),
+            Some(owner) if owner != fingerprint => {
+                if merged.is_revoked() || !release_from_revoked(store, &owner, email, now)? {
+                    outcomes.push((email.clone(), AddressOutcome::Taken(owner)));
+                } else {
+                    users.push(email.clone());
+                    outcomes.push((email.clone(), AddressOutcome::TakenOver(owner)));
+                }
+            }
             _ => {
                 users.push(email.clone());
                 outcomes.push((email.clone(), AddressOutcome::Registered));
@@ -256,7 +272,7 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
         revoked: merged.is_revoked(),
         addresses: outcomes,
     };
-    if users.is_empty() {
+    if users.is_empty() && !merged.is_revoked() {
         if let Some(record) = &existing {
             delete_key(store, record)?;
         }
@@ -285,6 +301,27 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
     store.put(&record)?;
     store.index_key_ids(&fingerprint, &merged.key_ids())?;
     Ok(outcome)
+}
+
+/// If the key holding `email` is revoked, takes the address off its record
+/// (which stays published, with its other addresses or none) so a
+/// successor key can have it; false if the holder is not revoked.
+fn release_from_revoked(
+    store: &mut KeyStore,
+    holder: &Fingerprint,
+    email: &Email,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let Some(mut record) = store.record(&Query::Fingerprint(holder.clone()))? else {
+        return Ok(false);
+    };
+    let revoked = openpgp::read_stored_key(&record.key_armor).is_ok_and(|key| key.is_revoked());
+    if revoked {
+        record.users.retain(|user| user != email);
+        record.updated = now;
+        store.put(&record)?;
+    }
+    Ok(revoked)
 }
 
 /// Applies one candidate of a registration or an import.
@@ -398,6 +435,9 @@ pub enum SignedRefusal {
     /// A remove request whose text does not start with `RemoveKey`.
     #[error("the signed text does not start with RemoveKey")]
     NotRemoveKey,
+    /// A change request whose text does not say it is one.
+    #[error("the signed text does not start with a ChangeKey line followed by the new key (a signed key alone is taken as a change only when it is the whole signed text and carries an address of the registered key)")]
+    NotChangeKey,
     /// A change request without exactly one new key.
     #[error("the signed text must hold exactly one public key (the new key); it holds {0}")]
     NewKeyCount(usize),
@@ -494,7 +534,7 @@ pub fn apply_change(
         Ok(auth) => auth,
         Err(refusal) => return Ok(refused_lines(&refusal)),
     };
-    let new_key = match new_key_of(&auth.verified.content, policy, now) {
+    let new_key = match new_key_of(&auth.verified.content, &auth.record, policy, now) {
         Ok(key) => key,
         Err(refusal) => return Ok(refused_lines(&refusal)),
     };
@@ -532,10 +572,29 @@ pub fn apply_change(
     Ok(lines)
 }
 
-/// The one key a change request's signed text holds, checked.
-fn new_key_of(content: &str, policy: &KeyPolicy, now: DateTime<Utc>) -> Result<CheckedKey, SignedRefusal> {
+/// The one key a change request's signed text holds, checked. The text
+/// must say it is a change: a `ChangeKey` line first, then the new key; or
+/// RIPEM's bare signed successor key — the key block as the whole signed
+/// text — carrying at least one address of the registered key. So a signed
+/// note that merely quotes a key, forwarded by anyone, changes nothing.
+fn new_key_of(
+    content: &str,
+    old: &Record,
+    policy: &KeyPolicy,
+    now: DateTime<Utc>,
+) -> Result<CheckedKey, SignedRefusal> {
+    let explicit = content
+        .trim_start()
+        .lines()
+        .next()
+        .is_some_and(|line| line.trim() == "ChangeKey");
+    let blocks = openpgp::find_armored_keys(content);
+    let bare = blocks.len() == 1 && blocks.first().is_some_and(|block| block.trim() == content.trim());
+    if !explicit && !bare {
+        return Err(SignedRefusal::NotChangeKey);
+    }
     let mut keys = Vec::new();
-    for block in openpgp::find_armored_keys(content) {
+    for block in blocks {
         keys.extend(openpgp::parse_armored_keys(block).map_err(|err| SignedRefusal::NewKeyRefused(err.to_string()))?);
     }
     if keys.len() != 1 {
@@ -550,6 +609,9 @@ fn new_key_of(content: &str, policy: &KeyPolicy, now: DateTime<Utc>) -> Result<C
     }
     if key.is_expired(now) {
         return Err(SignedRefusal::NewKeyRefused("the key has expired".into()));
+    }
+    if !explicit && !key.emails().iter().any(|email| old.users.contains(email)) {
+        return Err(SignedRefusal::NotChangeKey);
     }
     Ok(key)
 }
@@ -598,7 +660,7 @@ impl Tally {
             KeyOutcome::Applied { addresses, .. } => {
                 let added = addresses
                     .iter()
-                    .filter(|(_, o)| *o == AddressOutcome::Registered)
+                    .filter(|(_, o)| matches!(o, AddressOutcome::Registered | AddressOutcome::TakenOver(_)))
                     .count();
                 let refused = addresses
                     .iter()

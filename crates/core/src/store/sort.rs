@@ -50,8 +50,10 @@ impl KeyStore {
                     .find_map(|line| line.strip_prefix(b"User: "))
                     .map(|user| String::from_utf8_lossy(user).trim().to_string())
             })?;
-            if let Some(Some(first)) = first {
-                run.push((first, String::from_utf8_lossy(hex).into_owned()));
+            if let Some(first) = first {
+                let hex = String::from_utf8_lossy(hex).into_owned();
+                // A revoked key whose addresses all passed on sorts by its fingerprint.
+                run.push((first.unwrap_or_else(|| format!("0x{hex}")), hex));
                 total += 1;
                 if run.len() == SORT_RUN {
                     spill(&mut run)?;
