@@ -838,10 +838,13 @@ fn expired_by_newest_self_signature(key: &SignedPublicKey, now: DateTime<Utc>) -
     {
         return false;
     }
+    // User IDs that may not be published say nothing about expiry: the
+    // check strips them.
     let mut candidates: Vec<(&Signature, Option<&UserId>)> = key
         .details
         .users
         .iter()
+        .filter(|user| check_user_id(user.id.id()).is_ok())
         .flat_map(|user| user.signatures.iter().map(move |sig| (sig, Some(&user.id))))
         .filter(|(sig, _)| sig.is_certification() && sig.typ() != Some(SignatureType::CertRevocation))
         .chain(

@@ -230,7 +230,11 @@ fn user_self_sigs(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{check_key, generate_key, KeyPolicy, KeySpec};
+    use chrono::{Duration, Utc};
+    use pgp::packet::{Subpacket, SubpacketData};
+    use pgp::types::{Duration as PgpDuration, Password};
+
+    use super::super::{check_key, generate_key, has_expired, self_config, timestamp_of, KeyPolicy, KeySpec};
     use super::*;
 
     #[test]
@@ -318,5 +322,37 @@ mod tests {
             err.to_string(),
             "no user ID with an email address can be published: user ID \"Eve <eve@example.net> victim@example.org\" is not published: it holds 2 email addresses; a user ID may hold only one"
         );
+    }
+
+    #[test]
+    fn an_unclean_user_id_says_nothing_about_expiry() {
+        let now = Utc::now();
+        let mut spec = KeySpec::ed25519(&["Eve <eve@example.org>", "Eve <eve@example.net> victim@example.org"]);
+        spec.created = now - Duration::days(10);
+        let secret = generate_key(rand::thread_rng(), &spec).expect("key");
+        let mut key = secret.to_public_key();
+        // The newest self-signature, on the unclean user ID, says the key
+        // expired a day after it was made.
+        let when = timestamp_of(spec.created + Duration::days(1)).expect("time");
+        let mut config = self_config(SignatureType::CertPositive, &secret.primary_key, when).expect("config");
+        let lifetime = PgpDuration::try_from(std::time::Duration::from_secs(86_400)).expect("lifetime");
+        config
+            .hashed_subpackets
+            .push(Subpacket::regular(SubpacketData::KeyExpirationTime(lifetime)).expect("subpacket"));
+        let unclean = &mut key.details.users[1];
+        let sig = config
+            .sign_certification(
+                &secret.primary_key,
+                &secret.primary_key.public_key(),
+                &Password::empty(),
+                Tag::UserId,
+                &unclean.id,
+            )
+            .expect("certification");
+        unclean.signatures.push(sig);
+        assert!(!has_expired(&key, now), "the probe agrees with the check");
+        let checked = check_key(key, &KeyPolicy::default()).expect("accepted");
+        assert_eq!(checked.expires_at(), None);
+        assert_eq!(checked.stripped_user_ids().len(), 1);
     }
 }
