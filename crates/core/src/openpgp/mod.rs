@@ -62,6 +62,7 @@ mod user_ids;
 pub mod validity;
 use rsa_verify::Checked;
 pub use user_ids::{check_user_id, email_of_user_id, StrippedUserId, UncleanUserId};
+use validity::Judge;
 pub use validity::{check_signer, InvalidSigner};
 
 /// The armor line that opens a public key block.
@@ -1141,37 +1142,6 @@ fn verifying_keys(key: &SignedPublicKey) -> Vec<Verifier<'_>> {
     keys
 }
 
-/// Weighs the signatures of a signed part that verify: the first whose
-/// signer [`check_signer`] accepts counts; else the refusal names the
-/// first that did not.
-struct Judge<'a> {
-    key: &'a CheckedKey,
-    refusal: Option<InvalidSigner>,
-}
-
-impl Judge<'_> {
-    /// When `sig`, verified with `verifier`, was made, if its signer may
-    /// have signed then.
-    fn accepts(&mut self, sig: &Signature, verifier: &Verifier<'_>) -> Result<Option<DateTime<Utc>>, SignatureError> {
-        let signed_at = utc_of(sig)?;
-        let Some(fingerprint) = verifier.fingerprint() else {
-            return Ok(None);
-        };
-        match check_signer(self.key, &fingerprint, signed_at) {
-            Ok(()) => Ok(Some(signed_at)),
-            Err(refusal) => {
-                self.refusal.get_or_insert(refusal);
-                Ok(None)
-            }
-        }
-    }
-
-    fn refusal(self) -> SignatureError {
-        self.refusal
-            .map_or(SignatureError::DoesNotVerify, SignatureError::InvalidSigner)
-    }
-}
-
 /// The key ID a fingerprint stands for: its last eight bytes for v4, its
 /// first eight for v5 and v6.
 fn key_id_bytes_of(fingerprint: &pgp::types::Fingerprint) -> Option<[u8; 8]> {
@@ -1279,7 +1249,7 @@ impl SignedPart {
     pub fn verify(&self, key: &CheckedKey) -> Result<Verified, SignatureError> {
         guarded_sig(|| {
             let candidates = verifying_keys(&key.key);
-            let mut judge = Judge { key, refusal: None };
+            let mut judge = Judge::new(key);
             match self {
                 SignedPart::Cleartext(block) => {
                     let (message, _) =

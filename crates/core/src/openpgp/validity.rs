@@ -30,6 +30,9 @@
 //!
 //! Each refusal is an [`InvalidSigner`] whose `Display` text names the key
 //! and the date, for the reply mail.
+//! [`SignedPart::verify`](super::SignedPart::verify) puts every signature
+//! of a request that verifies to [`check_signer`] (through `Judge`): the
+//! first that passes counts.
 
 use std::fmt;
 
@@ -38,7 +41,7 @@ use pgp::composed::SignedPublicSubKey;
 use pgp::packet::{RevocationCode, Signature, SignatureType};
 use pgp::types::KeyDetails as _;
 
-use super::{expiry_set_by, sig_time, to_utc, CheckedKey};
+use super::{expiry_set_by, sig_time, to_utc, utc_of, CheckedKey, SignatureError, Verifier};
 use crate::types::Fingerprint;
 
 /// One of a registered key's keys, named in a refusal.
@@ -250,13 +253,11 @@ fn check_subkey(
             created,
         });
     }
-    let revocations: Vec<Signature> = subkey
+    let revocations = subkey
         .signatures
         .iter()
-        .filter(|sig| sig.typ() == Some(SignatureType::SubkeyRevocation))
-        .cloned()
-        .collect();
-    if let Some((on, reason)) = revoked_for(&revocations, signed_at) {
+        .filter(|sig| sig.typ() == Some(SignatureType::SubkeyRevocation));
+    if let Some((on, reason)) = revoked_for(revocations, signed_at) {
         return Err(InvalidSigner::Revoked {
             signer: signer(),
             on,
@@ -287,10 +288,53 @@ fn check_subkey(
     }
 }
 
+/// Weighs the signatures of a signed part that verify: the first whose
+/// signer [`check_signer`] accepts counts; else the refusal names the
+/// first that did not.
+pub(super) struct Judge<'a> {
+    key: &'a CheckedKey,
+    refusal: Option<InvalidSigner>,
+}
+
+impl<'a> Judge<'a> {
+    pub(super) fn new(key: &'a CheckedKey) -> Judge<'a> {
+        Judge { key, refusal: None }
+    }
+
+    /// When `sig`, verified with `verifier`, was made, if its signer may
+    /// have signed then.
+    pub(super) fn accepts(
+        &mut self,
+        sig: &Signature,
+        verifier: &Verifier<'_>,
+    ) -> Result<Option<DateTime<Utc>>, SignatureError> {
+        let signed_at = utc_of(sig)?;
+        let Some(fingerprint) = verifier.fingerprint() else {
+            return Ok(None);
+        };
+        match check_signer(self.key, &fingerprint, signed_at) {
+            Ok(()) => Ok(Some(signed_at)),
+            Err(refusal) => {
+                self.refusal.get_or_insert(refusal);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Why no signature counted.
+    pub(super) fn refusal(self) -> SignatureError {
+        self.refusal
+            .map_or(SignatureError::DoesNotVerify, SignatureError::InvalidSigner)
+    }
+}
+
 /// The first of `revocations` (all verified by [`check_key`](super::check_key))
 /// that stops a signature made at `signed_at`, with its date and reason.
-fn revoked_for(revocations: &[Signature], signed_at: DateTime<Utc>) -> Option<(DateTime<Utc>, RevocationReason)> {
-    revocations.iter().find_map(|sig| {
+fn revoked_for<'s>(
+    revocations: impl IntoIterator<Item = &'s Signature>,
+    signed_at: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, RevocationReason)> {
+    revocations.into_iter().find_map(|sig| {
         let on = to_utc(sig_time(sig));
         let reason = RevocationReason::of(sig);
         (!reason.is_soft() || signed_at >= on).then_some((on, reason))
