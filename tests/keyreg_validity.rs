@@ -302,17 +302,19 @@ fn user_ids_with_a_second_address_or_a_line_break_are_not_published() {
         "victim@example.org",
         &victim.key("Victim <victim@example.org>", "ed25519"),
     );
-    // Eve's key has a clean user ID and one naming the victim after her
-    // own address; Mallory's only user ID hides the victim's address on a
-    // second line.
+    // Eve's key has a clean user ID, one naming the victim after her own
+    // address and one with the victim's address and a zero-width space;
+    // Mallory's only user ID hides the victim's address on a second line.
     let eve = Gpg::new();
     eve.key("Eve <eve@example.net>", "ed25519");
     let eve_fpr = eve.fingerprint("eve@example.net");
-    let added = eve.run(
-        &["--quick-add-uid", &eve_fpr, "Eve <eve@example.net> victim@example.org"],
-        b"",
-    );
-    assert_eq!(added.code, 0, "{}", added.stderr);
+    for user_id in [
+        "Eve <eve@example.net> victim@example.org",
+        "Eve <victim@example.org\u{200b}>",
+    ] {
+        let added = eve.run(&["--quick-add-uid", &eve_fpr, user_id], b"");
+        assert_eq!(added.code, 0, "{}", added.stderr);
+    }
     let mallory = Gpg::new();
     let made = mallory.run(
         &[
@@ -361,6 +363,9 @@ fn user_ids_with_a_second_address_or_a_line_break_are_not_published() {
         eve_reply.contains("eve@example.net: registered")
             && eve_reply.contains(
                 "user ID \"Eve <eve@example.net> victim@example.org\" is not published: it holds 2 email addresses"
+            )
+            && eve_reply.contains(
+                "user ID \"Eve <victim@example.org\\u{200b}>\" is not published: its email address is not one this server accepts"
             ),
         "{eve_reply}"
     );

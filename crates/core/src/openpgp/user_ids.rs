@@ -4,14 +4,17 @@
 //!
 //! The rule is that a published user ID says one thing plainly. A user ID
 //! is published only if it is UTF-8 text without control characters (no
-//! line breaks, tabs or escape sequences: a reply, a log line or a client's
-//! listing would show a forged second line) and holds at most one email
-//! address, counted in or outside `<…>`: clients such as `gpg --list-keys
-//! victim@example.org` match any user ID that *contains* the address, so
-//! `Evil <evil@example.net> victim@example.org` in the flat keyring would
-//! pass for victim's key. A self-signed user ID that breaks the rule is
-//! stripped from the key, with the reason kept in a [`StrippedUserId`] for
-//! the reply; the key is still registered under its other user IDs, and
+//! line breaks, tabs, escape sequences or bidirectional overrides: a reply,
+//! a log line or a client's listing would show a forged second line or
+//! reordered text) and holds at most one email address, counted in or
+//! outside `<…>`, which must be the address it gives ([`email_of_user_id`]).
+//! Clients such as `gpg --list-keys victim@example.org` match any user ID
+//! that *contains* the address, so `Evil <evil@example.net>
+//! victim@example.org`, or `Evil <victim@example.org\u{200b}>` (an address
+//! this server would not accept), in the flat keyring would pass for
+//! victim's key. A self-signed user ID that breaks the rule is stripped
+//! from the key, with the reason kept in a [`StrippedUserId`] for the
+//! reply; the key is still registered under its other user IDs, and
 //! refused ([`KeyError::NoCleanEmail`]) only when no clean one gives an
 //! address. A user ID without a valid self-signature is dropped silently,
 //! as before: it was never the key owner's word.
@@ -47,12 +50,17 @@ pub enum UncleanUserId {
     #[error("it is not UTF-8 text")]
     NotUtf8,
     /// A control character: a line break, a tab, an escape, DEL, a C1
-    /// control or a Unicode line or paragraph separator.
+    /// control, a Unicode line or paragraph separator, or a bidirectional
+    /// embedding, override or isolate.
     #[error("it holds a control character (a line break, a tab or the like)")]
     ControlCharacter,
     /// More than one email address.
     #[error("it holds {0} email addresses; a user ID may hold only one")]
     SeveralAddresses(usize),
+    /// An address that this server does not accept (see
+    /// [`Email::parse`]), or one outside the `<…>` that holds something else.
+    #[error("its email address is not one this server accepts (a plain ASCII address such as name@example.org, in <…> or alone)")]
+    UnusableAddress,
 }
 
 /// A self-signed user ID that [`check_key`](super::check_key) took out of
@@ -82,14 +90,16 @@ pub(super) fn describe_stripped(stripped: &[StrippedUserId]) -> String {
 /// the user ID packet's content.
 pub fn check_user_id(bytes: &[u8]) -> Result<(), UncleanUserId> {
     let text = std::str::from_utf8(bytes).map_err(|_| UncleanUserId::NotUtf8)?;
-    if text
-        .chars()
-        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
-    {
+    let control = |c: char| {
+        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if text.chars().any(control) {
         return Err(UncleanUserId::ControlCharacter);
     }
     match address_count(text) {
-        0 | 1 => Ok(()),
+        0 => Ok(()),
+        1 if email_of_user_id(text).is_some() => Ok(()),
+        1 => Err(UncleanUserId::UnusableAddress),
         count => Err(UncleanUserId::SeveralAddresses(count)),
     }
 }
@@ -245,6 +255,7 @@ mod tests {
             "Just A Name",
             "Bob (at @home, or bob @ work) <bob@example.org>",
             "Zoë Ünicode <zoe@example.org>",
+            "Someone <not an address>",
         ] {
             assert_eq!(check_user_id(clean.as_bytes()), Ok(()), "{clean:?}");
         }
@@ -253,7 +264,8 @@ mod tests {
     #[test]
     fn unclean_user_ids_are_named() {
         let several = UncleanUserId::SeveralAddresses(2);
-        let cases: [(&[u8], UncleanUserId); 9] = [
+        let unusable = UncleanUserId::UnusableAddress;
+        let cases: [(&[u8], UncleanUserId); 15] = [
             (b"Evil <evil@example.net> victim@example.org", several.clone()),
             (b"victim@example.org <evil@example.net>", several.clone()),
             (b"Evil (victim@example.org) <evil@example.net>", several.clone()),
@@ -268,7 +280,16 @@ mod tests {
                 "Evil\u{2028}<evil@example.net>".as_bytes(),
                 UncleanUserId::ControlCharacter,
             ),
+            (
+                "Evil \u{202e}<gro.elpmaxe@mitciv>".as_bytes(),
+                UncleanUserId::ControlCharacter,
+            ),
             (b"Evil \xff <evil@example.net>", UncleanUserId::NotUtf8),
+            ("Victim <victim@example.org\u{200b}>".as_bytes(), unusable.clone()),
+            ("Victim <victim@b\u{fc}cher.example>".as_bytes(), unusable.clone()),
+            (b"victim@example.org <not an address>", unusable.clone()),
+            (b"victim@example.org (work)", unusable.clone()),
+            (b"Bob <bob@localhost>", unusable),
         ];
         for (user_id, reason) in cases {
             assert_eq!(check_user_id(user_id), Err(reason), "{user_id:?}");
