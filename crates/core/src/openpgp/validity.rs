@@ -26,7 +26,8 @@
 //! * A subkey signs only under a binding signature made at or before T that
 //!   carries the signing flag ([`check_key`](super::check_key) has already
 //!   kept only bindings that verify, with a back signature for signing
-//!   subkeys, and only the newest of them).
+//!   subkeys, and only the newest of them). The primary key needs no
+//!   signing flag: it is the registered key itself, not a delegate.
 //!
 //! Each refusal is an [`InvalidSigner`] whose `Display` text names the key
 //! and the date, for the reply mail.
