@@ -22,7 +22,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::openpgp::{self, CheckedKey, KeyError, KeyPolicy, SignedPart, Verified};
+use crate::openpgp::{self, CheckedKey, KeyError, KeyPolicy, SignedPart, StrippedUserId, Verified};
 use crate::protocol::{MAX_DATAGRAM, USERINFO_OVERHEAD};
 use crate::record::Record;
 use crate::store::{KeyStore, StoreError};
@@ -163,6 +163,8 @@ pub enum KeyOutcome {
         revoked: bool,
         /// Per address.
         addresses: Vec<(Email, AddressOutcome)>,
+        /// The key's self-signed user IDs that may not be published, and why.
+        stripped: Vec<StrippedUserId>,
     },
     /// The key was refused as a whole.
     Refused {
@@ -182,6 +184,7 @@ impl KeyOutcome {
                 fingerprint,
                 revoked,
                 addresses,
+                stripped,
             } => {
                 let mut lines = vec![format!("key {fingerprint}:")];
                 if *revoked {
@@ -190,6 +193,7 @@ impl KeyOutcome {
                     );
                     lines.push("  its addresses stay listed with the revoked key until a successor key is registered for them: mail the new key to the register address and it takes them over".into());
                 }
+                lines.extend(stripped.iter().map(|user_id| format!("  {user_id}")));
                 lines.extend(addresses.iter().map(|(email, outcome)| format!("  {email}: {outcome}")));
                 lines
             }
@@ -271,6 +275,7 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
         fingerprint: fingerprint.clone(),
         revoked: merged.is_revoked(),
         addresses: outcomes,
+        stripped: key.stripped_user_ids().to_vec(),
     };
     if users.is_empty() && !merged.is_revoked() {
         if let Some(record) = &existing {
@@ -454,7 +459,9 @@ struct Authenticated {
 }
 
 /// Finds the registered key that signed one of `parts` and checks the
-/// signature and its age.
+/// signature, that the key (or subkey) that made it could sign then by the
+/// registered copy ([`openpgp::check_signer`]: not revoked, not expired,
+/// bound for signing), and its age.
 fn authenticate(
     store: &KeyStore,
     parts: &[SignedPart],
@@ -556,6 +563,7 @@ pub fn apply_change(
         old.fingerprint,
         new_key.fingerprint()
     )];
+    lines.extend(new_key.stripped_user_ids().iter().map(|user_id| format!("  {user_id}")));
     for user in &old.users {
         let moved = addresses
             .iter()

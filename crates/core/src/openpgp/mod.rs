@@ -8,17 +8,21 @@
 //! least [`KeyPolicy::min_rsa_bits`] or an elliptic-curve signing key, when at
 //! least one user ID carries a self-signature that verifies, and when at
 //! least one of those user IDs holds an email address. What is published is
-//! the *stripped* key: the primary key, its self-signed user IDs each with
-//! its newest valid self-signature (and the self-made certification
-//! revocations not older than it), subkeys with their newest valid binding
-//! signature (and revocations), the newest direct-key self-signature and
-//! key revocations. Superseded self-signatures, third-party certifications
-//! and user attributes (photo IDs) are dropped; that keeps records small
-//! and defeats certificate flooding. Self-signatures are verified newest
-//! first, one at a time, until one verifies (rPGP's `verify_bindings`
-//! checks them all and refuses a whole key for one third-party
-//! certification); RSA ones through OpenSSL ([`rsa_verify`]). Expired and
-//! revoked keys are *reported*, not refused: the caller decides.
+//! the *stripped* key: the primary key, its self-signed user IDs that are
+//! clean enough to publish ([`check_user_id`]: one address at most, no
+//! control characters) each with its newest valid self-signature (and the
+//! self-made certification revocations not older than it), subkeys with
+//! their newest valid binding signature (and revocations), the newest
+//! direct-key self-signature and key revocations. Superseded
+//! self-signatures, third-party certifications and user attributes (photo
+//! IDs) are dropped; that keeps records small and defeats certificate
+//! flooding. Self-signatures are verified newest first, one at a time,
+//! until one verifies (rPGP's `verify_bindings` checks them all and refuses
+//! a whole key for one third-party certification); RSA ones through
+//! OpenSSL ([`rsa_verify`]). Expired and revoked keys are *reported*, not
+//! refused: the caller decides. A signed request's signature counts only
+//! from a key that could sign when it did, by the registered copy:
+//! [`validity`].
 //!
 //! The module also writes armored keyrings in a streaming way
 //! ([`ArmoredKeyringWriter`]) for the flat file `pubkeys.asc`, and can
@@ -47,14 +51,19 @@ use pgp::packet::{
 use pgp::ser::Serialize;
 use pgp::types::{
     CompressionAlgorithm, Duration as PgpDuration, KeyDetails as _, KeyId, KeyVersion, Password, PublicParams,
-    SignatureBytes, SignedUser, Tag, Timestamp,
+    SignatureBytes, Tag, Timestamp,
 };
 use rand::{CryptoRng, Rng};
 
 use crate::types::{Email, Fingerprint};
 
 mod rsa_verify;
+mod user_ids;
+pub mod validity;
 use rsa_verify::Checked;
+pub use user_ids::{check_user_id, email_of_user_id, StrippedUserId, UncleanUserId};
+use validity::Judge;
+pub use validity::{check_signer, InvalidSigner};
 
 /// The armor line that opens a public key block.
 pub const BEGIN_PUBLIC_KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
@@ -100,6 +109,10 @@ pub enum KeyError {
     /// No self-signed, unrevoked user ID holds an email address.
     #[error("none of the key's self-signed user IDs holds an email address")]
     NoEmail,
+    /// The user IDs that would give an address may not be published
+    /// ([`check_user_id`]); the stripped ones, with their reasons.
+    #[error("no user ID with an email address can be published: {}", user_ids::describe_stripped(.0))]
+    NoCleanEmail(Vec<StrippedUserId>),
     /// More user IDs than the policy allows.
     #[error("the key has {count} user IDs; at most {max} are accepted")]
     TooManyUserIds {
@@ -344,6 +357,7 @@ pub struct CheckedKey {
     key: SignedPublicKey,
     fingerprint: Fingerprint,
     emails: Vec<Email>,
+    stripped: Vec<StrippedUserId>,
     revoked: bool,
     expires_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
@@ -362,6 +376,13 @@ impl CheckedKey {
     /// stay in the key but give no email.
     pub fn emails(&self) -> &[Email] {
         &self.emails
+    }
+
+    /// The self-signed user IDs that were taken out of the key because
+    /// they may not be published ([`check_user_id`]), with the reasons, for
+    /// the reply.
+    pub fn stripped_user_ids(&self) -> &[StrippedUserId] {
+        &self.stripped
     }
 
     /// Whether the key carries a valid key revocation signature made by
@@ -621,17 +642,6 @@ fn to_utc(secs: u32) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
-/// The address in a user ID: the `<...>` part if there is one, else the
-/// whole user ID if it is a bare address.
-pub fn email_of_user_id(user_id: &str) -> Option<Email> {
-    if let Some(open) = user_id.rfind('<') {
-        let rest = user_id.get(open + 1..)?;
-        let close = rest.find('>')?;
-        return Email::parse(rest.get(..close)?).ok();
-    }
-    Email::parse(user_id).ok()
-}
-
 /// Checks one parsed key and strips it (see [`CheckedKey`]). Refuses keys
 /// whose primary algorithm is not accepted (DSA, Elgamal, RSA below
 /// `policy.min_rsa_bits`, encryption-only algorithms), keys over the
@@ -645,33 +655,7 @@ pub fn check_key(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKey,
 
 fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKey, KeyError> {
     let primary = key.primary_key;
-    match primary.version() {
-        KeyVersion::V4 | KeyVersion::V6 => {}
-        other => return Err(KeyError::UnsupportedVersion(u8::from(other))),
-    }
-    let ids = PrimaryIds::of(&primary);
-    let fingerprint =
-        Fingerprint::from_bytes(ids.fingerprint.as_bytes()).map_err(|e| KeyError::Unreadable(e.to_string()))?;
-    check_algorithm(&primary, policy)?;
-
-    let user_count = key.details.users.len();
-    if user_count > policy.max_user_ids {
-        return Err(KeyError::TooManyUserIds {
-            count: user_count,
-            max: policy.max_user_ids,
-        });
-    }
-    let subkey_count = key.public_subkeys.len();
-    if subkey_count > policy.max_subkeys {
-        return Err(KeyError::TooManySubkeys {
-            count: subkey_count,
-            max: policy.max_subkeys,
-        });
-    }
-    if user_count == 0 {
-        return Err(KeyError::NoUserId);
-    }
-
+    let (ids, fingerprint) = check_primary(&primary, &key.details, key.public_subkeys.len(), policy)?;
     let mut budget = Budget {
         left: policy.max_signature_checks,
         limit: policy.max_signature_checks,
@@ -690,72 +674,101 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
         &mut budget,
         |sig| sig.verify_key(&signer),
     )?;
-
-    // User IDs with their newest self-signature, and the revocations that
-    // come after it. A user ID repeated in the key counts once.
-    let mut users: Vec<SignedUser> = Vec::new();
-    for user in details.users {
-        match users.iter_mut().find(|u| u.id.id() == user.id.id()) {
-            Some(first) => first.signatures.extend(user.signatures),
-            None => users.push(user),
-        }
-    }
-    let mut emails: Vec<Email> = Vec::new();
-    let mut kept_users = Vec::new();
-    let mut newest_self_sig: Option<Signature> = directs.first().cloned();
-    for user in users {
-        let (id, certification, revocations) = user_self_sigs(user, &signer, &ids, &mut budget)?;
-        let Some(certification) = certification else {
-            continue;
-        };
-        if newest_self_sig
-            .as_ref()
-            .is_none_or(|newest| sig_time(&certification) >= sig_time(newest))
-        {
-            newest_self_sig = Some(certification.clone());
-        }
-        if revocations.is_empty() {
-            if let Some(email) = id.as_str().and_then(email_of_user_id) {
-                if !emails.contains(&email) {
-                    emails.push(email);
-                }
-            }
-        }
-        let mut signatures = vec![certification];
-        signatures.extend(revocations);
-        kept_users.push(SignedUser { id, signatures });
-    }
-    if kept_users.is_empty() {
-        return Err(KeyError::BadSelfSignatures);
-    }
-    if emails.is_empty() {
-        return Err(KeyError::NoEmail);
-    }
+    let users = user_ids::check_user_ids(details.users, directs.first(), &signer, &ids, &mut budget)?;
 
     // Expiry from the newest valid self-signature.
     let created_secs = primary.created_at().as_secs();
-    let expires_at = newest_self_sig
+    let expires_at = users
+        .newest_self_sig
         .as_ref()
         .and_then(|sig| expiry_set_by(sig, created_secs));
+    let subkeys = check_subkeys(key.public_subkeys, &signer, &ids, &mut budget)?;
 
-    // Subkeys with their newest binding and their revocations. A subkey
-    // repeated in the key counts once.
-    let mut offered: Vec<(pgp::types::Fingerprint, SignedPublicSubKey)> = Vec::new();
-    for subkey in key.public_subkeys {
+    let revoked = !revocations.is_empty();
+    let created_at = to_utc(created_secs);
+    let stripped = SignedPublicKey {
+        primary_key: primary,
+        details: SignedKeyDetails {
+            revocation_signatures: revocations,
+            direct_signatures: directs,
+            users: users.users,
+            user_attributes: Vec::new(),
+        },
+        public_subkeys: subkeys,
+    };
+    Ok(CheckedKey {
+        key: stripped,
+        fingerprint,
+        emails: users.emails,
+        stripped: users.stripped,
+        revoked,
+        expires_at,
+        created_at,
+    })
+}
+
+/// The primary-key step of [`check_key`]: its version, its algorithm and
+/// the policy's counts; returns how signatures name it, and its
+/// fingerprint.
+fn check_primary(
+    primary: &PublicKey,
+    details: &SignedKeyDetails,
+    subkey_count: usize,
+    policy: &KeyPolicy,
+) -> Result<(PrimaryIds, Fingerprint), KeyError> {
+    match primary.version() {
+        KeyVersion::V4 | KeyVersion::V6 => {}
+        other => return Err(KeyError::UnsupportedVersion(u8::from(other))),
+    }
+    let ids = PrimaryIds::of(primary);
+    let fingerprint =
+        Fingerprint::from_bytes(ids.fingerprint.as_bytes()).map_err(|e| KeyError::Unreadable(e.to_string()))?;
+    check_algorithm(primary, policy)?;
+
+    let user_count = details.users.len();
+    if user_count > policy.max_user_ids {
+        return Err(KeyError::TooManyUserIds {
+            count: user_count,
+            max: policy.max_user_ids,
+        });
+    }
+    if subkey_count > policy.max_subkeys {
+        return Err(KeyError::TooManySubkeys {
+            count: subkey_count,
+            max: policy.max_subkeys,
+        });
+    }
+    if user_count == 0 {
+        return Err(KeyError::NoUserId);
+    }
+    Ok((ids, fingerprint))
+}
+
+/// The subkey step of [`check_key`]: each subkey with its newest binding
+/// that verifies and its revocations; a subkey without a valid binding is
+/// dropped. A subkey repeated in the key counts once.
+fn check_subkeys(
+    offered: Vec<SignedPublicSubKey>,
+    signer: &Checked<'_, PublicKey>,
+    ids: &PrimaryIds,
+    budget: &mut Budget,
+) -> Result<Vec<SignedPublicSubKey>, KeyError> {
+    let mut distinct: Vec<(pgp::types::Fingerprint, SignedPublicSubKey)> = Vec::new();
+    for subkey in offered {
         let fingerprint = subkey.key.fingerprint();
-        match offered.iter_mut().find(|(seen, _)| *seen == fingerprint) {
+        match distinct.iter_mut().find(|(seen, _)| *seen == fingerprint) {
             Some((_, first)) => first.signatures.extend(subkey.signatures),
-            None => offered.push((fingerprint, subkey)),
+            None => distinct.push((fingerprint, subkey)),
         }
     }
     let mut subkeys = Vec::new();
-    for (_, subkey) in offered {
-        let (bindings, revocations): (Vec<Signature>, Vec<Signature>) = newest_first(subkey.signatures, &ids)
+    for (_, subkey) in distinct {
+        let (bindings, revocations): (Vec<Signature>, Vec<Signature>) = newest_first(subkey.signatures, ids)
             .into_iter()
             .partition(|sig| sig.typ() == Some(SignatureType::SubkeyBinding));
         let bound = Checked::new(&subkey.key);
-        let binding = newest_verified(bindings, &mut budget, |sig| {
-            sig.verify_subkey_binding(&signer, &bound)?;
+        let binding = newest_verified(bindings, budget, |sig| {
+            sig.verify_subkey_binding(signer, &bound)?;
             // A signing subkey must sign its binding back (a back
             // signature), or anyone could claim someone else's subkey.
             if sig.key_flags().sign() {
@@ -763,7 +776,7 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
                     message: "signing subkey without a back signature".to_string(),
                     backtrace: None,
                 })?;
-                backsig.verify_primary_key_binding(&bound, &signer)?;
+                backsig.verify_primary_key_binding(&bound, signer)?;
             }
             Ok(())
         })?;
@@ -775,8 +788,8 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
                 .into_iter()
                 .filter(|sig| sig.typ() == Some(SignatureType::SubkeyRevocation))
                 .collect(),
-            &mut budget,
-            |sig| sig.verify_subkey_binding(&signer, &bound),
+            budget,
+            |sig| sig.verify_subkey_binding(signer, &bound),
         )?;
         let mut signatures = binding;
         signatures.extend(revocations);
@@ -785,27 +798,7 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
             signatures,
         });
     }
-
-    let revoked = !revocations.is_empty();
-    let created_at = to_utc(created_secs);
-    let stripped = SignedPublicKey {
-        primary_key: primary,
-        details: SignedKeyDetails {
-            revocation_signatures: revocations,
-            direct_signatures: directs,
-            users: kept_users,
-            user_attributes: Vec::new(),
-        },
-        public_subkeys: subkeys,
-    };
-    Ok(CheckedKey {
-        key: stripped,
-        fingerprint,
-        emails,
-        revoked,
-        expires_at,
-        created_at,
-    })
+    Ok(subkeys)
 }
 
 /// When a self-signature says a key created at `created_secs` expires;
@@ -846,10 +839,13 @@ fn expired_by_newest_self_signature(key: &SignedPublicKey, now: DateTime<Utc>) -
     {
         return false;
     }
+    // User IDs that may not be published say nothing about expiry: the
+    // check strips them.
     let mut candidates: Vec<(&Signature, Option<&UserId>)> = key
         .details
         .users
         .iter()
+        .filter(|user| check_user_id(user.id.id()).is_ok())
         .flat_map(|user| user.signatures.iter().map(move |sig| (sig, Some(&user.id))))
         .filter(|(sig, _)| sig.is_certification() && sig.typ() != Some(SignatureType::CertRevocation))
         .chain(
@@ -933,34 +929,6 @@ fn newest_verified(
         }
     }
     Ok(Vec::new())
-}
-
-/// A user ID's newest certification by `primary` that verifies, and the
-/// certification revocations by `primary` that verify and are not older
-/// than it (a revocation older than the newest certification is undone by
-/// it). No certification: the user ID is not self-signed.
-fn user_self_sigs(
-    user: SignedUser,
-    signer: &Checked<'_, PublicKey>,
-    ids: &PrimaryIds,
-    budget: &mut Budget,
-) -> Result<(UserId, Option<Signature>, Vec<Signature>), KeyError> {
-    let (revocations, certifications): (Vec<Signature>, Vec<Signature>) = newest_first(user.signatures, ids)
-        .into_iter()
-        .filter(Signature::is_certification)
-        .partition(|sig| sig.typ() == Some(SignatureType::CertRevocation));
-    let id = user.id;
-    let verify = |sig: &Signature| sig.verify_certification(signer, Tag::UserId, &id);
-    let Some(certification) = newest_verified(certifications, budget, verify)?.pop() else {
-        return Ok((id, None, Vec::new()));
-    };
-    let since = sig_time(&certification);
-    let revocations = verified(
-        revocations.into_iter().filter(|sig| sig_time(sig) >= since).collect(),
-        budget,
-        verify,
-    )?;
-    Ok((id, Some(certification), revocations))
 }
 
 /// Parses the armored text of a stored key (a database record's key block)
@@ -1069,6 +1037,10 @@ pub enum SignatureError {
     /// The signature carries no creation time, so its age can't be judged.
     #[error("the signature has no creation time")]
     NoTime,
+    /// The signature verifies, but the registered key says the key that
+    /// made it could not sign then ([`check_signer`]).
+    #[error("{0}")]
+    InvalidSigner(InvalidSigner),
 }
 
 /// What a verified signed part says.
@@ -1143,6 +1115,14 @@ impl Verifier<'_> {
         }
     }
 
+    fn fingerprint(&self) -> Option<Fingerprint> {
+        let fingerprint = match self {
+            Verifier::Primary(key) => key.fingerprint(),
+            Verifier::Subkey(key) => key.fingerprint(),
+        };
+        Fingerprint::from_bytes(fingerprint.as_bytes()).ok()
+    }
+
     fn verifies(&self, sig: &Signature, data: &[u8]) -> bool {
         names_issuer(sig, &self.key_id())
             && match self {
@@ -1152,15 +1132,13 @@ impl Verifier<'_> {
     }
 }
 
-/// The keys a signature may be checked against: the primary key and each
-/// subkey whose binding allows signing.
+/// The keys a signature may be checked against: the primary key and every
+/// subkey. Whether the one that verifies may have signed is
+/// [`check_signer`]'s to say, so that the refusal can name the reason (a
+/// revoked or expired subkey, one not bound for signing).
 fn verifying_keys(key: &SignedPublicKey) -> Vec<Verifier<'_>> {
     let mut keys = vec![Verifier::Primary(&key.primary_key)];
-    for sub in &key.public_subkeys {
-        if sub.signatures.iter().any(|sig| sig.key_flags().sign()) {
-            keys.push(Verifier::Subkey(&sub.key));
-        }
-    }
+    keys.extend(key.public_subkeys.iter().map(|sub| Verifier::Subkey(&sub.key)));
     keys
 }
 
@@ -1265,11 +1243,13 @@ impl SignedPart {
         ids
     }
 
-    /// Verifies the part with `key`'s primary key or any of its signing
-    /// subkeys; returns the signed text and when it was signed.
+    /// Verifies the part with `key`'s primary key or any of its subkeys,
+    /// and checks that the one that signed could sign then
+    /// ([`check_signer`]); returns the signed text and when it was signed.
     pub fn verify(&self, key: &CheckedKey) -> Result<Verified, SignatureError> {
         guarded_sig(|| {
             let candidates = verifying_keys(&key.key);
+            let mut judge = Judge::new(key);
             match self {
                 SignedPart::Cleartext(block) => {
                     let (message, _) =
@@ -1277,15 +1257,18 @@ impl SignedPart {
                     let signed = message.signed_text();
                     for sig in message.signatures() {
                         for verifier in &candidates {
-                            if verifier.verifies(sig, signed.as_bytes()) {
+                            if !verifier.verifies(sig, signed.as_bytes()) {
+                                continue;
+                            }
+                            if let Some(signed_at) = judge.accepts(sig, verifier)? {
                                 return Ok(Verified {
                                     content: lf_text(signed.as_bytes()),
-                                    signed_at: utc_of(sig)?,
+                                    signed_at,
                                 });
                             }
                         }
                     }
-                    Err(SignatureError::DoesNotVerify)
+                    Err(judge.refusal())
                 }
                 SignedPart::Inline(armored) => with_inline(armored, |message, data| {
                     let count = match message {
@@ -1294,15 +1277,18 @@ impl SignedPart {
                     };
                     for index in 0..count {
                         for verifier in &candidates {
-                            if let Ok(sig) = message.verify_nested_explicit(index, verifier.as_dyn()) {
+                            let Ok(sig) = message.verify_nested_explicit(index, verifier.as_dyn()) else {
+                                continue;
+                            };
+                            if let Some(signed_at) = judge.accepts(sig, verifier)? {
                                 return Ok(Verified {
                                     content: lf_text(&data),
-                                    signed_at: utc_of(sig)?,
+                                    signed_at,
                                 });
                             }
                         }
                     }
-                    Err(SignatureError::DoesNotVerify)
+                    Err(judge.refusal())
                 }),
                 SignedPart::Detached { content, signature } => {
                     // RFC 3156 signs the part with CRLF line ends; some mailers
@@ -1311,17 +1297,21 @@ impl SignedPart {
                     let trimmed = canonical.strip_suffix(b"\r\n").unwrap_or(&canonical);
                     for sig in parse_detached(signature)? {
                         for verifier in &candidates {
-                            for data in [&canonical[..], trimmed] {
-                                if verifier.verifies(&sig, data) {
-                                    return Ok(Verified {
-                                        content: mime_body_text(content),
-                                        signed_at: utc_of(&sig)?,
-                                    });
-                                }
+                            if ![&canonical[..], trimmed]
+                                .iter()
+                                .any(|data| verifier.verifies(&sig, data))
+                            {
+                                continue;
+                            }
+                            if let Some(signed_at) = judge.accepts(&sig, verifier)? {
+                                return Ok(Verified {
+                                    content: mime_body_text(content),
+                                    signed_at,
+                                });
                             }
                         }
                     }
-                    Err(SignatureError::DoesNotVerify)
+                    Err(judge.refusal())
                 }
             }
         })
