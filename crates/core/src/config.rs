@@ -115,6 +115,7 @@ struct FileKeyreg {
     max_request_age_days: Option<u64>,
     max_message_bytes: Option<u64>,
     min_rsa_bits: Option<usize>,
+    max_keys_per_request: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +214,8 @@ pub struct KeyregConfig {
     pub max_message_bytes: u64,
     /// Smallest RSA key accepted.
     pub min_rsa_bits: usize,
+    /// Keys considered in one registration mail; the rest are refused.
+    pub max_keys_per_request: usize,
 }
 
 /// Outgoing mail settings.
@@ -347,7 +350,11 @@ impl Config {
             max_request_age: Duration::from_secs(file.keyreg.max_request_age_days.unwrap_or(7) * 86_400),
             max_message_bytes: file.keyreg.max_message_bytes.unwrap_or(50 * 1024 * 1024),
             min_rsa_bits: file.keyreg.min_rsa_bits.unwrap_or(2048),
+            max_keys_per_request: file.keyreg.max_keys_per_request.unwrap_or(100),
         };
+        if keyreg.max_keys_per_request == 0 {
+            return Err(invalid("keyreg.max_keys_per_request must be at least 1".into()));
+        }
         if keyreg.min_rsa_bits < 1024 {
             return Err(invalid("keyreg.min_rsa_bits must be at least 1024".into()));
         }
