@@ -325,13 +325,7 @@ impl Registrar {
                         }
                     }
                 },
-                None => Applied {
-                    lines: match item {
-                        Prepared::Signed { .. } => vec!["refused: the database is not open".into()],
-                        _ => Vec::new(),
-                    },
-                    tally: Tally::default(),
-                },
+                None => without_store(item),
             };
             results.push(applied);
         }
@@ -568,6 +562,33 @@ impl Registrar {
         }
         Ok(())
     }
+}
+
+/// What a request comes to when the batch needed no database: a
+/// registration whose keys were all refused before the write window
+/// still hears why, key by key.
+fn without_store(item: &Prepared) -> Applied {
+    let mut tally = Tally::default();
+    let lines = match item {
+        Prepared::Add { add, .. } => {
+            let mut lines = Vec::new();
+            for candidate in &add.candidates {
+                if let Candidate::Refused { key, reason } = candidate {
+                    let outcome = request::KeyOutcome::Refused {
+                        key: key.clone(),
+                        reason: reason.clone(),
+                    };
+                    tally.count(&outcome);
+                    lines.extend(outcome.lines());
+                }
+            }
+            lines.extend(add.not_considered_line());
+            lines
+        }
+        Prepared::Signed { .. } => vec!["refused: the database is not open".into()],
+        Prepared::Unprocessable(_) => Vec::new(),
+    };
+    Applied { lines, tally }
 }
 
 /// An I/O error that may pass by itself (out of file descriptors or
