@@ -213,7 +213,11 @@ fn spool_entries_that_are_not_files_are_moved_aside_unopened() {
     let outgoing = server.path("spool/outgoing");
     mkfifo(&outgoing.join("fifo.eml"));
     let secret = keys.path().join("secret");
-    std::fs::write(&secret, "X-Ripem-Recipient: thief@example.net\nSubject: secret\n\nsecret\n").unwrap();
+    std::fs::write(
+        &secret,
+        "X-Ripem-Recipient: thief@example.net\nSubject: secret\n\nsecret\n",
+    )
+    .unwrap();
     symlink(&secret, outgoing.join("link.eml")).unwrap();
 
     let log = keyreg_once_within(&server, std::time::Duration::from_secs(60));
@@ -240,24 +244,39 @@ fn spool_entries_that_are_not_files_are_moved_aside_unopened() {
     assert!(reason("outgoing.fifo.eml").contains("a FIFO"));
     assert!(reason("outgoing.link.eml").contains("a symlink"));
     let moved = server.path("spool/failed/add.key.link");
-    assert!(moved.symlink_metadata().unwrap().file_type().is_symlink(), "the link moved, not its target");
+    assert!(
+        moved.symlink_metadata().unwrap().file_type().is_symlink(),
+        "the link moved, not its target"
+    );
     assert!(outside.exists() && secret.exists(), "targets untouched");
     for line in ["key.fifo", "key.link", "key.dir", "fifo.eml", "link.eml"] {
         assert!(
-            log.lines().any(|l| l.contains(line) && l.contains("not a regular file")),
+            log.lines()
+                .any(|l| l.contains(line) && l.contains("not a regular file")),
             "one line for {line}: {log}"
         );
     }
     let txlog = std::fs::read_to_string(server.path("transactions.log")).unwrap();
-    assert_eq!(txlog.matches("=== end").count(), 4, "the good one and the three strays: {txlog}");
+    assert_eq!(
+        txlog.matches("=== end").count(),
+        4,
+        "the good one and the three strays: {txlog}"
+    );
     assert!(txlog.contains("not a regular file but a FIFO"));
 
     let replies = server.outbox();
-    assert_eq!(replies.len(), 1, "only the good request is answered, the link is not mailed");
+    assert_eq!(
+        replies.len(),
+        1,
+        "only the good request is answered, the link is not mailed"
+    );
     assert_eq!(replies[0].to, "good@example.org");
     let keyserv = server.start_keyserv();
     assert!(keyserv.lookup("good@example.org").starts_with("USERINFO"));
-    assert!(keyserv.lookup("linked@example.org").starts_with("NOTFOUND"), "a symlink is not followed");
+    assert!(
+        keyserv.lookup("linked@example.org").starts_with("NOTFOUND"),
+        "a symlink is not followed"
+    );
 }
 
 #[test]
@@ -273,7 +292,10 @@ fn names_that_are_not_utf8_are_processed_and_answered_apart() {
     }
     let log = keyreg_once_within(&server, std::time::Duration::from_secs(60));
     assert_eq!(server.pending("add"), 0, "{log}");
-    assert!(log.contains("key.%FF") && log.contains("key.%FE"), "escaped in the log: {log}");
+    assert!(
+        log.contains("key.%FF") && log.contains("key.%FE"),
+        "escaped in the log: {log}"
+    );
     let mut to: Vec<String> = server.outbox().into_iter().map(|m| m.to).collect();
     to.sort();
     assert_eq!(to, ["one@example.org", "two@example.org"], "two replies, none dropped");
@@ -323,7 +345,15 @@ fn a_huge_message_id_is_not_copied_into_the_reply() {
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].in_reply_to, None);
     assert!(replies[0].body.contains("registered"), "{}", replies[0].body);
-    let raw = std::fs::read(std::fs::read_dir(server.path("outbox")).unwrap().next().unwrap().unwrap().path()).unwrap();
+    let raw = std::fs::read(
+        std::fs::read_dir(server.path("outbox"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
     assert!(raw.len() < 64 * 1024, "{} bytes", raw.len());
     let longest = raw.split(|&b| b == b'\n').map(<[u8]>::len).max().unwrap();
     assert!(longest <= 998 + 1, "a line of {longest} bytes");
@@ -335,7 +365,12 @@ fn a_huge_reply_is_summarised_to_64_kib() {
     let junk = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxv9/////BARiYWQ=\n-----END PGP PUBLIC KEY BLOCK-----\n";
     server.mail("add", &plain_mail("loud@example.org", &junk.repeat(4000)));
     keyreg_once_within(&server, std::time::Duration::from_secs(120));
-    let path = std::fs::read_dir(server.path("outbox")).unwrap().next().unwrap().unwrap().path();
+    let path = std::fs::read_dir(server.path("outbox"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size <= 64 * 1024, "reply of {size} bytes");
     let reply = &server.outbox()[0].body;

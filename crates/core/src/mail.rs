@@ -208,7 +208,9 @@ impl RequestMail {
             let armored = body.windows(ARMOR_MARK.len()).any(|window| window == ARMOR_MARK);
             if armored {
                 // Valid UTF-8 is kept as it is: no second copy of a large body.
-                texts.push(String::from_utf8(body).unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned()));
+                texts.push(
+                    String::from_utf8(body).unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned()),
+                );
             } else if mimetype == "application/pgp-keys" && !body.is_empty() {
                 binary_keys.push(body);
             }
@@ -288,5 +290,26 @@ mod tests {
         assert!(RequestMail::parse(b"").is_err());
         assert!(RequestMail::parse(b"\n\njust a body").is_err());
         let _ = RequestMail::parse(&[0xff, 0x00, 0x13, b'\n', b':', 0x80]);
+    }
+
+    #[test]
+    fn header_values_for_the_reply_are_bounded() {
+        let id = |value: &str| {
+            RequestMail::parse(
+                format!(
+                    "From: a@example.com\nMessage-ID: {value}\nSubject: {}\n\nx",
+                    "s".repeat(5000)
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        assert_eq!(id("<ok@example.com>").message_id.as_deref(), Some("<ok@example.com>"));
+        assert_eq!(
+            id(&format!("<{}@example.com>", "i".repeat(MAX_MESSAGE_ID))).message_id,
+            None
+        );
+        assert_eq!(id("<caf\u{e9}@example.com>").message_id, None);
+        assert_eq!(id("<a@b>").subject.chars().count(), MAX_SUBJECT_CHARS);
     }
 }

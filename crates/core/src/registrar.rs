@@ -120,6 +120,9 @@ enum Prepared {
     Unprocessable(String),
 }
 
+/// A spool file, the bytes the log records for it, and what it asks.
+type ReadRequest<'a> = (&'a SpoolFile, Vec<u8>, Prepared);
+
 /// What applying one request did.
 struct Applied {
     lines: Vec<String>,
@@ -270,7 +273,7 @@ impl Registrar {
     /// that vanished since it was listed is left out; one that can't be
     /// read (not a regular file, over the limit, unreadable) is prepared as
     /// unprocessable, with what the log records in place of its bytes.
-    fn read_batch<'a>(&self, batch: &'a [SpoolFile]) -> Result<Vec<(&'a SpoolFile, Vec<u8>, Prepared)>, RegistrarError> {
+    fn read_batch<'a>(&self, batch: &'a [SpoolFile]) -> Result<Vec<ReadRequest<'a>>, RegistrarError> {
         let limit = self.config.keyreg.max_message_bytes;
         let mut prepared = Vec::with_capacity(batch.len());
         for file in batch {

@@ -324,10 +324,12 @@ impl Mailer {
                 Ok(()) => flushed.sent += 1,
                 Err(ReplyError::Spool(err @ (SpoolError::NotRegular { .. } | SpoolError::TooLarge { .. }))) => {
                     let reason = format!("not a queued reply: {err}");
-                    flushed.moved_aside.push(match spool.quarantine_outgoing(&path, &reason) {
-                        Ok(moved) => format!("{reason}; moved to {}", moved.display()),
-                        Err(move_err) => format!("{reason}; could not move it aside: {move_err}"),
-                    });
+                    flushed
+                        .moved_aside
+                        .push(match spool.quarantine_outgoing(&path, &reason) {
+                            Ok(moved) => format!("{reason}; moved to {}", moved.display()),
+                            Err(move_err) => format!("{reason}; could not move it aside: {move_err}"),
+                        });
                 }
                 Err(err) => flushed.errors.push(err),
             }
@@ -364,4 +366,35 @@ pub struct Flushed {
     /// Entries of `outgoing/` that were not queued replies (a FIFO, a
     /// symlink, a directory...), one line each: moved to `failed/`.
     pub moved_aside: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(body: String) -> Reply {
+        Reply {
+            to: Email::parse("to@example.org").unwrap(),
+            subject: "Re: test".into(),
+            in_reply_to: Some("<id@example.org>".into()),
+            body,
+            attachment: None,
+        }
+    }
+
+    #[test]
+    fn a_long_reply_is_summarised_within_the_limit() {
+        let short = reply("one line\n".into()).to_bytes("ks@example.org").unwrap();
+        assert!(String::from_utf8_lossy(&short).contains("one line"));
+        for line in [
+            "plain ascii outcome line",
+            "\u{e9}\u{e9}\u{e9} non-ASCII \u{e9}\u{e9}\u{e9}",
+        ] {
+            let body: String = (0..20_000).map(|i| format!("{line} {i}\n")).collect();
+            let bytes = reply(body).to_bytes("ks@example.org").unwrap();
+            assert!(bytes.len() <= MAX_REPLY_BYTES, "{} bytes", bytes.len());
+        }
+        let summary = summarise("a\nb\nc\n", 4);
+        assert!(summary.contains("3 further lines left out"), "{summary}");
+    }
 }

@@ -114,7 +114,9 @@ pub fn prepare_add(
         };
         let (keys, cut) = read_keys(bytes, max_keys - considered);
         if keys.is_err() && is_armored {
-            let revocation = std::str::from_utf8(bytes).ok().and_then(openpgp::parse_revocation_certificate);
+            let revocation = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(openpgp::parse_revocation_certificate);
             if let Some(revocation) = revocation {
                 revocations.push(Candidate::Revocation(Box::new(revocation)));
                 considered += 1;
@@ -772,5 +774,27 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn keys_past_the_limit_are_not_parsed() {
+        let policy = KeyPolicy::default();
+        let armored: Vec<String> = (0..3)
+            .map(|i| {
+                let spec = KeySpec::ed25519(&[&format!("K{i} <k{i}@example.org>")]);
+                let key = generate_key(rand::thread_rng(), &spec).expect("key").to_public_key();
+                openpgp::check_key(key, &policy).expect("check").to_armored()
+            })
+            .collect();
+        let texts = [format!("{}\njunk\n", armored.join("\n"))];
+        let add = prepare_add(&texts, &[], &policy, Utc::now(), 2);
+        assert_eq!(add.candidates.len(), 2);
+        assert!(add.candidates.iter().all(|c| matches!(c, Candidate::Key(_))));
+        assert_eq!(
+            add.not_considered_line().as_deref(),
+            Some("1 further keys not considered: at most 2 keys per request")
+        );
+        let all = prepare_add(&texts, &[], &policy, Utc::now(), 100);
+        assert_eq!((all.candidates.len(), all.not_considered_line()), (3, None));
     }
 }

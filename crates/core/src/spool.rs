@@ -206,12 +206,17 @@ pub fn open_regular(path: &Path) -> Result<File, SpoolError> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(|source| match fs::symlink_metadata(path).ok().and_then(|m| irregular_kind(m.file_type())) {
-            Some(kind) => not_regular(kind),
-            None => SpoolError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
+        .map_err(|source| {
+            match fs::symlink_metadata(path)
+                .ok()
+                .and_then(|m| irregular_kind(m.file_type()))
+            {
+                Some(kind) => not_regular(kind),
+                None => SpoolError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            }
         })?;
     let opened = file.metadata().map_err(io_error(path))?;
     match irregular_kind(opened.file_type()) {
@@ -451,5 +456,46 @@ mod tests {
         let reason = fs::read_to_string(format!("{}.reason", moved.display())).unwrap();
         assert_eq!(reason, "not a mail message\n");
         assert!(spool.pending(QueueName::Remove).unwrap().is_empty());
+    }
+
+    #[test]
+    fn names_escape_apart_and_stay_short() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = |bytes: &[u8]| short_name(OsStr::from_bytes(bytes));
+        assert_eq!(
+            name(b"key.1764.000001.P1Q0Rab.host_x"),
+            "key.1764.000001.P1Q0Rab.host_x"
+        );
+        assert_eq!(name(b"key.\xff"), "key.%FF");
+        assert_ne!(name(b"key.\xff"), name(b"key.\xfe"));
+        assert_ne!(name(b"a%FF"), name(b"a\xff"), "% itself is escaped");
+        let long_a = [b'\xff'; 250];
+        let mut long_b = long_a;
+        long_b[249] = b'\xfe';
+        assert!(name(&long_a).len() <= 200);
+        assert_ne!(name(&long_a), name(&long_b));
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, "mail").unwrap();
+        assert!(open_regular(&file).is_ok());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, kind) in [
+            (&link, "a symlink"),
+            (&fifo, "a FIFO"),
+            (&dir.path().to_path_buf(), "a directory"),
+        ] {
+            match open_regular(path) {
+                Err(SpoolError::NotRegular { kind: found, .. }) => assert_eq!(found, kind),
+                other => panic!("{}: {other:?}", path.display()),
+            }
+        }
+        assert!(matches!(read_limited(&file, 3), Err(SpoolError::TooLarge { limit: 3 })));
     }
 }

@@ -77,7 +77,11 @@ impl TransactionLog {
         let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
         // One writev of the three pieces: a 50 MB request is not copied
         // into a second buffer just to be written.
-        let mut slices = [IoSlice::new(text.as_bytes()), IoSlice::new(entry.request), IoSlice::new(end)];
+        let mut slices = [
+            IoSlice::new(text.as_bytes()),
+            IoSlice::new(entry.request),
+            IoSlice::new(end),
+        ];
         let mut rest = &mut slices[..];
         while !rest.is_empty() {
             match file.write_vectored(rest) {
