@@ -375,7 +375,11 @@ fn the_daemon_reloads_its_configuration_on_sighup() {
     // A FIFO in a queue no longer stalls the daemon: the request after it
     // is still answered.
     let fifo = server.path("spool/add/new/key.fifo");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
 
     // A broken file is not taken: the daemon says so and goes on as it was.
     std::fs::write(&server.config, format!("{original}\n[keyreg\n")).unwrap();

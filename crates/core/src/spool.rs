@@ -365,7 +365,16 @@ impl Spool {
     /// directory as a whole) into `failed/` as `<label>.<escaped name>`.
     fn move_aside(&self, path: &Path, from_dir: &Path, label: &str, reason: &str) -> Result<PathBuf, SpoolError> {
         let dir = self.failed_dir();
-        let name = format!("{label}.{}", short_name(path.file_name().unwrap_or_default()));
+        let mut name = format!("{label}.{}", short_name(path.file_name().unwrap_or_default()));
+        // An entry already there (the same name failed before, or someone
+        // put a directory in the way) is kept, and must not stop the queue.
+        while fs::symlink_metadata(dir.join(&name)).is_ok() {
+            name = format!(
+                "{label}.{}.{:08x}",
+                short_name(path.file_name().unwrap_or_default()),
+                rand::random::<u32>()
+            );
+        }
         let target = dir.join(&name);
         let reason_path = dir.join(format!("{name}.reason"));
         atomic::write_atomically(&reason_path, format!("{reason}\n").as_bytes()).map_err(io_error(&reason_path))?;
@@ -456,6 +465,13 @@ mod tests {
         let reason = fs::read_to_string(format!("{}.reason", moved.display())).unwrap();
         assert_eq!(reason, "not a mail message\n");
         assert!(spool.pending(QueueName::Remove).unwrap().is_empty());
+        // The same name failing again, with a directory in the way.
+        fs::remove_file(&moved).unwrap();
+        fs::create_dir(&moved).unwrap();
+        fs::write(&file.path, b"again").unwrap();
+        let again = spool.quarantine(&file, "still not mail").unwrap();
+        assert_ne!(again, moved);
+        assert_eq!(fs::read(&again).unwrap(), b"again");
     }
 
     #[test]
