@@ -595,8 +595,9 @@ fn without_store(item: &Prepared) -> Applied {
 }
 
 /// An I/O error that may pass by itself (out of file descriptors or
-/// memory, interrupted): the cycle is retried rather than the file
-/// quarantined.
+/// memory, interrupted, the disk failing): the cycle is retried rather
+/// than the file quarantined. Anything else about one file (say it is
+/// not readable by keyreg) moves that file aside.
 fn is_transient(err: &std::io::Error) -> bool {
     use nix::libc;
     matches!(
