@@ -43,3 +43,29 @@ fn mails_the_keyring_to_the_sender() {
     }
     assert_eq!(server.outbox().len(), 1, "no reply to robots");
 }
+
+#[test]
+fn the_keyring_goes_to_one_address_at_most_once_a_day() {
+    let server = Server::new();
+    std::fs::create_dir_all(server.path("pub")).unwrap();
+    assert_eq!(server.run("db2flat", &[], b"").code, 0);
+    let request = |from: &str| format!("From: {from}\nSubject: keys\n\nplease\n").into_bytes();
+
+    let first = server.run("givepubs", &[], &request("asker@example.net"));
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let again = server.run("givepubs", &[], &request("Asker <ASKER@example.net>"));
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already mailed to asker@example.net today"),
+        "logged: {}",
+        again.stderr
+    );
+    let other = server.run("givepubs", &[], &request("other@example.net"));
+    assert_eq!(other.code, 0, "{}", other.stderr);
+
+    let mut to: Vec<String> = server.outbox().into_iter().map(|m| m.to).collect();
+    to.sort();
+    assert_eq!(to, ["asker@example.net", "other@example.net"], "one keyring each");
+    let record = std::fs::read_to_string(server.path("givepubs.sent")).unwrap();
+    assert_eq!(record.lines().count(), 2, "{record}");
+}

@@ -317,3 +317,111 @@ fn import_of_keyrings_and_flat_files() {
         strip_date(std::fs::read_to_string(second.path("pub/pubkeys.txt")).unwrap())
     );
 }
+
+/// The raw files in the outbox, once there are `count` of them (the
+/// daemon works on its own time); panics after 60 s.
+fn wait_for_outbox(server: &Server, count: usize) -> Vec<String> {
+    let started = std::time::Instant::now();
+    loop {
+        let mut mails: Vec<String> = std::fs::read_dir(server.path("outbox"))
+            .map(|dir| {
+                dir.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if mails.len() >= count && mails.iter().all(|m| !m.is_empty()) {
+            mails.sort_by_key(|m| m.contains("hup@example.org"));
+            return mails;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{} of {count} replies",
+            mails.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A keyreg daemon, killed if the test fails before it stops it.
+struct Daemon(Option<std::process::Child>);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn the_daemon_reloads_its_configuration_on_sighup() {
+    let server = Server::new();
+    let original = std::fs::read_to_string(&server.config).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon(Some(
+        server
+            .command("keyreg")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let pid = daemon.0.as_ref().unwrap().id().to_string();
+    let key = rpgp_key(keys.path(), "first", &["--uid", "First <first@example.org>"]);
+    server.mail("add", &plain_mail("first@example.org", &key));
+    let before = wait_for_outbox(&server, 1);
+    assert!(before[0].contains("From: keyserver@keys.example.org"), "{}", before[0]);
+
+    // A FIFO in a queue no longer stalls the daemon: the request after it
+    // is still answered.
+    let fifo = server.path("spool/add/new/key.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+
+    // A broken file is not taken: the daemon says so and goes on as it was.
+    std::fs::write(&server.config, format!("{original}\n[keyreg\n")).unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let changed = original
+        .replace(
+            "from = \"keyserver@keys.example.org\"",
+            "from = \"reloaded@keys.example.org\"",
+        )
+        .replace("[mail]", "[keyreg]\nmax_keys_per_request = 1\n[mail]");
+    std::fs::write(&server.config, changed).unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let two = [("a", "hup@example.org"), ("b", "hup2@example.org")]
+        .map(|(name, email)| rpgp_key(keys.path(), name, &["--uid", &format!("H <{email}>")]))
+        .concat();
+    server.mail("add", &plain_mail("hup@example.org", &two));
+    let after = wait_for_outbox(&server, 2);
+    assert!(after[1].contains("From: reloaded@keys.example.org"), "{}", after[1]);
+    assert!(
+        after[1].contains("1 further keys not considered: at most 1 keys per request"),
+        "{}",
+        after[1]
+    );
+
+    assert!(std::process::Command::new("kill").arg(&pid).status().unwrap().success());
+    let output = daemon.0.take().unwrap().wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let not_reloaded: Vec<&str> = log.lines().filter(|l| l.contains("not reloaded")).collect();
+    assert_eq!(not_reloaded.len(), 1, "one line for the broken file: {log}");
+    assert!(not_reloaded[0].contains("keeping the old one"), "{log}");
+    assert_eq!(log.matches("configuration reloaded from").count(), 1, "{log}");
+    assert!(server.path("spool/failed/add.key.fifo").exists(), "{log}");
+}

@@ -9,7 +9,7 @@ use ripem_core::request;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(mail) = RequestMail::parse(data) {
-        let _ = request::prepare_add(&mail.texts, &mail.binary_keys, &KeyPolicy::default(), chrono::Utc::now());
+        let _ = request::prepare_add(&mail.texts, &mail.binary_keys, &KeyPolicy::default(), chrono::Utc::now(), 100);
         for part in &mail.signed_parts {
             let _ = part.issuer_key_ids();
         }

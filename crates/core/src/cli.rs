@@ -122,7 +122,7 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
         }
         if let Some(err) = err.downcast_ref::<SpoolError>() {
             return match err {
-                SpoolError::TooLarge { .. } => exit::DATAERR,
+                SpoolError::TooLarge { .. } | SpoolError::NotRegular { .. } => exit::DATAERR,
                 SpoolError::Io { source, .. } => io_code(source, exit::TEMPFAIL),
             };
         }

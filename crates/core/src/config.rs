@@ -115,6 +115,7 @@ struct FileKeyreg {
     max_request_age_days: Option<u64>,
     max_message_bytes: Option<u64>,
     min_rsa_bits: Option<usize>,
+    max_keys_per_request: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +214,29 @@ pub struct KeyregConfig {
     pub max_message_bytes: u64,
     /// Smallest RSA key accepted.
     pub min_rsa_bits: usize,
+    /// Keys considered in one registration mail; the rest are refused.
+    pub max_keys_per_request: usize,
+}
+
+impl KeyregConfig {
+    /// The `[keyreg]` section with its defaults, or what is out of range.
+    fn from_file(file: &FileKeyreg) -> Result<KeyregConfig, String> {
+        let keyreg = KeyregConfig {
+            rescan_interval: Duration::from_secs(file.rescan_seconds.unwrap_or(30).max(1)),
+            writer_timeout: Duration::from_secs(file.writer_timeout_seconds.unwrap_or(60)),
+            max_request_age: Duration::from_secs(file.max_request_age_days.unwrap_or(7) * 86_400),
+            max_message_bytes: file.max_message_bytes.unwrap_or(50 * 1024 * 1024),
+            min_rsa_bits: file.min_rsa_bits.unwrap_or(2048),
+            max_keys_per_request: file.max_keys_per_request.unwrap_or(100),
+        };
+        if keyreg.min_rsa_bits < 1024 {
+            return Err("keyreg.min_rsa_bits must be at least 1024".into());
+        }
+        if keyreg.max_keys_per_request == 0 {
+            return Err("keyreg.max_keys_per_request must be at least 1".into());
+        }
+        Ok(keyreg)
+    }
 }
 
 /// Outgoing mail settings.
@@ -341,16 +365,7 @@ impl Config {
             redirect,
         };
 
-        let keyreg = KeyregConfig {
-            rescan_interval: Duration::from_secs(file.keyreg.rescan_seconds.unwrap_or(30).max(1)),
-            writer_timeout: Duration::from_secs(file.keyreg.writer_timeout_seconds.unwrap_or(60)),
-            max_request_age: Duration::from_secs(file.keyreg.max_request_age_days.unwrap_or(7) * 86_400),
-            max_message_bytes: file.keyreg.max_message_bytes.unwrap_or(50 * 1024 * 1024),
-            min_rsa_bits: file.keyreg.min_rsa_bits.unwrap_or(2048),
-        };
-        if keyreg.min_rsa_bits < 1024 {
-            return Err(invalid("keyreg.min_rsa_bits must be at least 1024".into()));
-        }
+        let keyreg = KeyregConfig::from_file(&file.keyreg).map_err(invalid)?;
 
         let host = hostname();
         let default_address = |local: &str| format!("{local}@{host}");
@@ -472,6 +487,8 @@ from = "keys@example.org"
         assert_eq!(config.keyserv.redirect["example.net"], "keys.example.net:1611");
         assert_eq!(config.mail.transport, Transport::File);
         assert_eq!(config.keyreg.max_request_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.keyreg.max_keys_per_request, 100);
+        assert!(Config::from_toml("[keyreg]\nmax_keys_per_request = 0\n", None, None).is_err());
     }
 
     #[test]

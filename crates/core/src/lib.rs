@@ -10,7 +10,7 @@
 //! [`protocol`] (the UDP lookup protocol), [`server`] (keyserv, over the
 //! batched datagram I/O of [`udp`], with the [`ratelimit`] table),
 //! [`sdnotify`] (readiness for systemd), [`client`] (keylookup), [`flat`]
-//! (the flat keyring) and [`txlog`]
+//! (the flat keyring), [`daily_record`] (givepubs' once-a-day record) and [`txlog`]
 //! (the transaction log). The programs' `main`s only parse flags and call
 //! in here; [`cli`] is what they share.
 #![warn(missing_docs)]
@@ -20,6 +20,7 @@ pub mod atomic;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod daily_record;
 pub mod flat;
 pub mod gdbm;
 pub mod import;

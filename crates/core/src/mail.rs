@@ -7,7 +7,12 @@
 //! to `Auto-Submitted:` other than `no`, or to `Precedence: bulk|list|junk`,
 //! so two robots never talk to each other forever. It also collects the
 //! decoded text of every MIME part and the bytes of binary key
-//! attachments, within fixed limits: mail is hostile input.
+//! attachments, within fixed limits: mail is hostile input. Header values
+//! that go back into a reply are bounded here, where they enter: a
+//! Message-ID longer than [`MAX_MESSAGE_ID`] (or not printable ASCII) is
+//! dropped, the subject is cut to [`MAX_SUBJECT_CHARS`], so a reply's
+//! header lines stay within RFC 5322's 998. A body is decoded once and
+//! kept without a second copy.
 
 use mailparse::{addrparse, MailAddr, MailHeaderMap, ParsedMail};
 
@@ -16,6 +21,14 @@ use crate::types::Email;
 
 /// At most this many MIME parts are looked at in one message.
 pub const MAX_PARTS: usize = 1000;
+/// A longer Message-ID is dropped: `In-Reply-To: ` and `References: `
+/// with it must fit a 998-character header line.
+pub const MAX_MESSAGE_ID: usize = 985;
+/// The subject is cut to this many characters.
+pub const MAX_SUBJECT_CHARS: usize = 200;
+/// At most this many signed parts are kept from one message (each is
+/// verified against the registered key).
+pub const MAX_SIGNED_PARTS: usize = 100;
 
 /// Why bytes could not be read as a mail message at all.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +152,12 @@ fn return_address(mail: &ParsedMail<'_>, envelope: Option<String>) -> ReturnAddr
 
 const ARMOR_MARK: &[u8] = b"-----BEGIN PGP";
 
+/// A Message-ID worth copying into a reply: non-empty, printable ASCII
+/// (no line break can smuggle a header in) and short enough.
+fn usable_message_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_MESSAGE_ID && id.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+}
+
 impl RequestMail {
     /// Reads a request mail. Fails only when the bytes are not a mail message.
     pub fn parse(raw: &[u8]) -> Result<RequestMail, MailError> {
@@ -158,8 +177,14 @@ impl RequestMail {
         let message_id = headers
             .get_first_value("Message-ID")
             .map(|id| id.trim().to_string())
-            .filter(|id| !id.is_empty());
-        let subject = headers.get_first_value("Subject").unwrap_or_default();
+            .filter(|id| usable_message_id(id));
+        let subject = headers
+            .get_first_value("Subject")
+            .unwrap_or_default()
+            .chars()
+            .take(MAX_SUBJECT_CHARS)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         let return_address = return_address(&mail, envelope);
 
         let mut texts = Vec::new();
@@ -182,12 +207,16 @@ impl RequestMail {
             let mimetype = part.ctype.mimetype.as_str();
             let armored = body.windows(ARMOR_MARK.len()).any(|window| window == ARMOR_MARK);
             if armored {
-                texts.push(String::from_utf8_lossy(&body).into_owned());
+                // Valid UTF-8 is kept as it is: no second copy of a large body.
+                texts.push(
+                    String::from_utf8(body).unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned()),
+                );
             } else if mimetype == "application/pgp-keys" && !body.is_empty() {
                 binary_keys.push(body);
             }
         }
         signed_parts.extend(texts.iter().flat_map(|text| openpgp::find_signed_parts(text)));
+        signed_parts.truncate(MAX_SIGNED_PARTS);
         Ok(RequestMail {
             message_id,
             subject,
@@ -261,5 +290,26 @@ mod tests {
         assert!(RequestMail::parse(b"").is_err());
         assert!(RequestMail::parse(b"\n\njust a body").is_err());
         let _ = RequestMail::parse(&[0xff, 0x00, 0x13, b'\n', b':', 0x80]);
+    }
+
+    #[test]
+    fn header_values_for_the_reply_are_bounded() {
+        let id = |value: &str| {
+            RequestMail::parse(
+                format!(
+                    "From: a@example.com\nMessage-ID: {value}\nSubject: {}\n\nx",
+                    "s".repeat(5000)
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        assert_eq!(id("<ok@example.com>").message_id.as_deref(), Some("<ok@example.com>"));
+        assert_eq!(
+            id(&format!("<{}@example.com>", "i".repeat(MAX_MESSAGE_ID))).message_id,
+            None
+        );
+        assert_eq!(id("<caf\u{e9}@example.com>").message_id, None);
+        assert_eq!(id("<a@b>").subject.chars().count(), MAX_SUBJECT_CHARS);
     }
 }

@@ -11,9 +11,15 @@
 //!
 //! A crash anywhere loses nothing: the file is processed again, applying
 //! it again changes nothing, and a reply already queued is not replaced.
-//! A file that is not a mail message, is over the size limit, or makes
-//! the code fail moves to `spool/failed/` with its reason logged; it never
-//! blocks the requests behind it.
+//! A file that is not a mail message, is over the size limit, is not a
+//! regular file at all (a symlink, a FIFO, a directory: never followed or
+//! opened), or makes the code fail moves to `spool/failed/` with its
+//! reason logged; it never blocks the requests behind it.
+//!
+//! Every request costs a bounded amount: at most `max_keys_per_request`
+//! keys of a registration are parsed and checked, and a reply is at most
+//! [`crate::reply::MAX_REPLY_BYTES`]. The daemon re-reads its
+//! configuration on SIGHUP, keeping the old one if the new one is broken.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -24,13 +30,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::import::{ImportProgress, Importer};
 use crate::mail::{RequestMail, ReturnAddress};
 use crate::openpgp::KeyPolicy;
 use crate::pidfile::{self, PidFileError};
 use crate::reply::{Mailer, Reply, ReplyError};
-use crate::request::{self, Candidate, Tally};
+use crate::request::{self, AddRequest, Candidate, Tally};
 use crate::spool::{self, QueueName, Spool, SpoolError, SpoolFile};
 use crate::store::{KeyStore, RepairReport, StoreError};
 use crate::txlog::{LogEntry, TransactionLog};
@@ -102,6 +108,9 @@ pub struct CycleSummary {
     pub reply_errors: Vec<String>,
     /// Repairs of a damaged database, one line each.
     pub repairs: Vec<String>,
+    /// Entries of `spool/outgoing/` that were not queued replies, moved
+    /// to `spool/failed/`: one line each.
+    pub outgoing_moved_aside: Vec<String>,
 }
 
 /// One line on a repair, for the operator's log.
@@ -118,15 +127,15 @@ pub fn describe_repair(report: &RepairReport) -> String {
 
 enum Prepared {
     /// A registration: its keys, checked.
-    Add {
-        mail: RequestMail,
-        candidates: Vec<Candidate>,
-    },
+    Add { mail: RequestMail, add: AddRequest },
     /// A change or remove request, authenticated inside the write window.
     Signed { mail: RequestMail },
     /// Not a mail message, or one that could not be processed at all.
     Unprocessable(String),
 }
+
+/// A spool file, the bytes the log records for it, and what it asks.
+type ReadRequest<'a> = (&'a SpoolFile, Vec<u8>, Prepared);
 
 /// What applying one request did.
 struct Applied {
@@ -250,9 +259,10 @@ impl Registrar {
             total.requests.extend(cycle.requests);
             total.tally += cycle.tally;
         }
-        let (sent, errors) = self.mailer.flush(&self.spool);
-        total.replies_sent = sent;
-        total.reply_errors = errors.iter().map(ToString::to_string).collect();
+        let flushed = self.mailer.flush(&self.spool);
+        total.replies_sent = flushed.sent;
+        total.reply_errors = flushed.errors.iter().map(ToString::to_string).collect();
+        total.outgoing_moved_aside = flushed.moved_aside;
         Ok(total)
     }
 
@@ -260,11 +270,20 @@ impl Registrar {
     fn prepare(&self, file: &SpoolFile, raw: &[u8]) -> Prepared {
         let work = || match RequestMail::parse(raw) {
             Err(err) => Prepared::Unprocessable(err.to_string()),
-            Ok(mail) if file.queue == QueueName::Add => {
-                let candidates = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy, Utc::now());
-                Prepared::Add { mail, candidates }
+            Ok(mut mail) if file.queue == QueueName::Add => {
+                let max_keys = self.config.keyreg.max_keys_per_request;
+                let add = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy, Utc::now(), max_keys);
+                // The keys are read: the decoded bodies (up to the whole
+                // mail again) need not wait for the rest of the batch.
+                mail.texts = Vec::new();
+                mail.binary_keys = Vec::new();
+                Prepared::Add { mail, add }
             }
-            Ok(mail) => Prepared::Signed { mail },
+            Ok(mut mail) => {
+                mail.texts = Vec::new();
+                mail.binary_keys = Vec::new();
+                Prepared::Signed { mail }
+            }
         };
         catch_unwind(AssertUnwindSafe(work))
             .unwrap_or_else(|_| Prepared::Unprocessable("internal error while reading the request".into()))
@@ -281,13 +300,14 @@ impl Registrar {
         let max_age = chrono::Duration::from_std(self.config.keyreg.max_request_age).unwrap_or(chrono::Duration::MAX);
         let mut tally = Tally::default();
         let lines = match (item, queue) {
-            (Prepared::Add { candidates, .. }, _) => {
+            (Prepared::Add { add, .. }, _) => {
                 let mut lines = Vec::new();
-                for candidate in candidates {
+                for candidate in &add.candidates {
                     let outcome = request::apply_candidate(store, candidate, &self.policy, now)?;
                     tally.count(&outcome);
                     lines.extend(outcome.lines());
                 }
+                lines.extend(add.not_considered_line());
                 lines
             }
             (Prepared::Signed { mail }, QueueName::Change) => {
@@ -299,7 +319,11 @@ impl Registrar {
         Ok(Applied { lines, tally })
     }
 
-    fn process_batch(&self, batch: &[SpoolFile]) -> Result<CycleSummary, RegistrarError> {
+    /// Reads and prepares each file of a batch: step one of a cycle. A file
+    /// that vanished since it was listed is left out; one that can't be
+    /// read (not a regular file, over the limit, unreadable) is prepared as
+    /// unprocessable, with what the log records in place of its bytes.
+    fn read_batch<'a>(&self, batch: &'a [SpoolFile]) -> Result<Vec<ReadRequest<'a>>, RegistrarError> {
         let limit = self.config.keyreg.max_message_bytes;
         let mut prepared = Vec::with_capacity(batch.len());
         for file in batch {
@@ -312,14 +336,27 @@ impl Registrar {
                     format!("(request larger than {limit} bytes, not read)").into_bytes(),
                     Prepared::Unprocessable(format!("larger than the limit of {limit} bytes")),
                 ),
+                Err(SpoolError::NotRegular { kind, .. }) => (
+                    format!("(not a regular file but {kind}; not opened)").into_bytes(),
+                    Prepared::Unprocessable(format!("not a regular file but {kind}; not opened")),
+                ),
+                Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(SpoolError::Io { source, .. }) if !is_transient(&source) => (
+                    format!("(unreadable: {source})").into_bytes(),
+                    Prepared::Unprocessable(format!("unreadable: {source}")),
+                ),
                 Err(err) => return Err(err.into()),
             };
             prepared.push((file, raw, item));
         }
+        Ok(prepared)
+    }
 
+    fn process_batch(&self, batch: &[SpoolFile]) -> Result<CycleSummary, RegistrarError> {
+        let mut prepared = self.read_batch(batch)?;
         let now = Utc::now();
         let needs_store = prepared.iter().any(|(_, _, item)| match item {
-            Prepared::Add { candidates, .. } => candidates.iter().any(|c| !matches!(c, Candidate::Refused { .. })),
+            Prepared::Add { add, .. } => add.candidates.iter().any(|c| !matches!(c, Candidate::Refused { .. })),
             Prepared::Signed { .. } => true,
             Prepared::Unprocessable(_) => false,
         });
@@ -341,13 +378,7 @@ impl Registrar {
                         }
                     }
                 },
-                None => Applied {
-                    lines: match item {
-                        Prepared::Signed { .. } => vec!["refused: the database is not open".into()],
-                        _ => Vec::new(),
-                    },
-                    tally: Tally::default(),
-                },
+                None => without_store(item),
             };
             results.push(applied);
         }
@@ -358,55 +389,67 @@ impl Registrar {
 
         let mut summary = CycleSummary::default();
         for ((file, raw, item), applied) in prepared.into_iter().zip(results) {
-            let report = match item {
-                Prepared::Unprocessable(reason) => {
-                    let report = RequestReport {
-                        queue: file.queue,
-                        file: file.name(),
-                        reply: ReturnAddress::NoReply("not processed".into()),
-                        outcome: vec![format!("moved to {}: {reason}", self.spool.failed_dir().display())],
-                        summary: format!("{reason}; moved to {}", self.spool.failed_dir().display()),
-                    };
-                    self.log_request(&report, &raw)?;
-                    self.spool.quarantine(file, &reason)?;
-                    report
-                }
-                Prepared::Add { mail, .. } | Prepared::Signed { mail } => {
-                    summary.tally += applied.tally;
-                    let mut outcome = applied.lines;
-                    let no_keys = outcome.is_empty();
-                    if no_keys {
-                        outcome.push("no public key found in the message".into());
-                    }
-                    let report = RequestReport {
-                        queue: file.queue,
-                        file: file.name(),
-                        reply: mail.return_address.clone(),
-                        summary: if file.queue == QueueName::Add && !no_keys {
-                            applied.tally.to_string()
-                        } else {
-                            outcome.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
-                        },
-                        outcome,
-                    };
-                    self.log_request(&report, &raw)?;
-                    if let ReturnAddress::Reply(to) = &mail.return_address {
-                        let reply = Reply {
-                            to: to.clone(),
-                            subject: reply_subject(&mail.subject),
-                            in_reply_to: mail.message_id.clone(),
-                            body: self.reply_body(&report, no_keys),
-                            attachment: None,
-                        };
-                        self.mailer.queue(&self.spool, &file.name(), &reply)?;
-                    }
-                    self.spool.remove(file)?;
-                    report
-                }
-            };
+            let report = self.commit(file, &raw, item, applied, &mut summary.tally)?;
             summary.requests.push(report);
         }
         Ok(summary)
+    }
+
+    /// Logs one applied request, queues its reply and deletes its spool
+    /// file (or moves it to `failed/`): the last step of a cycle.
+    fn commit(
+        &self,
+        file: &SpoolFile,
+        raw: &[u8],
+        item: Prepared,
+        applied: Applied,
+        tally: &mut Tally,
+    ) -> Result<RequestReport, RegistrarError> {
+        let (mail, queue) = match item {
+            Prepared::Unprocessable(reason) => {
+                let report = RequestReport {
+                    queue: file.queue,
+                    file: file.name(),
+                    reply: ReturnAddress::NoReply("not processed".into()),
+                    outcome: vec![format!("moved to {}: {reason}", self.spool.failed_dir().display())],
+                    summary: format!("{reason}; moved to {}", self.spool.failed_dir().display()),
+                };
+                self.log_request(&report, raw)?;
+                self.spool.quarantine(file, &reason)?;
+                return Ok(report);
+            }
+            Prepared::Add { mail, .. } | Prepared::Signed { mail } => (mail, file.queue),
+        };
+        *tally += applied.tally;
+        let mut outcome = applied.lines;
+        let no_keys = outcome.is_empty();
+        if no_keys {
+            outcome.push("no public key found in the message".into());
+        }
+        let report = RequestReport {
+            queue,
+            file: file.name(),
+            reply: mail.return_address.clone(),
+            summary: if queue == QueueName::Add && !no_keys {
+                applied.tally.to_string()
+            } else {
+                outcome.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
+            },
+            outcome,
+        };
+        self.log_request(&report, raw)?;
+        if let ReturnAddress::Reply(to) = &mail.return_address {
+            let reply = Reply {
+                to: to.clone(),
+                subject: reply_subject(&mail.subject),
+                in_reply_to: mail.message_id.clone(),
+                body: self.reply_body(&report, no_keys),
+                attachment: None,
+            };
+            self.mailer.queue(&self.spool, &file.name(), &reply)?;
+        }
+        self.spool.remove(file)?;
+        Ok(report)
     }
 
     fn log_request(&self, report: &RequestReport, raw: &[u8]) -> Result<(), RegistrarError> {
@@ -491,16 +534,55 @@ pub enum DaemonError {
     Signals(nix::Error),
 }
 
+/// What the daemon tells its caller, for the operator's log.
+#[derive(Debug)]
+pub enum DaemonEvent {
+    /// A cycle ran (or failed; its files stay spooled and are retried).
+    Cycle(Result<CycleSummary, RegistrarError>),
+    /// SIGHUP: the configuration was re-read and is now in use.
+    Reloaded(Option<PathBuf>),
+    /// SIGHUP, but the configuration could not be used; the old one stays.
+    ReloadFailed(String),
+}
+
 impl Registrar {
     /// Runs until SIGTERM/SIGINT: a cycle at start (files already waiting
     /// are picked up), then one whenever a file is renamed into a queue,
     /// and one every `rescan_interval` anyway, so a missed event never
     /// strands a request. A failed cycle (say the database stayed busy) is
     /// reported and retried on the next rescan; its files stay spooled.
-    pub fn run_daemon(&self, report: &dyn Fn(Result<CycleSummary, RegistrarError>)) -> Result<(), DaemonError> {
+    /// On SIGHUP the configuration is read again with `reload` and the
+    /// daemon goes on with it (watching the spool it names); if it does
+    /// not load, or its mail settings are unusable, the old one is kept.
+    pub fn run_daemon(
+        &mut self,
+        reload: &dyn Fn() -> Result<Config, ConfigError>,
+        report: &dyn Fn(DaemonEvent),
+    ) -> Result<(), DaemonError> {
+        crate::signals::install().map_err(DaemonError::Signals)?;
+        while !crate::signals::terminate_requested() {
+            self.watch_until_reload(report)?;
+            if crate::signals::terminate_requested() {
+                break;
+            }
+            let loaded = reload()
+                .map_err(|err| err.to_string())
+                .and_then(|config| Registrar::new(config).map_err(|err| err.to_string()));
+            match loaded {
+                Ok(registrar) => {
+                    *self = registrar;
+                    report(DaemonEvent::Reloaded(self.config.source.clone()));
+                }
+                Err(reason) => report(DaemonEvent::ReloadFailed(reason)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The daemon's loop with this configuration, until SIGTERM or SIGHUP.
+    fn watch_until_reload(&self, report: &dyn Fn(DaemonEvent)) -> Result<(), DaemonError> {
         use notify::{RecursiveMode, Watcher};
 
-        crate::signals::install().map_err(DaemonError::Signals)?;
         let (events, arrivals) = std::sync::mpsc::channel();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if event.is_ok_and(|event| !event.kind.is_access() && !event.kind.is_remove()) {
@@ -520,25 +602,67 @@ impl Registrar {
         let tick = Duration::from_millis(200);
         let mut since_scan = Duration::MAX;
         while !crate::signals::terminate_requested() {
+            if crate::signals::take_reload() {
+                return Ok(());
+            }
             let woken = arrivals.recv_timeout(tick).is_ok();
             since_scan = since_scan.saturating_add(tick);
             let rescan = since_scan >= self.config.keyreg.rescan_interval;
             if woken || rescan {
                 while arrivals.try_recv().is_ok() {}
                 since_scan = Duration::ZERO;
-                report(self.process_pending());
+                report(DaemonEvent::Cycle(self.process_pending()));
             }
             if rescan {
                 // Damage found by a reader (keyserv, db2flat) while no
                 // request came is repaired within one rescan interval.
-                report(self.check_database().map(|repair| CycleSummary {
+                report(DaemonEvent::Cycle(self.check_database().map(|repair| CycleSummary {
                     repairs: repair.iter().map(describe_repair).collect(),
                     ..CycleSummary::default()
-                }));
+                })));
             }
         }
         Ok(())
     }
+}
+
+/// What a request comes to when the batch needed no database: a
+/// registration whose keys were all refused before the write window
+/// still hears why, key by key.
+fn without_store(item: &Prepared) -> Applied {
+    let mut tally = Tally::default();
+    let lines = match item {
+        Prepared::Add { add, .. } => {
+            let mut lines = Vec::new();
+            for candidate in &add.candidates {
+                if let Candidate::Refused { key, reason } = candidate {
+                    let outcome = request::KeyOutcome::Refused {
+                        key: key.clone(),
+                        reason: reason.clone(),
+                    };
+                    tally.count(&outcome);
+                    lines.extend(outcome.lines());
+                }
+            }
+            lines.extend(add.not_considered_line());
+            lines
+        }
+        Prepared::Signed { .. } => vec!["refused: the database is not open".into()],
+        Prepared::Unprocessable(_) => Vec::new(),
+    };
+    Applied { lines, tally }
+}
+
+/// An I/O error that may pass by itself (out of file descriptors or
+/// memory, interrupted, the disk failing): the cycle is retried rather
+/// than the file quarantined. Anything else about one file (say it is
+/// not readable by keyreg) moves that file aside.
+fn is_transient(err: &std::io::Error) -> bool {
+    use nix::libc;
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EINTR | libc::EAGAIN | libc::EIO)
+    )
 }
 
 fn reply_subject(subject: &str) -> String {

@@ -8,6 +8,13 @@
 //! directly: it writes each reply into `spool/outgoing/` before deleting
 //! the request, then [`Mailer::flush`] sends and deletes them, so a mail
 //! outage delays replies but never loses one.
+//!
+//! A reply without an attachment is at most [`MAX_REPLY_BYTES`] as sent:
+//! a longer body is summarised (its first lines, then how many were left
+//! out), so a mail that provokes thousands of outcome lines can't turn
+//! the server into an amplifier towards a forged return address. Entries
+//! of `outgoing/` are opened as spool files are ([`spool::open_regular`]):
+//! anything that is not a regular file is moved to `failed/`, not sent.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +26,7 @@ use lettre::{Address, SendmailTransport, SmtpTransport, Transport as _};
 
 use crate::atomic::write_atomically;
 use crate::config::{MailConfig, Paths, Transport};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{self, Spool, SpoolError};
 use crate::types::Email;
 
 /// Why a message could not be built, queued or sent.
@@ -50,6 +57,13 @@ pub enum ReplyError {
     #[error(transparent)]
     Spool(#[from] SpoolError),
 }
+
+/// The largest reply, as sent, unless it carries an attachment (givepubs'
+/// keyring is as large as the keyring).
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+/// A file in `outgoing/` larger than this is not one of keyreg's replies.
+const MAX_QUEUED_BYTES: u64 = 16 << 20;
 
 /// The `Auto-Submitted: auto-replied` header.
 #[derive(Debug, Clone)]
@@ -102,9 +116,49 @@ fn parse_address(address: &str) -> Result<Address, ReplyError> {
     })
 }
 
+/// `body` cut to its first lines that fit in `budget` bytes, then a line
+/// saying how many lines were left out. A body within budget is returned
+/// as it is.
+pub fn summarise(body: &str, budget: usize) -> String {
+    if body.len() <= budget {
+        return body.to_string();
+    }
+    let room = budget.saturating_sub(120);
+    let mut kept = String::new();
+    let mut lines = body.lines();
+    for line in lines.by_ref() {
+        if kept.len() + line.len() + 1 > room {
+            break;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    let kept_lines = kept.lines().count();
+    let left_out = body.lines().count().saturating_sub(kept_lines);
+    kept.push_str(&format!(
+        "\n[{left_out} further lines left out: a reply is at most {} KiB]\n",
+        MAX_REPLY_BYTES / 1024
+    ));
+    kept
+}
+
 impl Reply {
-    /// The whole message, headers and body, as RFC 5322 bytes.
+    /// The whole message, headers and body, as RFC 5322 bytes; at most
+    /// [`MAX_REPLY_BYTES`] unless it has an attachment, the body being
+    /// summarised ([`summarise`]) until it fits whatever its encoding.
     pub fn to_bytes(&self, from: &str) -> Result<Vec<u8>, ReplyError> {
+        let mut bytes = self.format(from, &self.body)?;
+        let mut budget = MAX_REPLY_BYTES;
+        while self.attachment.is_none() && bytes.len() > MAX_REPLY_BYTES && budget > 0 {
+            // Shrink by how far over it is (quoted-printable may triple a
+            // byte), and by at least a tenth, so this ends in a few rounds.
+            budget = (budget.saturating_mul(MAX_REPLY_BYTES) / bytes.len()).min(budget - budget / 10 - 1);
+            bytes = self.format(from, &summarise(&self.body, budget))?;
+        }
+        Ok(bytes)
+    }
+
+    fn format(&self, from: &str, body: &str) -> Result<Vec<u8>, ReplyError> {
         let from: Mailbox = from
             .parse()
             .map_err(|err: lettre::address::AddressError| ReplyError::Address {
@@ -119,7 +173,7 @@ impl Reply {
         if let Some(id) = &self.in_reply_to {
             builder = builder.in_reply_to(id.clone()).references(id.clone());
         }
-        let text = SinglePart::plain(self.body.clone());
+        let text = SinglePart::plain(body.to_string());
         let message = match &self.attachment {
             None => builder.singlepart(text),
             Some(file) => {
@@ -247,48 +301,100 @@ impl Mailer {
         Ok(())
     }
 
-    /// Sends every queued reply, deleting each once sent. Returns how many
-    /// were sent and the errors of those that were not (they stay queued).
-    pub fn flush(&self, spool: &Spool) -> (usize, Vec<ReplyError>) {
+    /// Sends every queued reply, deleting each once sent. Replies that
+    /// could not be sent stay queued; entries that are not queued replies
+    /// are moved to `failed/`.
+    pub fn flush(&self, spool: &Spool) -> Flushed {
         let dir = spool.outgoing_dir();
+        let mut flushed = Flushed::default();
         let mut names: Vec<PathBuf> = match fs::read_dir(&dir) {
             Ok(entries) => entries
                 .filter_map(Result::ok)
                 .map(|entry| entry.path())
                 .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
                 .collect(),
-            Err(source) => return (0, vec![SpoolError::Io { path: dir, source }.into()]),
+            Err(source) => {
+                flushed.errors.push(SpoolError::Io { path: dir, source }.into());
+                return flushed;
+            }
         };
         names.sort();
-        let mut sent = 0;
-        let mut errors = Vec::new();
         for path in names {
             match self.send_queued(&path) {
-                Ok(()) => sent += 1,
-                Err(err) => errors.push(err),
+                Ok(()) => flushed.sent += 1,
+                Err(ReplyError::Spool(err @ (SpoolError::NotRegular { .. } | SpoolError::TooLarge { .. }))) => {
+                    let reason = format!("not a queued reply: {err}");
+                    flushed
+                        .moved_aside
+                        .push(match spool.quarantine_outgoing(&path, &reason) {
+                            Ok(moved) => format!("{reason}; moved to {}", moved.display()),
+                            Err(move_err) => format!("{reason}; could not move it aside: {move_err}"),
+                        });
+                }
+                Err(err) => flushed.errors.push(err),
             }
         }
-        (sent, errors)
+        flushed
     }
 
     fn send_queued(&self, path: &Path) -> Result<(), ReplyError> {
-        let io = |source| SpoolError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let queued = fs::read(path).map_err(io)?;
+        let queued = spool::read_limited(path, MAX_QUEUED_BYTES)?;
         let (first_line, message) = queued.split_at(queued.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1));
         let recipient = String::from_utf8_lossy(first_line);
         let recipient = recipient
             .strip_prefix("X-Ripem-Recipient: ")
             .and_then(|addr| Email::parse(addr).ok())
             .ok_or_else(|| ReplyError::Build(format!("{}: not a queued reply", path.display())))?;
-        let name = path
-            .file_stem()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        // Escaped, so two names that are not UTF-8 never share an outbox file.
+        let name = spool::short_name(path.file_stem().unwrap_or_default());
         self.send_bytes(&recipient, message, &name)?;
-        fs::remove_file(path).map_err(io)?;
+        fs::remove_file(path).map_err(|source| SpoolError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(())
+    }
+}
+
+/// What one [`Mailer::flush`] did.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    /// Replies sent.
+    pub sent: usize,
+    /// Replies not sent; they stay queued for the next flush.
+    pub errors: Vec<ReplyError>,
+    /// Entries of `outgoing/` that were not queued replies (a FIFO, a
+    /// symlink, a directory...), one line each: moved to `failed/`.
+    pub moved_aside: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(body: String) -> Reply {
+        Reply {
+            to: Email::parse("to@example.org").unwrap(),
+            subject: "Re: test".into(),
+            in_reply_to: Some("<id@example.org>".into()),
+            body,
+            attachment: None,
+        }
+    }
+
+    #[test]
+    fn a_long_reply_is_summarised_within_the_limit() {
+        let short = reply("one line\n".into()).to_bytes("ks@example.org").unwrap();
+        assert!(String::from_utf8_lossy(&short).contains("one line"));
+        for line in [
+            "plain ascii outcome line",
+            "\u{e9}\u{e9}\u{e9} non-ASCII \u{e9}\u{e9}\u{e9}",
+        ] {
+            let body: String = (0..20_000).map(|i| format!("{line} {i}\n")).collect();
+            let bytes = reply(body).to_bytes("ks@example.org").unwrap();
+            assert!(bytes.len() <= MAX_REPLY_BYTES, "{} bytes", bytes.len());
+        }
+        let summary = summarise("a\nb\nc\n", 4);
+        assert!(summary.contains("3 further lines left out"), "{summary}");
     }
 }

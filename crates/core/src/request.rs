@@ -54,30 +54,80 @@ pub enum Candidate {
     },
 }
 
-/// Finds and checks every public key in the texts and binary blobs of a
-/// request. Expired and revoked keys pass here: they may still merge into
-/// a registration of the same key (see [`apply_key`]).
-pub fn prepare_add(texts: &[String], binary: &[Vec<u8>], policy: &KeyPolicy, now: DateTime<Utc>) -> Vec<Candidate> {
+/// The keys of a registration mail, as far as they were considered.
+#[derive(Debug)]
+pub struct AddRequest {
+    /// The keys considered, checked or refused, in the mail's order
+    /// (revocation certificates first).
+    pub candidates: Vec<Candidate>,
+    /// Key blocks and attachments past the limit, not parsed (each counts
+    /// as one key; the rest of a block cut short counts as one too).
+    pub not_considered: usize,
+    /// The limit that applied.
+    pub max_keys: usize,
+}
+
+impl AddRequest {
+    /// The reply's line for the keys past the limit, if there were any.
+    pub fn not_considered_line(&self) -> Option<String> {
+        (self.not_considered > 0).then(|| {
+            format!(
+                "{} further keys not considered: at most {} keys per request",
+                self.not_considered, self.max_keys
+            )
+        })
+    }
+}
+
+/// Finds and checks the public keys in the texts and binary blobs of a
+/// request, at most `max_keys` of them: past the limit nothing more is
+/// parsed, so a mail of 80,000 key blocks costs what 100 do. Expired and
+/// revoked keys pass here: they may still merge into a registration of
+/// the same key (see [`apply_key`]).
+pub fn prepare_add(
+    texts: &[String],
+    binary: &[Vec<u8>],
+    policy: &KeyPolicy,
+    now: DateTime<Utc>,
+    max_keys: usize,
+) -> AddRequest {
     let mut parsed: Vec<(String, Result<Vec<pgp::composed::SignedPublicKey>, KeyError>)> = Vec::new();
-    let mut candidates_early = Vec::new();
-    let mut block_number = 0;
-    for text in texts {
-        for block in openpgp::find_armored_keys(text) {
-            block_number += 1;
-            let keys = openpgp::parse_armored_keys(block);
-            if keys.is_err() {
-                if let Some(revocation) = openpgp::parse_revocation_certificate(block) {
-                    candidates_early.push(Candidate::Revocation(Box::new(revocation)));
-                    continue;
-                }
-            }
-            parsed.push((format!("key block {block_number}"), keys));
+    let mut revocations = Vec::new();
+    let mut considered = 0;
+    let mut not_considered = 0;
+    let armored = texts.iter().flat_map(|text| openpgp::find_armored_keys(text));
+    let blobs = armored
+        .map(|block| (true, block.as_bytes()))
+        .chain(binary.iter().map(|bytes| (false, bytes.as_slice())));
+    let (mut block_number, mut attachment_number) = (0, 0);
+    for (is_armored, bytes) in blobs {
+        if considered >= max_keys {
+            not_considered += 1;
+            continue;
         }
+        let label = if is_armored {
+            block_number += 1;
+            format!("key block {block_number}")
+        } else {
+            attachment_number += 1;
+            format!("attachment {attachment_number}")
+        };
+        let (keys, cut) = read_keys(bytes, max_keys - considered);
+        if keys.is_err() && is_armored {
+            let revocation = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(openpgp::parse_revocation_certificate);
+            if let Some(revocation) = revocation {
+                revocations.push(Candidate::Revocation(Box::new(revocation)));
+                considered += 1;
+                continue;
+            }
+        }
+        considered += keys.as_ref().map_or(1, Vec::len);
+        not_considered += usize::from(cut);
+        parsed.push((label, keys));
     }
-    for (index, bytes) in binary.iter().enumerate() {
-        parsed.push((format!("attachment {}", index + 1), openpgp::parse_binary_keys(bytes)));
-    }
-    let mut candidates = candidates_early;
+    let mut candidates = revocations;
     for (label, keys) in parsed {
         match keys {
             Err(err) => candidates.push(Candidate::Refused {
@@ -89,7 +139,31 @@ pub fn prepare_add(texts: &[String], binary: &[Vec<u8>], policy: &KeyPolicy, now
             }
         }
     }
-    candidates
+    AddRequest {
+        candidates,
+        not_considered,
+        max_keys,
+    }
+}
+
+/// Reads at most `room` keys from one armored block or binary blob, one
+/// at a time; any unreadable key among them makes the whole blob an
+/// error. Also says whether keys were left unread past `room`.
+fn read_keys(bytes: &[u8], room: usize) -> (Result<Vec<pgp::composed::SignedPublicKey>, KeyError>, bool) {
+    let mut keys = match openpgp::read_keyring(bytes) {
+        Ok(keys) => keys,
+        Err(err) => return (Err(err), false),
+    };
+    let read: Result<Vec<_>, KeyError> = keys.by_ref().take(room).collect();
+    match read {
+        Ok(read) if read.is_empty() => (Err(KeyError::NoKey), false),
+        // Only whether one more is there: its contents are not looked at.
+        Ok(read) => {
+            let cut = read.len() == room && keys.next().is_some();
+            (Ok(read), cut)
+        }
+        Err(err) => (Err(err), false),
+    }
 }
 
 /// Checks one offered key as far as can be done without the database.
@@ -770,5 +844,27 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn keys_past_the_limit_are_not_parsed() {
+        let policy = KeyPolicy::default();
+        let armored: Vec<String> = (0..3)
+            .map(|i| {
+                let spec = KeySpec::ed25519(&[&format!("K{i} <k{i}@example.org>")]);
+                let key = generate_key(rand::thread_rng(), &spec).expect("key").to_public_key();
+                openpgp::check_key(key, &policy).expect("check").to_armored()
+            })
+            .collect();
+        let texts = [format!("{}\njunk\n", armored.join("\n"))];
+        let add = prepare_add(&texts, &[], &policy, Utc::now(), 2);
+        assert_eq!(add.candidates.len(), 2);
+        assert!(add.candidates.iter().all(|c| matches!(c, Candidate::Key(_))));
+        assert_eq!(
+            add.not_considered_line().as_deref(),
+            Some("1 further keys not considered: at most 2 keys per request")
+        );
+        let all = prepare_add(&texts, &[], &policy, Utc::now(), 100);
+        assert_eq!((all.candidates.len(), all.not_considered_line()), (3, None));
     }
 }

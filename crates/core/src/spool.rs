@@ -7,11 +7,20 @@
 //! each only after its outcome is logged. Files that can't be processed go
 //! to `failed/` with a `.reason` file beside them. Replies waiting to be
 //! sent wait in `outgoing/`, so a mail outage loses nothing either.
+//!
+//! Anyone who can write to a queue can leave anything there, so files are
+//! only ever opened with [`open_regular`]: `O_NOFOLLOW` (a symlink is not
+//! followed), `O_NONBLOCK` (a FIFO does not hang keyreg), then `fstat`;
+//! anything but a regular file is refused and moved aside. File names are
+//! bytes: a name that is not UTF-8 is shown, logged and used for its reply
+//! in an escaped form ([`escape_name`]) that no other name shares.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -68,6 +77,15 @@ pub enum SpoolError {
     TooLarge {
         /// The limit in bytes.
         limit: u64,
+    },
+    /// The entry is not a regular file (a symlink, FIFO, device, socket or
+    /// directory), so it is not opened or read.
+    #[error("{path}: not a regular file but {kind}")]
+    NotRegular {
+        /// The entry.
+        path: PathBuf,
+        /// What it is instead, e.g. "a symlink".
+        kind: &'static str,
     },
     /// A file operation failed.
     #[error("{path}: {source}")]
@@ -129,12 +147,81 @@ pub struct SpoolFile {
 }
 
 impl SpoolFile {
-    /// The file's unique name.
+    /// The file's unique name, escaped ([`short_name`]): two files never
+    /// share it, so it names the reply and the quarantined copy safely.
     pub fn name(&self) -> String {
-        self.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        short_name(self.path.file_name().unwrap_or_default())
+    }
+}
+
+/// A file name as printable ASCII that no other name maps to: letters,
+/// digits and `._-+=,` stay, every other byte (and `%` itself) becomes
+/// `%XX`. Names copymail makes are unchanged.
+pub fn escape_name(name: &OsStr) -> String {
+    let mut escaped = String::with_capacity(name.len());
+    for &byte in name.as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"._-+=,".contains(&byte) {
+            escaped.push(char::from(byte));
+        } else {
+            escaped.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    escaped
+}
+
+/// What a directory entry is, if it is not a regular file.
+fn irregular_kind(file_type: fs::FileType) -> Option<&'static str> {
+    if file_type.is_file() {
+        None
+    } else if file_type.is_symlink() {
+        Some("a symlink")
+    } else if file_type.is_dir() {
+        Some("a directory")
+    } else if file_type.is_fifo() {
+        Some("a FIFO")
+    } else if file_type.is_socket() {
+        Some("a socket")
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        Some("a device")
+    } else {
+        Some("not a file")
+    }
+}
+
+/// Opens a spool file for reading without following a symlink, without
+/// blocking on a FIFO, and only if it is a regular file once open (the
+/// `fstat` is what counts: the entry may be swapped after it was listed).
+/// Devices, sockets and directories are refused by their `lstat` before
+/// any open, so opening one has no side effect.
+pub fn open_regular(path: &Path) -> Result<File, SpoolError> {
+    let not_regular = |kind| SpoolError::NotRegular {
+        path: path.to_path_buf(),
+        kind,
+    };
+    let listed = fs::symlink_metadata(path).map_err(io_error(path))?;
+    if let Some(kind) = irregular_kind(listed.file_type()) {
+        return Err(not_regular(kind));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|source| {
+            match fs::symlink_metadata(path)
+                .ok()
+                .and_then(|m| irregular_kind(m.file_type()))
+            {
+                Some(kind) => not_regular(kind),
+                None => SpoolError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            }
+        })?;
+    let opened = file.metadata().map_err(io_error(path))?;
+    match irregular_kind(opened.file_type()) {
+        Some(kind) => Err(not_regular(kind)),
+        None => Ok(file),
     }
 }
 
@@ -206,21 +293,23 @@ impl Spool {
         result.map(|()| final_path)
     }
 
-    /// Every complete message waiting in `queue`, oldest first (by
-    /// modification time, then name). Dot files are skipped.
+    /// Every entry waiting in `queue`, oldest first (by modification
+    /// time, then name). Dot files are skipped. Entries that are not
+    /// regular files are listed too (by their `lstat`, never followed), so
+    /// that reading them fails with [`SpoolError::NotRegular`] and they are
+    /// moved aside rather than left there unnoticed.
     pub fn pending(&self, queue: QueueName) -> Result<Vec<SpoolFile>, SpoolError> {
         let dir = self.new_dir(queue);
         let mut files = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_error(&dir))? {
             let entry = entry.map_err(io_error(&dir))?;
-            if entry.file_name().to_string_lossy().starts_with('.') {
+            if entry.file_name().as_bytes().starts_with(b".") {
                 continue;
             }
+            // DirEntry::metadata is an lstat: a symlink is not followed.
             let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_file() {
-                let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-                files.push((modified, entry.path(), meta.len()));
-            }
+            let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+            files.push((modified, entry.path(), meta.len()));
         }
         files.sort();
         Ok(files
@@ -263,22 +352,63 @@ impl Spool {
     /// Moves a request that can't be processed to `failed/`, with the
     /// reason in `<name>.reason` beside it. Returns the new path.
     pub fn quarantine(&self, file: &SpoolFile, reason: &str) -> Result<PathBuf, SpoolError> {
+        self.move_aside(&file.path, &self.new_dir(file.queue), file.queue.as_str(), reason)
+    }
+
+    /// Moves an entry of `outgoing/` that is not a queued reply (a FIFO, a
+    /// symlink...) to `failed/` as `outgoing.<name>`, with its reason.
+    pub fn quarantine_outgoing(&self, path: &Path, reason: &str) -> Result<PathBuf, SpoolError> {
+        self.move_aside(path, &self.outgoing_dir(), "outgoing", reason)
+    }
+
+    /// Renames `path` (whatever it is: a symlink moves as a link, a
+    /// directory as a whole) into `failed/` as `<label>.<escaped name>`.
+    fn move_aside(&self, path: &Path, from_dir: &Path, label: &str, reason: &str) -> Result<PathBuf, SpoolError> {
         let dir = self.failed_dir();
-        let name = format!("{}.{}", file.queue, file.name());
+        let mut name = format!("{label}.{}", short_name(path.file_name().unwrap_or_default()));
+        // An entry already there (the same name failed before, or someone
+        // put a directory in the way) is kept, and must not stop the queue.
+        while fs::symlink_metadata(dir.join(&name)).is_ok() {
+            name = format!(
+                "{label}.{}.{:08x}",
+                short_name(path.file_name().unwrap_or_default()),
+                rand::random::<u32>()
+            );
+        }
         let target = dir.join(&name);
         let reason_path = dir.join(format!("{name}.reason"));
         atomic::write_atomically(&reason_path, format!("{reason}\n").as_bytes()).map_err(io_error(&reason_path))?;
-        fs::rename(&file.path, &target).map_err(io_error(&target))?;
+        fs::rename(path, &target).map_err(io_error(&target))?;
         sync_dir(&dir)?;
-        sync_dir(&self.new_dir(file.queue))?;
+        sync_dir(from_dir)?;
         Ok(target)
     }
 }
 
-/// Reads a whole spool file, refusing to read more than `limit` bytes.
+/// [`escape_name`], cut short with a digest of the whole name when
+/// escaping would pass the 255-byte limit of a name (with room for a
+/// queue prefix and `.reason`): still one name per original name.
+pub fn short_name(name: &OsStr) -> String {
+    use sha2::{Digest, Sha256};
+    let escaped = escape_name(name);
+    if escaped.len() <= 200 {
+        return escaped;
+    }
+    let digest = Sha256::digest(name.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{}~{hex}", &escaped[..120])
+}
+
+/// Reads a whole spool file, opened by [`open_regular`], refusing to
+/// read more than `limit` bytes.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, SpoolError> {
-    let file = File::open(path).map_err(io_error(path))?;
-    let mut bytes = Vec::new();
+    let file = open_regular(path)?;
+    let size = file.metadata().map_err(io_error(path))?.len();
+    if size > limit {
+        return Err(SpoolError::TooLarge { limit });
+    }
+    // Sized from fstat, so a 50 MB mail takes 50 MB, not a doubled buffer.
+    let mut bytes = Vec::with_capacity(usize::try_from(size.saturating_add(1)).unwrap_or(0));
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(io_error(path))?;
@@ -335,5 +465,53 @@ mod tests {
         let reason = fs::read_to_string(format!("{}.reason", moved.display())).unwrap();
         assert_eq!(reason, "not a mail message\n");
         assert!(spool.pending(QueueName::Remove).unwrap().is_empty());
+        // The same name failing again, with a directory in the way.
+        fs::remove_file(&moved).unwrap();
+        fs::create_dir(&moved).unwrap();
+        fs::write(&file.path, b"again").unwrap();
+        let again = spool.quarantine(&file, "still not mail").unwrap();
+        assert_ne!(again, moved);
+        assert_eq!(fs::read(&again).unwrap(), b"again");
+    }
+
+    #[test]
+    fn names_escape_apart_and_stay_short() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = |bytes: &[u8]| short_name(OsStr::from_bytes(bytes));
+        assert_eq!(
+            name(b"key.1764.000001.P1Q0Rab.host_x"),
+            "key.1764.000001.P1Q0Rab.host_x"
+        );
+        assert_eq!(name(b"key.\xff"), "key.%FF");
+        assert_ne!(name(b"key.\xff"), name(b"key.\xfe"));
+        assert_ne!(name(b"a%FF"), name(b"a\xff"), "% itself is escaped");
+        let long_a = [b'\xff'; 250];
+        let mut long_b = long_a;
+        long_b[249] = b'\xfe';
+        assert!(name(&long_a).len() <= 200);
+        assert_ne!(name(&long_a), name(&long_b));
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, "mail").unwrap();
+        assert!(open_regular(&file).is_ok());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, kind) in [
+            (&link, "a symlink"),
+            (&fifo, "a FIFO"),
+            (&dir.path().to_path_buf(), "a directory"),
+        ] {
+            match open_regular(path) {
+                Err(SpoolError::NotRegular { kind: found, .. }) => assert_eq!(found, kind),
+                other => panic!("{}: {other:?}", path.display()),
+            }
+        }
+        assert!(matches!(read_limited(&file, 3), Err(SpoolError::TooLarge { limit: 3 })));
     }
 }

@@ -28,7 +28,7 @@ proptest! {
     #[test]
     fn mail_reader_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         if let Ok(mail) = RequestMail::parse(&bytes) {
-            let _ = request::prepare_add(&mail.texts, &mail.binary_keys, &KeyPolicy::default(), Utc::now());
+            let _ = request::prepare_add(&mail.texts, &mail.binary_keys, &KeyPolicy::default(), Utc::now(), 100);
             for part in &mail.signed_parts {
                 let _ = part.issuer_key_ids();
             }
@@ -44,7 +44,7 @@ proptest! {
             bytes[at] = value;
         }
         if let Ok(mail) = RequestMail::parse(&bytes) {
-            let _ = request::prepare_add(&mail.texts, &mail.binary_keys, &KeyPolicy::default(), Utc::now());
+            let _ = request::prepare_add(&mail.texts, &mail.binary_keys, &KeyPolicy::default(), Utc::now(), 100);
         }
     }
 

@@ -1,10 +1,12 @@
-//! givepubs: answer a request mail with the flat keyring (run by the MTA).
+//! givepubs: answer a request mail with the flat keyring (run by the MTA),
+//! at most once a day per return address (see `ripem_core::daily_record`).
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
+use ripem_core::daily_record::{DailyRecord, Verdict};
 use ripem_core::mail::{RequestMail, ReturnAddress};
 use ripem_core::reply::{Mailer, Reply, ReplyAttachment};
 
@@ -44,6 +46,26 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
+    // Held until the keyring is sent and recorded: see daily_record.
+    let record_path = config.paths.state_dir.join("givepubs.sent");
+    let mut record = match DailyRecord::open_today(&record_path) {
+        Ok(record) => record,
+        Err(err) => {
+            eprintln!("givepubs: {err}; try again later");
+            return Ok(ExitCode::from(exit::TEMPFAIL));
+        }
+    };
+    match record.verdict(&to) {
+        Verdict::Send => {}
+        Verdict::AlreadySent => {
+            eprintln!("givepubs: keyring already mailed to {to} today; not again before tomorrow (UTC)");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Verdict::Full => {
+            eprintln!("givepubs: keyring already mailed to as many addresses as a day allows; none to {to}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let keyring_path = config.paths.flat_armored();
     let keyring = match std::fs::read(&keyring_path) {
         Ok(bytes) => bytes,
@@ -73,6 +95,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     Mailer::from_config(&config.mail, &config.paths)?
         .send(&reply)
         .with_context(|| format!("mailing the keyring to {to}"))?;
+    // Sent but not recorded would only allow one more keyring today.
+    if let Err(err) = record.record(&to) {
+        eprintln!("givepubs: {err}");
+    }
     eprintln!("givepubs: keyring mailed to {to}");
     Ok(ExitCode::SUCCESS)
 }

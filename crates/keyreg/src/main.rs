@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ripem_core::cli::{exit, finish, parse_args, CommonArgs, Progress};
 use ripem_core::import::ImportProgress;
-use ripem_core::registrar::{describe_repair, CycleSummary, Registrar, RegistrarError};
+use ripem_core::registrar::{describe_repair, CycleSummary, DaemonEvent, Registrar};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -52,12 +52,15 @@ fn report(summary: &CycleSummary, verbose: bool) {
     for error in &summary.reply_errors {
         eprintln!("keyreg: reply not sent yet, will retry: {error}");
     }
+    for line in &summary.outgoing_moved_aside {
+        eprintln!("keyreg: outgoing: {line}");
+    }
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.common.load()?;
     let database = config.paths.database.clone();
-    let registrar = Registrar::new(config).context("starting keyreg")?;
+    let mut registrar = Registrar::new(config).context("starting keyreg")?;
     if args.rebuild {
         let report = registrar
             .repair(false)
@@ -103,9 +106,17 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::process::id(),
         registrar.spool().new_dir(ripem_core::spool::QueueName::Add).display()
     );
-    registrar.run_daemon(&|result: Result<CycleSummary, RegistrarError>| match result {
-        Ok(summary) => report(&summary, args.verbose),
-        Err(err) => eprintln!("keyreg: batch left in the spool, will retry: {err}"),
+    let reload = || args.common.load();
+    registrar.run_daemon(&reload, &|event| match event {
+        DaemonEvent::Cycle(Ok(summary)) => report(&summary, args.verbose),
+        DaemonEvent::Cycle(Err(err)) => eprintln!("keyreg: batch left in the spool, will retry: {err}"),
+        DaemonEvent::Reloaded(source) => eprintln!(
+            "keyreg: configuration reloaded from {}",
+            source.map_or_else(|| "(built-in defaults)".into(), |path| path.display().to_string())
+        ),
+        DaemonEvent::ReloadFailed(reason) => {
+            eprintln!("keyreg: configuration not reloaded, keeping the old one: {reason}")
+        }
     })?;
     eprintln!("keyreg: stopped");
     Ok(ExitCode::SUCCESS)
