@@ -456,3 +456,30 @@ fn a_revoked_key_stays_published_until_a_successor_takes_its_address() {
     );
     assert!(flat.run(&["--list-keys", &new_fpr], b"").code == 0, "the successor too");
 }
+
+#[test]
+fn the_addresses_a_change_or_removal_takes_are_told() {
+    let (server, gpg, fpr) = with_alice("ed25519");
+    next_second();
+    // Sent by someone else than alice: she must hear of it all the same.
+    let remove = clearsign(&gpg, &fpr, "RemoveKey\n");
+    server.mail("remove", &mail_to("remove", "someone@example.net", &remove));
+    server.keyreg_once();
+    let notices: Vec<SentMail> = server
+        .outbox()
+        .into_iter()
+        .filter(|mail| mail.to == "alice@example.org" && mail.body.contains("key removal"))
+        .collect();
+    assert_eq!(notices.len(), 1, "one notice to the address removed");
+    assert!(notices[0].body.contains(&fpr) && notices[0].body.contains("someone@example.net"));
+    assert!(last_reply(&server, "someone@example.net").contains("removed"));
+    // Processing the same request again (a crash before its spool file
+    // went) queues no second notice.
+    server.keyreg_once();
+    let again = server
+        .outbox()
+        .into_iter()
+        .filter(|mail| mail.to == "alice@example.org")
+        .count();
+    assert_eq!(again, notices.len() + 1, "the registration reply and one notice");
+}

@@ -36,7 +36,7 @@ use crate::mail::{RequestMail, ReturnAddress};
 use crate::openpgp::KeyPolicy;
 use crate::pidfile::{self, PidFileError};
 use crate::reply::{Mailer, Reply, ReplyError};
-use crate::request::{self, AddRequest, Candidate, Tally};
+use crate::request::{self, AddRequest, Candidate, SignedOutcome, Tally};
 use crate::spool::{self, QueueName, Spool, SpoolError, SpoolFile};
 use crate::store::{KeyStore, RepairReport, StoreError};
 use crate::txlog::{LogEntry, TransactionLog};
@@ -138,9 +138,12 @@ enum Prepared {
 type ReadRequest<'a> = (&'a SpoolFile, Vec<u8>, Prepared);
 
 /// What applying one request did.
+#[derive(Default)]
 struct Applied {
     lines: Vec<String>,
     tally: Tally,
+    /// A change or removal: the addresses it took from the signing key.
+    notices: SignedOutcome,
 }
 
 /// keyreg: the spool, the database, the log and the mailer.
@@ -310,13 +313,22 @@ impl Registrar {
                 lines.extend(add.not_considered_line());
                 lines
             }
-            (Prepared::Signed { mail }, QueueName::Change) => {
-                request::apply_change(store, &mail.signed_parts, &self.policy, now, max_age)?
+            (Prepared::Signed { mail }, queue) => {
+                let mut notices = if queue == QueueName::Change {
+                    request::apply_change(store, &mail.signed_parts, &self.policy, now, max_age)?
+                } else {
+                    request::apply_remove(store, &mail.signed_parts, now, max_age)?
+                };
+                let lines = std::mem::take(&mut notices.lines);
+                return Ok(Applied { lines, tally, notices });
             }
-            (Prepared::Signed { mail }, _) => request::apply_remove(store, &mail.signed_parts, now, max_age)?,
             (Prepared::Unprocessable(_), _) => Vec::new(),
         };
-        Ok(Applied { lines, tally })
+        Ok(Applied {
+            lines,
+            tally,
+            notices: SignedOutcome::default(),
+        })
     }
 
     /// Reads and prepares each file of a batch: step one of a cycle. A file
@@ -372,10 +384,7 @@ impl Registrar {
                     Ok(applied) => applied?,
                     Err(_) => {
                         *item = Prepared::Unprocessable("internal error while applying the request".into());
-                        Applied {
-                            lines: Vec::new(),
-                            tally: Tally::default(),
-                        }
+                        Applied::default()
                     }
                 },
                 None => without_store(item),
@@ -448,8 +457,52 @@ impl Registrar {
             };
             self.mailer.queue(&self.spool, &file.name(), &reply)?;
         }
+        self.queue_notices(file, &mail.return_address, &applied.notices)?;
         self.spool.remove(file)?;
         Ok(report)
+    }
+
+    /// Tells every address an applied change or removal took from its key
+    /// (but the sender, who has the reply), each once: a forged or replayed
+    /// request can't pass unnoticed. Queued under names derived from the
+    /// request's, so a request processed again queues nothing twice.
+    fn queue_notices(
+        &self,
+        file: &SpoolFile,
+        sender: &ReturnAddress,
+        outcome: &SignedOutcome,
+    ) -> Result<(), RegistrarError> {
+        let Some(signer) = &outcome.signer else {
+            return Ok(());
+        };
+        let what = match file.queue {
+            QueueName::Change => "key change",
+            _ => "key removal",
+        };
+        let from = match sender {
+            ReturnAddress::Reply(to) => to.to_string(),
+            ReturnAddress::NoReply(_) => "a sender who asked for no reply".to_string(),
+        };
+        for (index, (email, happened)) in outcome.notify.iter().enumerate() {
+            if matches!(sender, ReturnAddress::Reply(to) if to == email) {
+                continue;
+            }
+            let body = format!(
+                "This is the RIPEM key server at {}.\n\nA {what} request signed by key {signer} was applied, sent by {from}:\n\n  {email}: {happened}\n\nIf you asked for this, there is nothing to do. If you did not, the key\nthat signed it is in someone else's hands: register a new key for your\naddress at {} (revoke the old one if you still can).\n",
+                self.mailer.from_address(),
+                self.config.addresses.register
+            );
+            let notice = Reply {
+                to: email.clone(),
+                subject: format!("The key registered for {email} changed"),
+                in_reply_to: None,
+                body,
+                attachment: None,
+            };
+            self.mailer
+                .queue(&self.spool, &format!("{}.notice{index}", file.name()), &notice)?;
+        }
+        Ok(())
     }
 
     fn log_request(&self, report: &RequestReport, raw: &[u8]) -> Result<(), RegistrarError> {
@@ -650,7 +703,11 @@ fn without_store(item: &Prepared) -> Applied {
         Prepared::Signed { .. } => vec!["refused: the database is not open".into()],
         Prepared::Unprocessable(_) => Vec::new(),
     };
-    Applied { lines, tally }
+    Applied {
+        lines,
+        tally,
+        notices: SignedOutcome::default(),
+    }
 }
 
 /// An I/O error that may pass by itself (out of file descriptors or

@@ -600,37 +600,63 @@ fn refused_lines(refusal: &SignedRefusal) -> Vec<String> {
     vec![format!("refused: {refusal}")]
 }
 
+/// What a change or remove request did: the reply's lines, and the
+/// addresses that lost their key, each with what happened to it. Those are
+/// told by mail as well as the sender, so that a forged or replayed
+/// request cannot pass unnoticed.
+#[derive(Debug, Default)]
+pub struct SignedOutcome {
+    /// The reply's outcome lines.
+    pub lines: Vec<String>,
+    /// Each address taken from the signing key, and what became of it.
+    pub notify: Vec<(Email, String)>,
+    /// The key that signed the request, when it was applied.
+    pub signer: Option<Fingerprint>,
+}
+
+impl SignedOutcome {
+    fn refused(refusal: &SignedRefusal) -> SignedOutcome {
+        SignedOutcome {
+            lines: refused_lines(refusal),
+            ..SignedOutcome::default()
+        }
+    }
+}
+
 /// Applies a change request: signed by the registered (old) key, its signed
 /// text holds the new key. The new key takes over the old key's addresses
 /// that it also carries; the others are removed; its new addresses are
-/// registered first come, first served. Returns the outcome lines.
+/// registered first come, first served.
 pub fn apply_change(
     store: &mut KeyStore,
     parts: &[SignedPart],
     policy: &KeyPolicy,
     now: DateTime<Utc>,
     max_age: chrono::Duration,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<SignedOutcome, StoreError> {
     let auth = match authenticate(store, parts, now, max_age)? {
         Ok(auth) => auth,
-        Err(refusal) => return Ok(refused_lines(&refusal)),
+        Err(refusal) => return Ok(SignedOutcome::refused(&refusal)),
     };
     let new_key = match new_key_of(&auth.verified.content, &auth.record, policy, now) {
         Ok(key) => key,
-        Err(refusal) => return Ok(refused_lines(&refusal)),
+        Err(refusal) => return Ok(SignedOutcome::refused(&refusal)),
     };
     let old = &auth.record;
     if new_key.fingerprint() == &old.fingerprint {
         let mut lines = vec!["the new key is the registered key itself; merged into it".to_string()];
         lines.extend(apply_key(store, &new_key, now)?.lines());
-        return Ok(lines);
+        return Ok(SignedOutcome {
+            lines,
+            ..SignedOutcome::default()
+        });
     }
     delete_key(store, old)?;
     let outcome = apply_key(store, &new_key, now)?;
     let KeyOutcome::Applied { addresses, .. } = &outcome else {
         restore_key(store, old, &auth.key)?;
         let reason = outcome.lines().join(" ");
-        return Ok(refused_lines(&SignedRefusal::NewKeyRefused(reason)));
+        return Ok(SignedOutcome::refused(&SignedRefusal::NewKeyRefused(reason)));
     };
     let mut lines = vec![format!(
         "key {} replaced by key {}:",
@@ -638,20 +664,27 @@ pub fn apply_change(
         new_key.fingerprint()
     )];
     lines.extend(new_key.stripped_user_ids().iter().map(|user_id| format!("  {user_id}")));
+    let mut notify = Vec::new();
     for user in &old.users {
         let moved = addresses
             .iter()
             .any(|(email, o)| email == user && *o == AddressOutcome::Registered);
-        lines.push(if moved {
-            format!("  {user}: moved to the new key")
+        let what = if moved {
+            format!("moved to the new key {}", new_key.fingerprint())
         } else {
-            format!("  {user}: removed (the new key does not carry it)")
-        });
+            "removed (the new key does not carry it)".to_string()
+        };
+        lines.push(format!("  {user}: {what}"));
+        notify.push((user.clone(), what));
     }
     for (email, address_outcome) in addresses.iter().filter(|(email, _)| !old.users.contains(email)) {
         lines.push(format!("  {email}: {address_outcome}"));
     }
-    Ok(lines)
+    Ok(SignedOutcome {
+        lines,
+        notify,
+        signer: Some(old.fingerprint.clone()),
+    })
 }
 
 /// The one key a change request's signed text holds, checked. The text
@@ -705,18 +738,27 @@ pub fn apply_remove(
     parts: &[SignedPart],
     now: DateTime<Utc>,
     max_age: chrono::Duration,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<SignedOutcome, StoreError> {
     let auth = match authenticate(store, parts, now, max_age)? {
         Ok(auth) => auth,
-        Err(refusal) => return Ok(refused_lines(&refusal)),
+        Err(refusal) => return Ok(SignedOutcome::refused(&refusal)),
     };
     if !auth.verified.content.trim_start().starts_with("RemoveKey") {
-        return Ok(refused_lines(&SignedRefusal::NotRemoveKey));
+        return Ok(SignedOutcome::refused(&SignedRefusal::NotRemoveKey));
     }
     delete_key(store, &auth.record)?;
     let mut lines = vec![format!("key {} removed:", auth.record.fingerprint)];
     lines.extend(auth.record.users.iter().map(|user| format!("  {user}: removed")));
-    Ok(lines)
+    Ok(SignedOutcome {
+        lines,
+        notify: auth
+            .record
+            .users
+            .iter()
+            .map(|user| (user.clone(), "removed".to_string()))
+            .collect(),
+        signer: Some(auth.record.fingerprint.clone()),
+    })
 }
 
 /// Tallies of a batch or an import, for logs and summaries.
