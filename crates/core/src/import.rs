@@ -8,10 +8,11 @@
 //! applies the checked keys in file order, so first come, first served
 //! holds exactly as in the spool. Queues between the stages are bounded, so
 //! the file's size does not matter (GDBM's writer cache still grows with the
-//! database). Keys are applied in write windows of up to
-//! [`WINDOW_KEYS`] keys, each announced to keyserv like a spool batch, so
-//! lookups go on during a long import; each window's outcomes are appended
-//! to the transaction log as one entry.
+//! database). Keys are applied as they come, in write windows of up to
+//! [`WINDOW_KEYS`] keys, each switched in like a spool batch's (lookups go
+//! on throughout, and see each window once it is in; a kill loses at most
+//! the open window, which the next import applies again); each window's
+//! outcomes are appended to the transaction log as one entry.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use pgp::composed::SignedPublicKey;
@@ -33,15 +34,14 @@ use crate::store::KeyStore;
 use crate::txlog::{LogEntry, TransactionLog};
 
 /// Most keys applied in one write window.
-pub const WINDOW_KEYS: usize = 2000;
+pub const WINDOW_KEYS: usize = 10_000;
 /// A window opens once this long has passed since the first key waiting for it.
 const WINDOW_GATHER: Duration = Duration::from_millis(100);
 /// Parsed keys waiting to be checked: few, as one may be megabytes.
 const PARSED_QUEUE: usize = 64;
-/// Checked keys waiting for a window: stripped and small, and enough of
-/// them that a window finds a full load ready rather than a trickle (each
-/// window costs a sync of the whole database file).
-const CHECKED_QUEUE: usize = WINDOW_KEYS;
+/// Checked keys waiting to be applied: stripped and small, and enough of
+/// them that the applying thread rarely waits for the checkers.
+const CHECKED_QUEUE: usize = 2000;
 
 /// How far an import has got, for a progress bar.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +103,28 @@ fn import_error(path: &Path, source: io::Error) -> RegistrarError {
     RegistrarError::Import {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// A window of an import, under way.
+struct OpenWindow {
+    /// The position in the file of its first key.
+    first: usize,
+    keys: usize,
+    tally: Tally,
+    lines: Vec<String>,
+    now: chrono::DateTime<Utc>,
+}
+
+impl OpenWindow {
+    fn new(first: usize) -> OpenWindow {
+        OpenWindow {
+            first,
+            keys: 0,
+            tally: Tally::default(),
+            lines: Vec::new(),
+            now: Utc::now(),
+        }
     }
 }
 
@@ -294,7 +316,11 @@ impl Importer<'_> {
         })
     }
 
-    /// Takes candidates in file order and applies them, a window at a time.
+    /// Takes candidates in file order and applies them as they come, in
+    /// windows of up to [`WINDOW_KEYS`]; a window also ends when no key
+    /// has come for [`WINDOW_GATHER`], so lookups see a slow import's
+    /// progress. Readers never wait for a window, so it may stay open
+    /// while the checkers work.
     fn apply_in_windows(
         &self,
         store: &mut KeyStore,
@@ -305,68 +331,68 @@ impl Importer<'_> {
         let mut waiting: BTreeMap<usize, Candidate> = BTreeMap::new();
         let mut next = 0;
         let mut tally = Tally::default();
-        let mut open = true;
-        while open {
-            // Gather a window's worth, without holding the window.
-            let mut ready = Vec::new();
-            let mut first_at: Option<Instant> = None;
-            while ready.len() < WINDOW_KEYS {
-                let wait = first_at.map_or(Duration::from_secs(3600), |at| {
-                    WINDOW_GATHER.saturating_sub(at.elapsed())
-                });
-                match done.recv_timeout(wait) {
-                    Ok((sequence, candidate)) => {
-                        waiting.insert(sequence, candidate);
-                        while let Some(candidate) = waiting.remove(&next) {
-                            ready.push(candidate);
-                            next += 1;
-                        }
-                        if !ready.is_empty() {
-                            first_at.get_or_insert_with(Instant::now);
-                        }
+        let mut window: Option<OpenWindow> = None;
+        loop {
+            let wait = if window.is_some() {
+                WINDOW_GATHER
+            } else {
+                Duration::from_secs(3600)
+            };
+            let received = match done.recv_timeout(wait) {
+                Ok(received) => Some(received),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let Some((sequence, candidate)) = received else {
+                if let Some(open) = window.take() {
+                    applied(open.keys);
+                    tally += self.end_window(store, path, open)?;
+                }
+                continue;
+            };
+            waiting.insert(sequence, candidate);
+            while let Some(candidate) = waiting.remove(&next) {
+                let open = match &mut window {
+                    Some(open) => open,
+                    None => {
+                        store.begin_window()?;
+                        window.insert(OpenWindow::new(next))
                     }
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        open = false;
-                        break;
+                };
+                let outcome = request::apply_candidate(store, &candidate, self.policy, open.now)?;
+                open.tally.count(&outcome);
+                open.lines.extend(outcome.lines());
+                open.keys += 1;
+                next += 1;
+                if open.keys == WINDOW_KEYS {
+                    if let Some(open) = window.take() {
+                        applied(open.keys);
+                        tally += self.end_window(store, path, open)?;
                     }
                 }
             }
-            if ready.is_empty() {
-                continue;
-            }
-            tally += self.apply_window(store, path, next - ready.len(), &ready)?;
-            applied(ready.len());
+        }
+        if let Some(open) = window.take() {
+            applied(open.keys);
+            tally += self.end_window(store, path, open)?;
         }
         let summary = [format!("import summary: {tally}")];
         self.log_entry(path, &summary)?;
         Ok(tally)
     }
 
-    fn apply_window(
-        &self,
-        store: &mut KeyStore,
-        path: &Path,
-        first: usize,
-        candidates: &[Candidate],
-    ) -> Result<Tally, RegistrarError> {
-        store.begin_window()?;
-        let now = Utc::now();
-        let mut tally = Tally::default();
-        let mut lines = Vec::new();
-        for candidate in candidates {
-            let outcome = request::apply_candidate(store, candidate, self.policy, now)?;
-            tally.count(&outcome);
-            lines.extend(outcome.lines());
-        }
+    /// Switches a window in and logs its outcomes as one entry.
+    fn end_window(&self, store: &mut KeyStore, path: &Path, open: OpenWindow) -> Result<Tally, RegistrarError> {
         store.end_window_announced(self.announce)?;
+        let mut lines = open.lines;
         lines.push(format!(
-            "keys {} to {} of the file: {tally}",
-            first + 1,
-            first + candidates.len()
+            "keys {} to {} of the file: {}",
+            open.first + 1,
+            open.first + open.keys,
+            open.tally
         ));
         self.log_entry(path, &lines)?;
-        Ok(tally)
+        Ok(open.tally)
     }
 
     fn log_entry(&self, path: &Path, lines: &[String]) -> Result<(), RegistrarError> {
