@@ -230,9 +230,12 @@ impl Registrar {
         }
     }
 
-    /// Runs cycles until the spool is empty; returns what was done.
+    /// Runs cycles until the spool is empty; returns what was done. With
+    /// nothing spooled, the database is still opened once, so what a crash
+    /// left is settled and damage repaired without waiting for a request.
     pub fn process_pending(&self) -> Result<CycleSummary, RegistrarError> {
         let mut total = CycleSummary::default();
+        let mut idle = true;
         loop {
             let mut bytes = 0u64;
             let batch: Vec<SpoolFile> = self
@@ -247,8 +250,13 @@ impl Registrar {
                 })
                 .collect();
             if batch.is_empty() {
+                if idle {
+                    let repair = self.check_database()?;
+                    total.repairs.extend(repair.iter().map(describe_repair));
+                }
                 break;
             }
+            idle = false;
             let cycle = match self.process_batch(&batch) {
                 // Damage found on the way: repair once, then the same batch
                 // again (its files are all still spooled).
@@ -660,19 +668,12 @@ impl Registrar {
             }
             let woken = arrivals.recv_timeout(tick).is_ok();
             since_scan = since_scan.saturating_add(tick);
-            let rescan = since_scan >= self.config.keyreg.rescan_interval;
-            if woken || rescan {
+            // A rescan with nothing spooled also repairs damage a reader
+            // (keyserv, db2flat) found while no request came.
+            if woken || since_scan >= self.config.keyreg.rescan_interval {
                 while arrivals.try_recv().is_ok() {}
                 since_scan = Duration::ZERO;
                 report(DaemonEvent::Cycle(self.process_pending()));
-            }
-            if rescan {
-                // Damage found by a reader (keyserv, db2flat) while no
-                // request came is repaired within one rescan interval.
-                report(DaemonEvent::Cycle(self.check_database().map(|repair| CycleSummary {
-                    repairs: repair.iter().map(describe_repair).collect(),
-                    ..CycleSummary::default()
-                })));
             }
         }
         Ok(())

@@ -68,15 +68,15 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("keyreg: {}", describe_repair(&report));
         return Ok(ExitCode::SUCCESS);
     }
-    // What a crash left is settled, and damage repaired, now rather than
-    // at the first request.
-    if let Some(report) = registrar
-        .check_database()
-        .with_context(|| format!("opening {}", database.display()))?
-    {
-        eprintln!("keyreg: the database was damaged: {}", describe_repair(&report));
-    }
     if !args.import.is_empty() {
+        // What a crash left is settled, and damage repaired, before the
+        // import writes (a cycle does the same for --once and the daemon).
+        if let Some(report) = registrar
+            .check_database()
+            .with_context(|| format!("opening {}", database.display()))?
+        {
+            eprintln!("keyreg: the database was damaged: {}", describe_repair(&report));
+        }
         let started = std::time::Instant::now();
         let progress = Progress::new(0, true);
         let tally = registrar.import(&args.import, &|at: ImportProgress| {
