@@ -285,6 +285,44 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Opening after a crash, or after someone else touched the files:
+    /// believes the active file only as far as it checks out, cuts the log
+    /// back to it, tells readers to reopen, and copies the standby afresh
+    /// unless it too checks out.
+    fn settle(&mut self, mut state: Option<State>) -> Result<(), StoreError> {
+        let paths = self.paths.clone();
+        if !paths.active.exists() {
+            if self.log.len().map_err(io_error(&paths.log))? > 0 {
+                return Err(StoreError::Damaged {
+                    path: paths.active.clone(),
+                    key: "(the file)".into(),
+                    problem: "missing, though the apply log holds windows".into(),
+                });
+            }
+            create_empty(&paths)?;
+            state = None;
+        }
+        let active = KeyStore::reading(Gdbm::open(&paths.active, OpenMode::ReaderUnlocked)?, &paths.active);
+        self.generation = active.generation()?;
+        let trusted = state.filter(|state| state.clean && state.generation == self.generation);
+        if trusted.is_none() {
+            Writer::bump_readers(&paths, self.timeout)?;
+        }
+        if trusted.is_some_and(|state| state.active != Stamp::of(&paths.active)) {
+            verify::check(&active)?;
+        }
+        self.settle_log(state, &active)?;
+        drop(active);
+        let standby_ok = trusted.is_some_and(|state| state.standby == Stamp::of(&paths.standby))
+            || (trusted.is_some() && standby_verifies(&paths, self.generation));
+        if !standby_ok {
+            Writer::copy_active_to_standby(&paths)?;
+        }
+        Ok(())
+    }
+}
+
 /// Creates an empty database file at `path`, atomically.
 pub(super) fn create_empty(paths: &PairPaths) -> Result<(), StoreError> {
     let scratch = paths.scratch("create");
@@ -363,33 +401,22 @@ impl KeyStore {
         for what in ["standby", "create", "rebuild"] {
             let _ = fs::remove_file(paths.scratch(what));
         }
-        let mut state = writer.read_state();
-        if !paths.active.exists() {
-            if writer.log.len().map_err(io_error(&paths.log))? > 0 {
-                return Err(StoreError::Damaged {
-                    path: paths.active.clone(),
-                    key: "(the file)".into(),
-                    problem: "missing, though the apply log holds windows".into(),
-                });
+        let state = writer.read_state();
+        // The common case: the writer left both files as its state notes,
+        // so neither needs opening to be believed.
+        let untouched = state.filter(|state| {
+            state.clean
+                && state.active == Stamp::of(&paths.active)
+                && state.standby == Stamp::of(&paths.standby)
+                && state.active != Stamp::default()
+        });
+        match untouched {
+            Some(state) => {
+                writer.generation = state.generation;
+                writer.log_offset = state.log_offset;
+                writer.log.truncate(state.log_offset).map_err(io_error(&paths.log))?;
             }
-            create_empty(&paths)?;
-            state = None;
-        }
-        let active = KeyStore::reading(Gdbm::open(&paths.active, OpenMode::ReaderUnlocked)?, &paths.active);
-        writer.generation = active.generation()?;
-        let trusted = state.filter(|state| state.clean && state.generation == writer.generation);
-        if trusted.is_none() {
-            Writer::bump_readers(&paths, timeout)?;
-        }
-        if trusted.is_some_and(|state| state.active != Stamp::of(&paths.active)) {
-            verify::check(&active)?;
-        }
-        writer.settle_log(state, &active)?;
-        drop(active);
-        let standby_ok = trusted.is_some_and(|state| state.standby == Stamp::of(&paths.standby))
-            || (trusted.is_some() && standby_verifies(&paths, writer.generation));
-        if !standby_ok {
-            Writer::copy_active_to_standby(&paths)?;
+            None => writer.settle(state)?,
         }
         let db = open_standby(&paths, timeout)?;
         writer.write_state(true)?;
