@@ -148,6 +148,20 @@ impl RateLimiter {
         .unwrap_or(true)
     }
 
+    /// Whether `network` has overdrawn its bytes at `now`: a request
+    /// [`RateLimiter::allow`] admitted is answered only if not (the
+    /// answers admitted with it may have spent the bytes since).
+    pub fn overdrawn(&self, network: u128, now: Instant) -> bool {
+        if self.byte_rate == 0 {
+            return false;
+        }
+        let now = self.clock(now);
+        self.with_entry(network, now, |entry| {
+            entry.bytes_full_at.max(now) - now > self.byte_tolerance
+        })
+        .unwrap_or(false)
+    }
+
     /// Charges `bytes` of an answer sent to `network` at `now`.
     pub fn spend(&self, network: u128, bytes: usize, now: Instant) {
         if self.byte_rate == 0 {
@@ -222,6 +236,7 @@ mod tests {
         }
         assert_eq!(answered, 4, "20,000 bytes of burst, overdrawn by one answer");
         assert!(limiter.allow(2, start), "another network has its own budget");
+        assert!(limiter.overdrawn(1, start) && !limiter.overdrawn(2, start));
         // 24,000 bytes spent: the bucket is back under its burst after
         // 0.4 s, and admits again.
         assert!(!limiter.allow(1, start + Duration::from_millis(300)));

@@ -307,6 +307,15 @@ impl Turn<'_> {
             .is_none_or(|limiter| limiter.allow(udp::source_network(peer), self.now))
     }
 
+    /// Whether `peer`'s network has spent its bytes since the first pass
+    /// admitted its request (on answers earlier in the same batch).
+    fn overdrawn(&self, peer: &SocketAddr) -> bool {
+        self.settings
+            .limiter
+            .as_ref()
+            .is_some_and(|limiter| limiter.overdrawn(udp::source_network(peer), self.now))
+    }
+
     /// Counts the bytes of `answer` against `peer`'s network and logs it.
     fn account(&self, peer: &SocketAddr, answer: &[u8]) {
         if let Some(limiter) = &self.settings.limiter {
@@ -378,7 +387,7 @@ impl Turn<'_> {
         let settings = self.settings;
         let mut failed = None;
         batch.answer_all(|index, datagram, truncated, peer, out| {
-            if misses & (1 << index) == 0 {
+            if misses & (1 << index) == 0 || self.overdrawn(&peer) {
                 return;
             }
             let begin = out.len();
