@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use ripem_core::protocol::{self, Answer};
 
 use crate::corpus::{self, Corpus, Mix};
 use crate::load::{self, LoadReport, LoadSpec};
@@ -547,15 +548,23 @@ impl Bench {
     }
 }
 
-/// One request, one answer (or None after a second).
+/// One request, one answer (or None after a second), as a client asks:
+/// a `COOKIE` answer makes it send the request again with the cookie.
 fn ask(target: SocketAddr, request: &str) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
     socket.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    socket.send_to(request.as_bytes(), target).ok()?;
-    let mut buffer = vec![0u8; 65_536];
-    let (length, _) = socket.recv_from(&mut buffer).ok()?;
-    buffer.truncate(length);
-    Some(buffer)
+    let exchange = |request: &[u8]| -> Option<Vec<u8>> {
+        socket.send_to(request, target).ok()?;
+        let mut buffer = vec![0u8; 65_536];
+        let (length, _) = socket.recv_from(&mut buffer).ok()?;
+        buffer.truncate(length);
+        Some(buffer)
+    };
+    let answer = exchange(request.as_bytes())?;
+    match protocol::parse_answer(&answer) {
+        Some(Answer::Cookie(cookie)) => exchange(&ripem_core::cookie::with_cookie(request.as_bytes(), &cookie)),
+        _ => Some(answer),
+    }
 }
 
 fn wait_for_answer(target: SocketAddr) -> Result<()> {
