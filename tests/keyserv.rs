@@ -142,12 +142,11 @@ fn lookups_stay_correct_while_keyreg_writes() {
         std::thread::spawn(move || {
             let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let request = with_cookie_for(&socket, port, b"LOOKUSER\nUser: alice@example.org\n");
             let mut buffer = vec![0u8; 70_000];
             let (mut answered, mut wrong, mut lost) = (0, 0, 0);
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                socket
-                    .send_to(b"LOOKUSER\nUser: alice@example.org\n", ("127.0.0.1", port))
-                    .unwrap();
+                socket.send_to(&request, ("127.0.0.1", port)).unwrap();
                 match socket.recv_from(&mut buffer) {
                     Ok((n, _)) if buffer[..n].starts_with(b"USERINFO") => answered += 1,
                     Ok(_) => wrong += 1,
@@ -233,7 +232,7 @@ fn flood(source: &str, port: u16, count: usize, wait: Duration) -> usize {
 
 #[test]
 fn rate_limit_caps_a_flooding_network_and_serves_the_others() {
-    let (server, _) = registered_server("rate_limit = 4\nrate_burst = 5\n");
+    let (server, _) = registered_server("rate_limit = 4\nrate_burst = 5\ncookies = false\n");
     let keyserv = server.start_keyserv();
     let started = std::time::Instant::now();
     let flooder = flood("127.0.1.2", keyserv.port, 200, Duration::from_millis(500));
@@ -256,7 +255,7 @@ fn rate_limit_caps_a_flooding_network_and_serves_the_others() {
 
 #[test]
 fn rate_limit_zero_turns_it_off() {
-    let (server, _) = registered_server("rate_limit = 0\n");
+    let (server, _) = registered_server("rate_limit = 0\ncookies = false\n");
     let keyserv = server.start_keyserv();
     // One at a time, each waiting for its answer (a burst could lose
     // datagrams on a busy machine). The default limit (20/s after a burst
@@ -325,4 +324,142 @@ fn remembered_answers_follow_writes() {
     server.keyreg_once();
     assert_eq!(record_fingerprint(&keyserv.lookup("carol@example.com")), carol_fpr);
     assert!(keyserv.lookup("dana@example.org").contains("User: dana@example.com\n"));
+}
+
+/// A server with one key made big by 100 long user IDs, all for `a@x.y`
+/// (so that `LOOKUSER\nUser: a@x.y` is a 20-byte request for it).
+fn big_record_server(extra: &str) -> Server {
+    let server = Server::with_extra(extra);
+    let keys = tempfile::tempdir().unwrap();
+    let long = "x".repeat(260);
+    let user_ids: Vec<String> = (0..100).map(|n| format!("A {long} {n} <a@x.y>")).collect();
+    let mut args = Vec::new();
+    for user_id in &user_ids {
+        args.extend(["--uid", user_id.as_str()]);
+    }
+    let key = rpgp_key(keys.path(), "big", &args);
+    server.mail("add", &plain_mail("a@x.y", &key));
+    server.keyreg_once();
+    server
+}
+
+/// An answer's first line and length, for assertion messages.
+fn summary(answer: &[u8]) -> String {
+    let first = answer.split(|&b| b == b'\n').next().unwrap_or_default();
+    format!("{:?}… ({} bytes)", String::from_utf8_lossy(first), answer.len())
+}
+
+/// The 20-byte lookup of the big record, as a forger would send it.
+const SMALL_REQUEST: &[u8] = b"LOOKUSER\nUser: a@x.y";
+
+#[test]
+fn a_big_answer_goes_only_to_a_source_that_shows_its_cookie() {
+    assert_eq!(SMALL_REQUEST.len(), 20);
+    // Before: without cookies, the answer is thousands of times the request.
+    let open = big_record_server("cookies = false\n");
+    let open_keyserv = open.start_keyserv();
+    let full = exchange(&socket_on("127.0.0.1"), open_keyserv.port, SMALL_REQUEST).expect("an answer");
+    assert!(
+        full.starts_with(b"USERINFO\n") && full.len() > 50_000,
+        "{}",
+        summary(&full)
+    );
+    let before = full.len() as f64 / SMALL_REQUEST.len() as f64;
+    drop(open_keyserv);
+
+    let server = big_record_server("");
+    let keyserv = server.start_keyserv();
+    let port = keyserv.port;
+    let client = socket_on("127.0.0.1");
+    let first = exchange(&client, port, SMALL_REQUEST).expect("an answer");
+    let after = first.len() as f64 / SMALL_REQUEST.len() as f64;
+    println!(
+        "amplification of a 20-byte lookup of a {}-byte record: {before:.0}x without cookies, {after:.2}x with",
+        full.len()
+    );
+    assert!(after <= 3.0, "{after}");
+    let cookie = cookie_in(&first).unwrap_or_else(|| panic!("{}", summary(&first)));
+    assert!(first.starts_with(b"COOKIE\nCookie: ") && first.ends_with(b"\n\0"));
+
+    // The same request with the cookie as its last line: the record.
+    let with = ripem_core::cookie::with_cookie(SMALL_REQUEST, &cookie);
+    let record = exchange(&client, port, &with).expect("an answer");
+    assert!(
+        record.starts_with(b"USERINFO\nUser: a@x.y\n") && record.len() > 50_000,
+        "{}",
+        summary(&record)
+    );
+    let is_record = |answer: Option<Vec<u8>>| answer.is_some_and(|answer| answer == record);
+    assert!(is_record(exchange(&client, port, &with)), "from the cache");
+    // Another source port of the same address may use it too.
+    assert!(is_record(exchange(&socket_on("127.0.0.1"), port, &with)));
+
+    // Another address's cookie is refused with a fresh cookie for the asker.
+    let other = socket_on("127.0.0.2");
+    let refused = exchange(&other, port, &with).expect("an answer");
+    let fresh = cookie_in(&refused).expect("a cookie answer");
+    assert_ne!(fresh, cookie);
+    let own = ripem_core::cookie::with_cookie(SMALL_REQUEST, &fresh);
+    assert!(is_record(exchange(&other, port, &own)));
+    assert!(cookie_in(&exchange(&client, port, &own).unwrap()).is_some(), "and back");
+
+    // Junk cookies get a cookie, never the record and never a crash.
+    for junk in [
+        "",
+        "zz",
+        "0",
+        &"f".repeat(32),
+        &"0".repeat(200),
+        &cookie[..31],
+        "\u{1}\u{2}",
+    ] {
+        let request = [SMALL_REQUEST, b"\nCookie: ", junk.as_bytes(), b"\n"].concat();
+        let answer = exchange(&client, port, &request).expect("an answer");
+        assert!(cookie_in(&answer).is_some(), "{junk:?}: {}", summary(&answer));
+    }
+    // Small answers need no cookie.
+    let small = |request: &[u8]| String::from_utf8(exchange(&client, port, request).unwrap()).unwrap();
+    assert_eq!(small(b"LOOKUSER\nUser: b@x.y"), "NOTFOUND\nUser: b@x.y\n\0");
+    assert_eq!(small(b"LOOKUSER\n"), "BADFMT\n\0");
+    assert_eq!(small(b"LOOKUSER\nCookie: 00\n"), "BADFMT\n\0");
+    assert_eq!(small(b""), "BADFMT\n\0");
+    assert!(keyserv.lookup("a@x.y").starts_with("USERINFO\n"), "still answers");
+}
+
+#[test]
+fn bytes_are_rate_limited_as_well_as_answers() {
+    // Answers are all but unlimited; bytes are 100 kB/s with bursts of
+    // 100 kB, less than two answers of the big record.
+    let server = big_record_server(
+        "rate_limit = 1000\nrate_burst = 1000\nrate_bytes = 100000\nrate_burst_bytes = 100000\ncookies = false\n",
+    );
+    let keyserv = server.start_keyserv();
+    // One request at a time, each waiting for its answer a while: a
+    // burst of answers this big would overflow the socket's buffer.
+    let socket = socket_on("127.0.5.2");
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut buffer = vec![0u8; 70_000];
+    let (mut answered, mut bytes) = (0, 0);
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        socket.send_to(SMALL_REQUEST, ("127.0.0.1", keyserv.port)).unwrap();
+        if let Ok((length, _)) = socket.recv_from(&mut buffer) {
+            assert!(buffer[..length].starts_with(b"USERINFO\n"));
+            answered += 1;
+            bytes += length;
+        }
+    }
+    // The burst, overdrawn by one answer, plus the rate over the time taken.
+    let allowed = 100_000 + 60_000 + (100_000.0 * started.elapsed().as_secs_f64()) as usize;
+    assert!(
+        answered >= 2 && bytes <= allowed,
+        "{answered} answers, {bytes} bytes, {allowed} allowed"
+    );
+    assert!(
+        answered < 10,
+        "{answered} answers: the answer count alone would allow 20"
+    );
+    // Another network is served at once.
+    let neighbour = exchange(&socket_on("127.0.6.2"), keyserv.port, SMALL_REQUEST).unwrap();
+    assert!(neighbour.starts_with(b"USERINFO\n"));
 }

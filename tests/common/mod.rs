@@ -84,8 +84,13 @@ impl Server {
         } else {
             "rate_limit = 0\n"
         };
+        let unlimited_bytes = if extra.contains("rate_bytes") {
+            ""
+        } else {
+            "rate_bytes = 0\n"
+        };
         let text = format!(
-            "state_dir = \"{}\"\n[keyserv]\nlisten = [\"127.0.0.1:{port}\"]\n{unlimited}{extra}\n[mail]\ntransport = \"file\"\nfrom = \"keyserver@keys.example.org\"\n",
+            "state_dir = \"{}\"\n[keyserv]\nlisten = [\"127.0.0.1:{port}\"]\n{unlimited}{unlimited_bytes}{extra}\n[mail]\ntransport = \"file\"\nfrom = \"keyserver@keys.example.org\"\n",
             dir.path().display()
         );
         std::fs::write(&config, text).unwrap();
@@ -180,16 +185,50 @@ pub struct Keyserv {
     pub port: u16,
 }
 
+/// A UDP socket on `source` (any 127/8 address) with a 2 s read timeout.
+pub fn socket_on(source: &str) -> UdpSocket {
+    let socket = UdpSocket::bind((source, 0)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    socket
+}
+
+/// Sends one datagram on `socket` to `port` and returns the answer (None
+/// after the socket's timeout).
+pub fn exchange(socket: &UdpSocket, port: u16, request: &[u8]) -> Option<Vec<u8>> {
+    socket.send_to(request, ("127.0.0.1", port)).unwrap();
+    let mut buffer = vec![0u8; 70_000];
+    let (length, _) = socket.recv_from(&mut buffer).ok()?;
+    buffer.truncate(length);
+    Some(buffer)
+}
+
+/// The cookie in a `COOKIE` answer.
+pub fn cookie_in(answer: &[u8]) -> Option<String> {
+    match ripem_core::protocol::parse_answer(answer)? {
+        ripem_core::protocol::Answer::Cookie(cookie) => Some(cookie),
+        _ => None,
+    }
+}
+
+/// `request` with a cookie keyserv on `port` issued to `socket`'s address,
+/// if it asks for one for this request.
+pub fn with_cookie_for(socket: &UdpSocket, port: u16, request: &[u8]) -> Vec<u8> {
+    match exchange(socket, port, request).as_deref().and_then(cookie_in) {
+        Some(cookie) => ripem_core::cookie::with_cookie(request, &cookie),
+        None => request.to_vec(),
+    }
+}
+
 impl Keyserv {
-    /// Sends one datagram and returns the answer (None after 2 s).
+    /// Sends one datagram and returns the answer (None after 2 s), as a
+    /// client does: after a `COOKIE` answer, the request again with it.
     pub fn ask(&self, request: &[u8]) -> Option<Vec<u8>> {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        socket.send_to(request, ("127.0.0.1", self.port)).unwrap();
-        let mut buffer = vec![0u8; 70_000];
-        let (length, _) = socket.recv_from(&mut buffer).ok()?;
-        buffer.truncate(length);
-        Some(buffer)
+        let socket = socket_on("127.0.0.1");
+        let answer = exchange(&socket, self.port, request)?;
+        match cookie_in(&answer) {
+            Some(cookie) => exchange(&socket, self.port, &ripem_core::cookie::with_cookie(request, &cookie)),
+            None => Some(answer),
+        }
     }
 
     /// The answer to a LOOKUSER for `user`, as text.

@@ -9,6 +9,10 @@
 //! measures, per answer: the time from sending the request to receiving
 //! the answer (latency), and the kind of answer. A request unanswered
 //! after `timeout` is lost. Throughput is answers per second over the run.
+//! Like a real client, each socket first makes one lookup and, if keyserv
+//! answers it with a cookie (see `ripem_core::cookie`), adds that cookie
+//! to every request it sends; a cookie answer later in the run (the
+//! cookie grew old) replaces it.
 //! Only loopback targets are accepted, and every loop is bounded by the
 //! run's duration.
 
@@ -18,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use ripem_core::protocol::{self, Answer};
 use ripem_core::udp::Batch;
 
 /// What to run.
@@ -48,6 +53,8 @@ pub struct LoadReport {
     pub not_found: u64,
     /// Any other answer (BADFMT, CMDUNREG, REDIRECT, or unreadable).
     pub other: u64,
+    /// COOKIE answers, the first round trip of each socket included.
+    pub cookies: u64,
     /// Requests never answered within the timeout.
     pub lost: u64,
     /// Bytes of all answers.
@@ -88,6 +95,7 @@ impl LoadReport {
         self.found += other.found;
         self.not_found += other.not_found;
         self.other += other.other;
+        self.cookies += other.cookies;
         self.lost += other.lost;
         self.answer_bytes += other.answer_bytes;
         self.elapsed = self.elapsed.max(other.elapsed);
@@ -97,7 +105,7 @@ impl LoadReport {
     /// One line for people.
     pub fn summary(&self) -> String {
         format!(
-            "{:.0} answers/s, p50 {:.2} ms, p99 {:.2} ms; {} sent, {} found, {} NOTFOUND, {} other, {} lost; mean answer {} bytes",
+            "{:.0} answers/s, p50 {:.2} ms, p99 {:.2} ms; {} sent, {} found, {} NOTFOUND, {} other, {} lost, {} cookie answers; mean answer {} bytes",
             self.throughput(),
             self.percentile_ms(0.5),
             self.percentile_ms(0.99),
@@ -106,6 +114,7 @@ impl LoadReport {
             self.not_found,
             self.other,
             self.lost,
+            self.cookies,
             self.mean_answer()
         )
     }
@@ -146,15 +155,39 @@ fn named_users(answer: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map_while(|line| line.strip_prefix(b"User: "))
 }
 
+/// The cookie in a `COOKIE` answer.
+fn cookie_in(answer: &[u8]) -> Option<Vec<u8>> {
+    match protocol::parse_answer(answer)? {
+        Answer::Cookie(cookie) => Some(cookie.into_bytes()),
+        _ => None,
+    }
+}
+
+/// A client's first exchange: one lookup of `address`, and the cookie if
+/// the answer is one (`None` for any other answer).
+fn first_exchange(socket: &UdpSocket, spec: &LoadSpec, address: &str) -> Result<Option<Vec<u8>>> {
+    socket.send_to(format!("LOOKUSER\nUser: {address}\n\0").as_bytes(), spec.target)?;
+    let mut buffer = vec![0u8; 65_536];
+    let deadline = Instant::now() + spec.timeout;
+    while Instant::now() < deadline {
+        if let Ok((length, _)) = socket.recv_from(&mut buffer) {
+            return Ok(cookie_in(&buffer[..length]));
+        }
+    }
+    bail!("no answer from {} to the first lookup", spec.target)
+}
+
 fn one_socket(spec: &LoadSpec, addresses: &[String], index: usize) -> Result<LoadReport> {
     let socket = UdpSocket::bind(SocketAddr::new(spec.source, 0))?;
     socket.set_read_timeout(Some(Duration::from_millis(5)))?;
     ripem_core::udp::set_receive_buffer(&socket, 4 << 20)?;
+    let mut report = LoadReport::default();
+    let mut cookie = first_exchange(&socket, spec, &addresses[index % addresses.len()])?;
+    report.cookies += u64::from(cookie.is_some());
     let mut batch = Batch::new(64, 65_536);
     // This socket asks for addresses index, index + sockets, … in turn.
     let mut cursor = index;
     let mut pending: HashMap<&[u8], Instant> = HashMap::with_capacity(spec.in_flight * 2);
-    let mut report = LoadReport::default();
     let mut last_expiry = Instant::now();
     let started = Instant::now();
     let deadline = started + spec.duration;
@@ -175,7 +208,13 @@ fn one_socket(spec: &LoadSpec, addresses: &[String], index: usize) -> Result<Loa
             batch.reply_with(spec.target, |out| {
                 out.extend_from_slice(b"LOOKUSER\nUser: ");
                 out.extend_from_slice(address);
-                out.extend_from_slice(b"\n\0");
+                out.push(b'\n');
+                if let Some(cookie) = &cookie {
+                    out.extend_from_slice(b"Cookie: ");
+                    out.extend_from_slice(cookie);
+                    out.push(b'\n');
+                }
+                out.push(0);
             });
             report.sent += 1;
         }
@@ -193,6 +232,12 @@ fn one_socket(spec: &LoadSpec, addresses: &[String], index: usize) -> Result<Loa
         let received = Instant::now();
         for slot in 0..batch.len() {
             let (answer, _, _) = batch.datagram(slot);
+            if let Some(fresh) = cookie_in(answer) {
+                // Its request stays pending and counts as lost.
+                cookie = Some(fresh);
+                report.cookies += 1;
+                continue;
+            }
             let Some(sent) = named_users(answer).find_map(|user| pending.remove(user)) else {
                 continue; // an answer to a request already counted lost
             };
@@ -230,6 +275,8 @@ mod tests {
         let users: Vec<&[u8]> = named_users(b"NOTFOUND\nUser: c@x.org\n\0").collect();
         assert_eq!(users, [&b"c@x.org"[..]]);
         assert_eq!(named_users(b"BADFMT\n\0").count(), 0);
+        assert_eq!(cookie_in(b"COOKIE\nCookie: 00ab\n\0"), Some(b"00ab".to_vec()));
+        assert_eq!(cookie_in(b"USERINFO\nUser: a@x.org\n"), None);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!    then of the Debian keyring (real keys, heavily certified), against
 //!    SKS's rate for it.
 //! 2. Lookups against keyserv (after one pass over every address, which
-//!    fills its answer cache), then the same load against the no-op
+//!    fills its answer cache), with server cookies on (each load socket
+//!    makes the cookie round trip once, then sends its cookie with every
+//!    request) and then off, then the same load against the no-op
 //!    responder answering with keyserv's mean answer size: throughput,
 //!    p50/p99, and keyserv's throughput as a share of the no-op's.
 //! 3. The same lookups while the keyreg daemon registers a new key sent
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use ripem_core::protocol::{self, Answer};
 
 use crate::corpus::{self, Corpus, Mix};
 use crate::load::{self, LoadReport, LoadSpec};
@@ -39,6 +42,8 @@ const REAL_WORLD_KEYRING: &str = "/usr/share/keyrings/debian-keyring.gpg";
 /// SKS's build of that keyring on the development machine (issue #4): the
 /// figure `keyreg --import` is held to.
 const SKS_KEYS_PER_SECOND: f64 = 2000.0;
+/// The configuration of keyserv with cookies off, in the work directory.
+const NO_COOKIES_CONFIG: &str = "keyserver-no-cookies.toml";
 
 /// How many keys an import's summary line (`641 keys added, 0 merged, 264
 /// refused; ...`) says the file held.
@@ -197,10 +202,15 @@ pub fn run(spec: RunSpec) -> Result<()> {
     fs::write(
         &config,
         format!(
-            "state_dir = \"{}\"\n[keyserv]\nlisten = [\"127.0.0.1:{port}\"]\nrate_limit = 0\nanswer_cache_mb = {}\n[mail]\ntransport = \"file\"\nfrom = \"keyserver@bench.example.org\"\n",
+            "state_dir = \"{}\"\n[keyserv]\nlisten = [\"127.0.0.1:{port}\"]\nrate_limit = 0\nrate_bytes = 0\nanswer_cache_mb = {}\n[mail]\ntransport = \"file\"\nfrom = \"keyserver@bench.example.org\"\n",
             state.display(),
             answer_cache_mb(spec.keys)
         ),
+    )?;
+    // The same server with cookies off, to show what checking them costs.
+    fs::write(
+        spec.work_dir.join(NO_COOKIES_CONFIG),
+        fs::read_to_string(&config)?.replace("[keyserv]\n", "[keyserv]\ncookies = false\n"),
     )?;
     let bench = Bench {
         spec,
@@ -276,10 +286,10 @@ impl Bench {
         Ok(Running { child, name })
     }
 
-    fn start_keyserv(&self) -> Result<Running> {
+    fn start_keyserv_with(&self, config: &Path) -> Result<Running> {
         let pid_file = self.state.join("keyserv.pid");
         let _ = fs::remove_file(&pid_file);
-        let config = self.config.display().to_string();
+        let config = config.display().to_string();
         let keyserv = self.start("keyserv", self.bin("keyserv"), &["--config", &config])?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while fs::read_to_string(&pid_file).map_or(true, |t| t.trim().is_empty()) {
@@ -385,7 +395,11 @@ impl Bench {
     /// Phase 2; returns keyserv's memory at its end.
     /// keyserv, started and asked for every address once.
     fn start_warm_keyserv(&self) -> Result<Running> {
-        let keyserv = self.start_keyserv()?;
+        self.start_warm_keyserv_with(&self.config)
+    }
+
+    fn start_warm_keyserv_with(&self, config: &Path) -> Result<Running> {
+        let keyserv = self.start_keyserv_with(config)?;
         let spec = LoadSpec {
             duration: warm_up(self.spec.keys),
             ..self.load_spec(self.target())?
@@ -399,6 +413,9 @@ impl Bench {
         let served = self.load(self.target())?;
         let memory = keyserv.memory();
         keyserv.stop();
+        let mut open = self.start_warm_keyserv_with(&self.spec.work_dir.join(NO_COOKIES_CONFIG))?;
+        let uncookied = self.load(self.target())?;
+        open.stop();
 
         let noop_port = free_port()?;
         let noop_target = SocketAddr::from(([127, 0, 0, 1], noop_port));
@@ -421,11 +438,13 @@ impl Bench {
         wait_for_answer(noop_target)?;
         let baseline = self.load(noop_target)?;
         println!("\n2. UDP lookups on loopback (closed loop; every address asked for is registered)");
-        println!("   keyserv:            {}", served.summary());
-        println!("   no-op responder:    {}", baseline.summary());
+        println!("   keyserv, cookies on:  {}", served.summary());
+        println!("   keyserv, cookies off: {}", uncookied.summary());
+        println!("   no-op responder:      {}", baseline.summary());
         println!(
-            "   keyserv / no-op throughput: {:.2}",
-            served.throughput() / baseline.throughput().max(1e-9)
+            "   keyserv / no-op throughput: {:.2} with cookies on, {:.2} with cookies off",
+            served.throughput() / baseline.throughput().max(1e-9),
+            uncookied.throughput() / baseline.throughput().max(1e-9)
         );
         Ok(memory)
     }
@@ -529,15 +548,23 @@ impl Bench {
     }
 }
 
-/// One request, one answer (or None after a second).
+/// One request, one answer (or None after a second), as a client asks:
+/// a `COOKIE` answer makes it send the request again with the cookie.
 fn ask(target: SocketAddr, request: &str) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
     socket.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    socket.send_to(request.as_bytes(), target).ok()?;
-    let mut buffer = vec![0u8; 65_536];
-    let (length, _) = socket.recv_from(&mut buffer).ok()?;
-    buffer.truncate(length);
-    Some(buffer)
+    let exchange = |request: &[u8]| -> Option<Vec<u8>> {
+        socket.send_to(request, target).ok()?;
+        let mut buffer = vec![0u8; 65_536];
+        let (length, _) = socket.recv_from(&mut buffer).ok()?;
+        buffer.truncate(length);
+        Some(buffer)
+    };
+    let answer = exchange(request.as_bytes())?;
+    match protocol::parse_answer(&answer) {
+        Some(Answer::Cookie(cookie)) => exchange(&ripem_core::cookie::with_cookie(request.as_bytes(), &cookie)),
+        _ => Some(answer),
+    }
 }
 
 fn wait_for_answer(target: SocketAddr) -> Result<()> {

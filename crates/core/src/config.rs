@@ -91,6 +91,8 @@ struct FileConfig {
     mail: FileMail,
     #[serde(default)]
     addresses: FileAddresses,
+    #[serde(default)]
+    keylookup: FileKeylookup,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +107,15 @@ struct FileKeyserv {
     answer_cache_mb: Option<u64>,
     #[serde(default)]
     redirect: BTreeMap<String, String>,
+    rate_bytes: Option<u64>,
+    rate_burst_bytes: Option<u64>,
+    cookies: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeylookup {
+    servers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,6 +210,20 @@ pub struct KeyservConfig {
     pub answer_cache_bytes: usize,
     /// Domain → `host[:port]` of the key server responsible for it.
     pub redirect: BTreeMap<String, String>,
+    /// Bytes of answers per second per source network; 0 turns it off.
+    pub rate_bytes: u64,
+    /// How many bytes a network may have in a burst.
+    pub rate_burst_bytes: u64,
+    /// Send an answer larger than three times its request only to a source
+    /// that proved with a cookie that it receives (off: a closed network).
+    pub cookies: bool,
+}
+
+/// keylookup's settings.
+#[derive(Debug, Clone)]
+pub struct KeylookupConfig {
+    /// Key servers asked in turn, `host[:port]`, when no `--server` is given.
+    pub servers: Vec<String>,
 }
 
 /// keyreg's settings.
@@ -290,6 +315,8 @@ pub struct Config {
     pub mail: MailConfig,
     /// Request addresses.
     pub addresses: Addresses,
+    /// keylookup.
+    pub keylookup: KeylookupConfig,
 }
 
 impl Config {
@@ -363,6 +390,9 @@ impl Config {
             answer_cache_bytes: usize::try_from(file.keyserv.answer_cache_mb.unwrap_or(64).saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
             redirect,
+            rate_bytes: file.keyserv.rate_bytes.unwrap_or(64 * 1024),
+            rate_burst_bytes: file.keyserv.rate_burst_bytes.unwrap_or(256 * 1024),
+            cookies: file.keyserv.cookies.unwrap_or(true),
         };
 
         let keyreg = KeyregConfig::from_file(&file.keyreg).map_err(invalid)?;
@@ -408,6 +438,9 @@ impl Config {
             keyreg,
             mail,
             addresses,
+            keylookup: KeylookupConfig {
+                servers: file.keylookup.servers.unwrap_or_else(|| vec!["localhost".to_string()]),
+            },
         })
     }
 
@@ -489,6 +522,18 @@ from = "keys@example.org"
         assert_eq!(config.keyreg.max_request_age, Duration::from_secs(7 * 86_400));
         assert_eq!(config.keyreg.max_keys_per_request, 100);
         assert!(Config::from_toml("[keyreg]\nmax_keys_per_request = 0\n", None, None).is_err());
+        assert!(config.keyserv.cookies);
+        assert_eq!(config.keyserv.rate_bytes, 65_536);
+        assert_eq!(config.keylookup.servers, ["localhost"]);
+    }
+
+    #[test]
+    fn cookies_byte_limits_and_keylookup_servers() {
+        let text = "[keyserv]\ncookies = false\nrate_bytes = 0\nrate_burst_bytes = 9\n[keylookup]\nservers = [\"keys.example.org\", \"127.0.0.1:16110\"]\n";
+        let config = Config::from_toml(text, None, None).unwrap();
+        assert!(!config.keyserv.cookies);
+        assert_eq!((config.keyserv.rate_bytes, config.keyserv.rate_burst_bytes), (0, 9));
+        assert_eq!(config.keylookup.servers, ["keys.example.org", "127.0.0.1:16110"]);
     }
 
     #[test]

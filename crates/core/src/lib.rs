@@ -8,18 +8,22 @@
 //! [`request`] (add/change/remove), [`registrar`] (keyreg's cycle),
 //! [`import`] (`keyreg --import`),
 //! [`protocol`] (the UDP lookup protocol), [`server`] (keyserv, over the
-//! batched datagram I/O of [`udp`], with the [`ratelimit`] table),
-//! [`sdnotify`] (readiness for systemd), [`client`] (keylookup), [`flat`]
+//! batched datagram I/O of [`udp`], with the [`ratelimit`] table and the
+//! server [`cookie`]s),
+//! [`sdnotify`] (readiness for systemd), [`client`] (keylookup, which
+//! trusts no server: [`answer_check`]), [`flat`]
 //! (the flat keyring), [`daily_record`] (givepubs' once-a-day record) and [`txlog`]
 //! (the transaction log). The programs' `main`s only parse flags and call
 //! in here; [`cli`] is what they share.
 #![warn(missing_docs)]
 
 pub mod answer_cache;
+pub mod answer_check;
 pub mod atomic;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod cookie;
 pub mod daily_record;
 pub mod flat;
 pub mod gdbm;

@@ -4,7 +4,8 @@
 //! response is allowed, and sent. A request is a command line then header
 //! lines: `LOOKUSER\nUser: alice@example.com\n`. Answers are `USERINFO`
 //! with the record, `NOTFOUND` with the address, `BADFMT`, `CMDUNREG` or
-//! `REDIRECT` with a server. [`answer`] is keyserv's whole answer path,
+//! `REDIRECT` with a server; keyserv itself sends `COOKIE` (see
+//! [`crate::cookie`]). [`answer`] is keyserv's whole answer path,
 //! over a [`KeyStore`]: decode, look up, encode into a buffer the caller
 //! reuses. Decoding never panics and allocates nothing but the address it
 //! returns; `fuzz/` throws arbitrary bytes at both.
@@ -136,6 +137,8 @@ pub enum Answer {
     CommandUnrecognised,
     /// Ask this server instead.
     Redirect(String),
+    /// Send the request again with this `Cookie:` line (see [`crate::cookie`]).
+    Cookie(String),
 }
 
 /// Decodes an answer datagram; `None` if it is not one.
@@ -151,6 +154,14 @@ pub fn parse_answer(datagram: &[u8]) -> Option<Answer> {
         "REDIRECT" => rest.lines().find_map(|line| {
             let (name, value) = line.split_once(':')?;
             (name.trim() == "Server" && !value.trim().is_empty()).then(|| Answer::Redirect(value.trim().to_string()))
+        }),
+        // Only hex goes back into a request, so a server can't make the
+        // client send anything else.
+        "COOKIE" => rest.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            let value = value.trim();
+            (name.trim() == "Cookie" && (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| Answer::Cookie(value.to_string()))
         }),
         _ => None,
     }
@@ -302,6 +313,19 @@ mod tests {
         assert_eq!(parse_answer(&out), Some(Answer::CommandUnrecognised));
         assert_eq!(parse_answer(b"garbage"), None);
         assert_eq!(parse_answer(b"REDIRECT\n"), None);
+        assert_eq!(
+            parse_answer(b"COOKIE\nCookie: 00ab\n\0"),
+            Some(Answer::Cookie("00ab".into()))
+        );
+        for junk in [
+            &b"COOKIE\n"[..],
+            b"COOKIE\nCookie: \n",
+            b"COOKIE\nCookie: ab\nUser: x\n",
+            b"COOKIE\nCookie: a b\n",
+        ] {
+            assert!(matches!(parse_answer(junk), None | Some(Answer::Cookie(_))), "{junk:?}");
+        }
+        assert_eq!(parse_answer(b"COOKIE\nCookie: a b\n"), None);
     }
 
     #[test]

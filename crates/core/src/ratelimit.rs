@@ -1,17 +1,23 @@
-//! Response rate limiting: answers per second per source network.
+//! Response rate limiting: answers and bytes per second per source network.
 //!
 //! A lookup is a small datagram that can draw a large answer, and a UDP
 //! source address can be forged, so keyserv could be used to flood a third
 //! party. The limiter caps answers per source network (IPv4 /24, IPv6 /56;
 //! see [`udp::source_network`](crate::udp::source_network)) at `rate` per
-//! second with bursts of up to `burst`; requests over the limit get no
-//! answer. Each network's bucket is kept as one number, its "theoretical
-//! arrival time" (the generic cell rate algorithm, equivalent to a token
-//! bucket). The table has a fixed number of entries, so memory stays
-//! bounded however many sources there are: it is set-associative with a
-//! secret hash key, and a network new to a full set takes the entry whose
-//! bucket is fullest (which forgets the least). Sets are locked one by one,
-//! so workers rarely wait for each other.
+//! second with bursts of up to `burst`, and the bytes of those answers at
+//! `byte_rate` per second with bursts of `byte_burst`; requests over either
+//! limit get no answer. Counting answers alone would let a network draw a
+//! full datagram per answer. Each network's two buckets are kept as two
+//! numbers, their "theoretical arrival time" (the generic cell rate
+//! algorithm, equivalent to a token bucket). An answer's size is known only
+//! once it is made, so [`RateLimiter::allow`] admits a request while the
+//! byte bucket is not overdrawn and [`RateLimiter::spend`] then charges the
+//! answer's bytes: a network can overdraw by one answer, then waits. The
+//! table has a fixed number of entries, so memory stays bounded however
+//! many sources there are: it is set-associative with a secret hash key,
+//! and a network new to a full set takes the entry whose buckets are
+//! fullest (which forgets the least). Sets are locked one by one, so
+//! workers rarely wait for each other.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -26,66 +32,146 @@ const WAYS: usize = 4;
 #[derive(Clone, Copy, Default)]
 struct Entry {
     network: u128,
-    /// When the bucket is full again, in ns since the limiter's epoch
-    /// (0: the entry is unused).
+    /// When the answer bucket is full again, in ns since the limiter's
+    /// epoch (0: the entry is unused).
     full_at: u64,
+    /// When the byte bucket is full again, likewise.
+    bytes_full_at: u64,
 }
 
-/// A fixed-size table of per-network answer budgets.
+impl Entry {
+    /// When both buckets are full again: the entry that forgets least.
+    fn settled_at(&self) -> u64 {
+        self.full_at.max(self.bytes_full_at)
+    }
+}
+
+/// The limits of a [`RateLimiter`]; a rate of 0 turns its limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Answers per second per network.
+    pub rate: u32,
+    /// Answers a network may have in a burst (at least 1).
+    pub burst: u32,
+    /// Bytes of answers per second per network.
+    pub byte_rate: u64,
+    /// Bytes a network may have in a burst.
+    pub byte_burst: u64,
+}
+
+/// A fixed-size table of per-network answer and byte budgets.
 pub struct RateLimiter {
-    /// Nanoseconds one answer costs (1 s / rate).
+    /// Nanoseconds one answer costs (1 s / rate; 0 when answers are not limited).
     interval: u64,
-    /// How far ahead of now a bucket may run before answers stop.
+    /// How far ahead of now the answer bucket may run before answers stop.
     tolerance: u64,
+    /// Bytes per second (0: bytes are not limited).
+    byte_rate: u64,
+    /// How far ahead of now the byte bucket may run before answers stop.
+    byte_tolerance: u64,
     sets: Box<[Mutex<[Entry; WAYS]>]>,
     hasher: RandomState,
     epoch: Instant,
 }
 
 impl RateLimiter {
-    /// `rate` answers per second with bursts of `burst` (at least 1);
-    /// `None` when `rate` is 0 (limiting off).
-    pub fn new(rate: u32, burst: u32) -> Option<RateLimiter> {
-        if rate == 0 {
+    /// A limiter for `limits`; `None` when both rates are 0 (limiting off).
+    pub fn new(limits: Limits) -> Option<RateLimiter> {
+        if limits.rate == 0 && limits.byte_rate == 0 {
             return None;
         }
-        let interval = 1_000_000_000 / u64::from(rate);
-        Some(RateLimiter {
+        let interval = match limits.rate {
+            0 => 0,
+            rate => 1_000_000_000 / u64::from(rate),
+        };
+        let mut limiter = RateLimiter {
             interval,
-            tolerance: interval * u64::from(burst.max(1) - 1),
+            tolerance: interval * u64::from(limits.burst.max(1) - 1),
+            byte_rate: limits.byte_rate,
+            byte_tolerance: 0,
             sets: (0..SETS).map(|_| Mutex::new([Entry::default(); WAYS])).collect(),
             hasher: RandomState::new(),
             epoch: Instant::now(),
-        })
+        };
+        limiter.byte_tolerance = limiter.byte_cost(limits.byte_burst);
+        Some(limiter)
     }
 
-    /// Whether `network` may have one more answer at `now`; counts it if so.
-    pub fn allow(&self, network: u128, now: Instant) -> bool {
-        // Offset by one so that 0 can mean "unused".
-        let now = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1) + 1;
+    /// Nanoseconds `bytes` cost in the byte bucket.
+    fn byte_cost(&self, bytes: u64) -> u64 {
+        match self.byte_rate {
+            0 => 0,
+            rate => u64::try_from(u128::from(bytes) * 1_000_000_000 / u128::from(rate)).unwrap_or(u64::MAX / 4),
+        }
+    }
+
+    /// Nanoseconds since the epoch, offset by one so that 0 can mean "unused".
+    fn clock(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX / 2) + 1
+    }
+
+    /// Runs `f` on `network`'s entry, taking one for it if it has none.
+    fn with_entry<T>(&self, network: u128, now: u64, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
         let set = (self.hasher.hash_one(network) as usize) % SETS;
-        let Ok(mut entries) = self.sets[set].lock() else {
-            return true;
-        };
+        let mut entries = self.sets[set].lock().ok()?;
         let index = match entries.iter().position(|e| e.full_at != 0 && e.network == network) {
             Some(index) => index,
             None => {
                 let (stalest, _) = entries
                     .iter()
                     .enumerate()
-                    .min_by_key(|(_, e)| e.full_at)
+                    .min_by_key(|(_, e)| e.settled_at())
                     .unwrap_or((0, &entries[0]));
-                entries[stalest] = Entry { network, full_at: now };
+                entries[stalest] = Entry {
+                    network,
+                    full_at: now,
+                    bytes_full_at: now,
+                };
                 stalest
             }
         };
-        let entry = &mut entries[index];
-        let start = entry.full_at.max(now);
-        if start - now > self.tolerance {
+        Some(f(&mut entries[index]))
+    }
+
+    /// Whether `network` may have one more answer at `now`: it has answers
+    /// left and has not overdrawn its bytes. Counts the answer if so.
+    pub fn allow(&self, network: u128, now: Instant) -> bool {
+        let now = self.clock(now);
+        self.with_entry(network, now, |entry| {
+            let start = entry.full_at.max(now);
+            if start - now > self.tolerance || entry.bytes_full_at.max(now) - now > self.byte_tolerance {
+                return false;
+            }
+            entry.full_at = start + self.interval;
+            true
+        })
+        .unwrap_or(true)
+    }
+
+    /// Whether `network` has overdrawn its bytes at `now`: a request
+    /// [`RateLimiter::allow`] admitted is answered only if not (the
+    /// answers admitted with it may have spent the bytes since).
+    pub fn overdrawn(&self, network: u128, now: Instant) -> bool {
+        if self.byte_rate == 0 {
             return false;
         }
-        entry.full_at = start + self.interval;
-        true
+        let now = self.clock(now);
+        self.with_entry(network, now, |entry| {
+            entry.bytes_full_at.max(now) - now > self.byte_tolerance
+        })
+        .unwrap_or(false)
+    }
+
+    /// Charges `bytes` of an answer sent to `network` at `now`.
+    pub fn spend(&self, network: u128, bytes: usize, now: Instant) {
+        if self.byte_rate == 0 {
+            return;
+        }
+        let now = self.clock(now);
+        let cost = self.byte_cost(bytes as u64);
+        self.with_entry(network, now, |entry| {
+            entry.bytes_full_at = entry.bytes_full_at.max(now).saturating_add(cost);
+        });
     }
 }
 
@@ -94,9 +180,18 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn answers(rate: u32, burst: u32) -> Limits {
+        Limits {
+            rate,
+            burst,
+            byte_rate: 0,
+            byte_burst: 0,
+        }
+    }
+
     #[test]
     fn burst_then_rate_per_network() {
-        let limiter = RateLimiter::new(10, 5).unwrap();
+        let limiter = RateLimiter::new(answers(10, 5)).unwrap();
         let start = Instant::now();
         let allowed = (0..100).filter(|_| limiter.allow(1, start)).count();
         assert_eq!(allowed, 5, "the burst");
@@ -110,8 +205,8 @@ mod tests {
 
     #[test]
     fn off_at_zero_and_bounded_with_many_networks() {
-        assert!(RateLimiter::new(0, 5).is_none());
-        let limiter = RateLimiter::new(1, 1).unwrap();
+        assert!(RateLimiter::new(answers(0, 5)).is_none());
+        let limiter = RateLimiter::new(answers(1, 1)).unwrap();
         let now = Instant::now();
         for network in 0..200_000u128 {
             limiter.allow(network, now);
@@ -120,5 +215,37 @@ mod tests {
         // A flooding network seen just now is still limited.
         assert!(limiter.allow(7_000_000, now));
         assert!(!limiter.allow(7_000_000, now));
+    }
+
+    #[test]
+    fn bytes_are_limited_as_well_as_answers() {
+        // 10,000 bytes/s with bursts of 20,000; answers all but unlimited.
+        let limits = Limits {
+            rate: 1000,
+            burst: 1000,
+            byte_rate: 10_000,
+            byte_burst: 20_000,
+        };
+        let limiter = RateLimiter::new(limits).unwrap();
+        let start = Instant::now();
+        let mut answered = 0;
+        while limiter.allow(1, start) {
+            limiter.spend(1, 6_000, start);
+            answered += 1;
+            assert!(answered < 100, "never stops");
+        }
+        assert_eq!(answered, 4, "20,000 bytes of burst, overdrawn by one answer");
+        assert!(limiter.allow(2, start), "another network has its own budget");
+        assert!(limiter.overdrawn(1, start) && !limiter.overdrawn(2, start));
+        // 24,000 bytes spent: the bucket is back under its burst after
+        // 0.4 s, and admits again.
+        assert!(!limiter.allow(1, start + Duration::from_millis(300)));
+        assert!(limiter.allow(1, start + Duration::from_millis(500)));
+        // Bytes alone can be limited; small answers then go on and on.
+        let bytes_only = RateLimiter::new(Limits { rate: 0, ..limits }).unwrap();
+        for _ in 0..5000 {
+            assert!(bytes_only.allow(3, start));
+            bytes_only.spend(3, 1, start);
+        }
     }
 }

@@ -16,8 +16,12 @@
 //! a key that exists. The workers share the answers they sent
 //! ([`AnswerCache`], bounded), so a repeated lookup skips parsing and
 //! GDBM; a write makes them forget only the answers about the keys it
-//! changed (the change journal). Answers are rate limited per source network
-//! ([`RateLimiter`]). SIGHUP reloads the configuration (redirects,
+//! changed (the change journal). Answers and their bytes are rate limited
+//! per source network ([`RateLimiter`]), and an answer more than three
+//! times as large as its request goes only to a source that sent a valid
+//! cookie ([`crate::cookie`]); the others get the cookie. The cookie is
+//! checked only for such answers, a cached one before it is copied.
+//! SIGHUP reloads the configuration (redirects,
 //! logging, rate limits) and reopens the database; SIGTERM/SIGINT stop
 //! the workers and remove the pid file. Requesters are not logged unless
 //! `log_requests` is set; `log_answers` (`keyserv -v`) logs each answer's
@@ -34,10 +38,11 @@ use std::time::{Duration, Instant};
 
 use crate::answer_cache::AnswerCache;
 use crate::config::Config;
+use crate::cookie::{self, CookieGate, CookieJar};
 use crate::journal;
 use crate::pidfile::{PidFile, PidFileError};
 use crate::protocol::{self, Handled};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{Limits, RateLimiter};
 use crate::signals;
 use crate::store::LiveReader;
 use crate::udp::{self, Batch};
@@ -84,6 +89,7 @@ struct Settings {
     log_answers: bool,
     allow_quit: bool,
     limiter: Option<RateLimiter>,
+    cookies: bool,
 }
 
 impl Settings {
@@ -95,7 +101,13 @@ impl Settings {
             log_requests: config.keyserv.log_requests,
             log_answers: config.keyserv.log_answers,
             allow_quit: config.keyserv.allow_quit,
-            limiter: RateLimiter::new(config.keyserv.rate_limit, config.keyserv.rate_burst),
+            limiter: RateLimiter::new(Limits {
+                rate: config.keyserv.rate_limit,
+                burst: config.keyserv.rate_burst,
+                byte_rate: config.keyserv.rate_bytes,
+                byte_burst: config.keyserv.rate_burst_bytes,
+            }),
+            cookies: config.keyserv.cookies,
         }
     }
 }
@@ -104,6 +116,9 @@ impl Settings {
 struct Shared {
     settings: RwLock<Settings>,
     cache: RwLock<AnswerCache>,
+    /// The cookie secret, drawn at start and kept across SIGHUP so the
+    /// cookies clients hold stay good.
+    cookies: CookieJar,
     /// Bumped on SIGHUP: workers reopen the database from the new settings.
     generation: AtomicU64,
     stop: AtomicBool,
@@ -145,6 +160,7 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
     let shared = Arc::new(Shared {
         settings: RwLock::new(Settings::from_config(config)),
         cache: RwLock::new(new_cache(config)),
+        cookies: CookieJar::random(),
         generation: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
@@ -249,40 +265,112 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             seen_writer = writer;
             reader.yield_to_writer();
         }
-        // First the rate limit and the cache, without the database lock:
-        // the cache answers for the generation the lock file names.
-        let now = Instant::now();
+        let turn = Turn {
+            settings: &settings,
+            gate: CookieGate {
+                jar: settings.cookies.then_some(&shared.cookies),
+                now: cookie::unix_seconds(),
+            },
+            now: Instant::now(),
+        };
+        let Some(misses) = turn.answer_from_cache(&mut batch, shared, reader) else {
+            return;
+        };
+        if misses != 0 {
+            turn.answer_from_database(&mut batch, shared, reader, misses, &mut found);
+        }
+        send(&mut batch, socket);
+    }
+}
+
+/// What one batch is answered with: the settings, the cookie check and
+/// the clock, read once.
+struct Turn<'a> {
+    settings: &'a Settings,
+    gate: CookieGate<'a>,
+    now: Instant,
+}
+
+/// A received datagram as the answer path sees it: a datagram cut short
+/// is answered as an empty (malformed) one, and a last `Cookie:` line is
+/// taken off the request (see [`cookie::split`]).
+fn request_of(datagram: &[u8], truncated: bool) -> (&[u8], Option<&[u8]>) {
+    cookie::split(if truncated { b"" } else { datagram })
+}
+
+impl Turn<'_> {
+    /// Whether the rate limit lets `peer` have one more answer.
+    fn admits(&self, peer: &SocketAddr) -> bool {
+        self.settings
+            .limiter
+            .as_ref()
+            .is_none_or(|limiter| limiter.allow(udp::source_network(peer), self.now))
+    }
+
+    /// Whether `peer`'s network has spent its bytes since the first pass
+    /// admitted its request (on answers earlier in the same batch).
+    fn overdrawn(&self, peer: &SocketAddr) -> bool {
+        self.settings
+            .limiter
+            .as_ref()
+            .is_some_and(|limiter| limiter.overdrawn(udp::source_network(peer), self.now))
+    }
+
+    /// Counts the bytes of `answer` against `peer`'s network and logs it.
+    fn account(&self, peer: &SocketAddr, answer: &[u8]) {
+        if let Some(limiter) = &self.settings.limiter {
+            limiter.spend(udp::source_network(peer), answer.len(), self.now);
+        }
+        log_answer(self.settings, peer, answer);
+    }
+
+    /// First pass, without the database lock: the rate limit, and the
+    /// answers the cache has for the generation the lock file names (a
+    /// large one checked against its cookie before it is copied). Returns
+    /// the bit mask of the datagrams left for the database; `None` if the
+    /// cache's lock is poisoned.
+    fn answer_from_cache(&self, batch: &mut Batch, shared: &Shared, reader: &mut LiveReader) -> Option<u64> {
+        let database_generation = reader.current_generation().ok();
+        let cache = shared.cache.read().ok()?;
         let mut misses = 0u64;
-        {
-            let database_generation = reader.current_generation().ok();
-            let Ok(cache) = shared.cache.read() else {
+        batch.answer_all(|index, datagram, truncated, peer, out| {
+            if !self.admits(&peer) {
                 return;
-            };
-            batch.answer_all(|index, request, _, peer, out| {
-                if let Some(limiter) = &settings.limiter {
-                    if !limiter.allow(udp::source_network(&peer), now) {
-                        return;
-                    }
-                }
-                match database_generation.and_then(|generation| cache.get(generation, request)) {
-                    Some(answer) => {
+            }
+            let (request, cookie) = request_of(datagram, truncated);
+            match database_generation.and_then(|generation| cache.get(generation, request)) {
+                Some(answer) => {
+                    let begin = out.len();
+                    if self.gate.allows(datagram.len(), answer.len(), cookie, peer.ip()) {
                         out.extend_from_slice(answer);
-                        log_answer(&settings, &peer, answer);
+                    } else {
+                        self.gate.refuse(peer.ip(), out);
                     }
-                    None => misses |= 1 << index,
+                    self.account(&peer, &out[begin..]);
                 }
-            });
-        }
-        if misses == 0 {
-            send(&mut batch, socket);
-            continue;
-        }
+                None => misses |= 1 << index,
+            }
+        });
+        Some(misses)
+    }
+
+    /// Second pass, under the database lock: the datagrams in `misses`.
+    /// Answers that carry the record asked for are remembered in the cache
+    /// whole, before the cookie check, so the request repeated with its
+    /// cookie is a cache hit.
+    fn answer_from_database(
+        &self,
+        batch: &mut Batch,
+        shared: &Shared,
+        reader: &mut LiveReader,
+        misses: u64,
+        found: &mut Vec<RequestAndAnswer>,
+    ) {
         let session = match reader.begin(READER_WAIT) {
             Ok(session) => session,
             Err(err) => {
                 log(&format!("cannot read the database, requests dropped: {err}"));
-                send(&mut batch, socket);
-                continue;
+                return;
             }
         };
         let generation = session.generation();
@@ -296,13 +384,14 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
                 cache.follow(generation);
             }
         }
+        let settings = self.settings;
         let mut failed = None;
-        batch.answer_all(|index, request, truncated, peer, out| {
-            if misses & (1 << index) == 0 {
+        batch.answer_all(|index, datagram, truncated, peer, out| {
+            if misses & (1 << index) == 0 || self.overdrawn(&peer) {
                 return;
             }
             let begin = out.len();
-            let request = if truncated { &b""[..] } else { request };
+            let (request, cookie) = request_of(datagram, truncated);
             match protocol::answer(request, session.store(), &settings.redirects, settings.allow_quit, out) {
                 Ok(Handled::Found) => found.push((request.into(), out[begin..].into())),
                 Ok(Handled::Answered) => {}
@@ -312,7 +401,14 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
                 }
                 Err(err) => failed = Some(err),
             }
-            log_answer(&settings, &peer, &out[begin..]);
+            if out.len() == begin {
+                return;
+            }
+            if !self.gate.allows(datagram.len(), out.len() - begin, cookie, peer.ip()) {
+                out.truncate(begin);
+                self.gate.refuse(peer.ip(), out);
+            }
+            self.account(&peer, &out[begin..]);
         });
         drop(session);
         if !found.is_empty() {
@@ -327,7 +423,6 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             log(&format!("lookup failed, reopening the database: {err}"));
             reader.release();
         }
-        send(&mut batch, socket);
     }
 }
 

@@ -1,11 +1,16 @@
 //! Property tests over the parsers that take hostile input: the same entry
 //! points as the cargo-fuzz targets in `fuzz/`, run on every `scripts/test`.
-//! None may panic; what the record parser accepts must print back to itself.
+//! None may panic; what the record parser accepts must print back to itself;
+//! the cookie parser leaves a prefix and passes only the cookie it issued.
 
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
+use std::net::{IpAddr, Ipv6Addr};
+
+use ripem_core::cookie::{self, CookieJar};
 use ripem_core::mail::RequestMail;
 use ripem_core::openpgp::{self, KeyPolicy, KeySpec};
+use ripem_core::protocol;
 use ripem_core::record::Record;
 use ripem_core::request;
 use ripem_core::types::{Email, Fingerprint};
@@ -95,5 +100,35 @@ proptest! {
         } else {
             prop_assert_eq!(parsed.unwrap(), record);
         }
+    }
+
+    #[test]
+    fn cookie_datagrams_of_any_bytes(
+        datagram in proptest::collection::vec(any::<u8>(), 0..600),
+        tail in proptest::collection::vec(any::<u8>(), 0..80),
+        seconds in 0u64..8_000_000_000,
+        v6 in any::<[u8; 16]>(),
+    ) {
+        let jar = CookieJar::new(&[9; 32]);
+        let ip = IpAddr::V6(Ipv6Addr::from(v6));
+        // Junk after a Cookie: line, and the datagram as it is.
+        let with_junk = [&datagram[..], b"\nCookie: ", &tail].concat();
+        for bytes in [&datagram[..], &with_junk[..]] {
+            let (request, cookie) = cookie::split(bytes);
+            prop_assert!(bytes.starts_with(request));
+            if let Some(cookie) = cookie {
+                prop_assert!(!jar.check(ip, cookie, seconds) || cookie.len() == cookie::COOKIE_HEX);
+            }
+            let _ = protocol::parse_answer(bytes);
+        }
+        // A cookie issued to the address is good now, and no other is.
+        let good = jar.issue(ip, seconds);
+        let asked = cookie::with_cookie(&datagram, std::str::from_utf8(&good).unwrap());
+        let (_, cookie) = cookie::split(&asked);
+        prop_assert_eq!(cookie, Some(&good[..]));
+        prop_assert!(jar.check(ip, &good, seconds));
+        let mut other = v6;
+        other[15] ^= 1;
+        prop_assert!(!jar.check(IpAddr::V6(Ipv6Addr::from(other)), &good, seconds));
     }
 }

@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use ripem_core::answer_check::WrongAnswer;
 use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
 use ripem_core::client::{self, ClientAnswer, Patience};
-use ripem_core::record::Record;
+use ripem_core::config::Config;
 use ripem_core::types::Query;
 
 /// Ask key servers for a key and print it armored (pipe it to `gpg --import`).
@@ -14,7 +15,7 @@ use ripem_core::types::Query;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Key server to ask, HOST[:PORT] (repeatable; tried in order) [default: localhost:1611]
+    /// Key server to ask, HOST[:PORT] (repeatable; tried in order) [default: [keylookup] servers in the config, else localhost:1611]
     #[arg(long, value_name = "HOST[:PORT]")]
     server: Vec<String>,
     /// Tries per server
@@ -33,7 +34,11 @@ struct Args {
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let query = Query::parse(&args.query)?;
     let servers = if args.server.is_empty() {
-        vec!["localhost".to_string()]
+        // A client needs no state directory: the file is read for its
+        // server list only.
+        Config::load(args.common.config.as_deref(), args.common.state_dir.as_deref())?
+            .keylookup
+            .servers
     } else {
         args.server
     };
@@ -41,14 +46,15 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         tries: args.tries,
         timeout: Duration::from_millis(args.timeout_ms),
     };
-    match client::lookup(&servers, &query, patience) {
-        ClientAnswer::Found { record, server } => {
+    let mut wrong = |server: &str, err: &WrongAnswer| {
+        eprintln!("keylookup: {server} sent a wrong answer for {query}, not trusted: {err}");
+    };
+    match client::lookup(&servers, &query, patience, &mut wrong) {
+        ClientAnswer::Found { record, text, .. } => {
             if args.record {
-                print!("{record}");
+                print!("{text}");
             } else {
-                let parsed =
-                    Record::parse(&record).map_err(|err| anyhow::anyhow!("{server} sent a damaged record: {err}"))?;
-                println!("{}", parsed.key_armor);
+                println!("{}", record.key_armor);
             }
             Ok(ExitCode::SUCCESS)
         }
