@@ -375,3 +375,48 @@ fn user_ids_with_a_second_address_or_a_line_break_are_not_published() {
         "{mallory_reply}"
     );
 }
+
+#[test]
+fn a_clean_user_id_for_an_address_another_key_holds_is_not_published() {
+    // Trent adds a plain "Victim <victim@example.org>" user ID to his own
+    // key: the address is refused (the victim holds it), and the user ID
+    // must not ride along in Trent's published key either.
+    let server = Server::new();
+    let victim = Gpg::new();
+    register(
+        &server,
+        "victim@example.org",
+        &victim.key("Victim <victim@example.org>", "ed25519"),
+    );
+    let trent = Gpg::new();
+    trent.key("Trent <trent@example.net>", "ed25519");
+    let trent_fpr = trent.fingerprint("trent@example.net");
+    let added = trent.run(&["--quick-add-uid", &trent_fpr, "Victim <victim@example.org>"], b"");
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let armored = trent.run(&["--armor", "--export", &trent_fpr], b"").stdout;
+    server.mail("add", &plain_mail("trent@example.net", &armored));
+    server.keyreg_once();
+    let reply = replies_to(&server, "trent@example.net");
+    assert!(
+        reply.contains("trent@example.net: registered") && reply.contains("victim@example.org: refused"),
+        "{reply}"
+    );
+    assert_eq!(server.run("db2flat", &[], b"").code, 0);
+    let client = Gpg::new();
+    let imported = client.run(&["--import", server.path("pub/pubkeys.asc").to_str().unwrap()], b"");
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    let listing = client
+        .run(&["--with-colons", "--list-keys", "victim@example.org"], b"")
+        .stdout;
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with("pub:")).count(),
+        1,
+        "{listing}"
+    );
+    let trent_listing = client.run(&["--with-colons", "--list-keys", &trent_fpr], b"").stdout;
+    assert_eq!(
+        trent_listing.lines().filter(|l| l.starts_with("uid:")).count(),
+        1,
+        "{trent_listing}"
+    );
+}

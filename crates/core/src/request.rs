@@ -305,9 +305,6 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
             Err(err) => return Ok(refused(format!("could not be merged with the registered copy: {err}"))),
         },
     };
-    let key_armor = merged.to_armored().trim_end().to_string();
-    let key_changed = existing.as_ref().is_none_or(|record| record.key_armor != key_armor);
-
     let mut users: Vec<Email> = Vec::new();
     let mut outcomes = Vec::new();
     if let Some(record) = &existing {
@@ -321,12 +318,8 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
     }
     for email in merged.emails() {
         if users.contains(email) {
-            let outcome = if key_changed {
-                AddressOutcome::Updated
-            } else {
-                AddressOutcome::Unchanged
-            };
-            outcomes.push((email.clone(), outcome));
+            // Updated instead, below, if the published key changes.
+            outcomes.push((email.clone(), AddressOutcome::Unchanged));
             continue;
         }
         match store.fingerprint_of(email)? {
@@ -345,6 +338,20 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
         }
     }
 
+    // Only what the record's addresses vouch for is published; a revoked
+    // key keeps its user IDs, which clients need to take the revocation.
+    let published = match merged.is_revoked() {
+        true => merged.clone(),
+        false => merged.keeping_user_ids(|email| users.contains(email)),
+    };
+    let key_armor = published.to_armored().trim_end().to_string();
+    if existing.as_ref().is_none_or(|record| record.key_armor != key_armor) {
+        for (_, outcome) in &mut outcomes {
+            if *outcome == AddressOutcome::Unchanged {
+                *outcome = AddressOutcome::Updated;
+            }
+        }
+    }
     let outcome = KeyOutcome::Applied {
         fingerprint: fingerprint.clone(),
         revoked: merged.is_revoked(),

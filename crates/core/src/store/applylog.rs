@@ -162,8 +162,8 @@ impl ApplyLog {
         &self.path
     }
 
-    /// The log's length in bytes (0 if it does not exist).
-    pub fn len(&self) -> io::Result<u64> {
+    /// The log's size in bytes (0 if it does not exist).
+    pub fn size(&self) -> io::Result<u64> {
         match std::fs::metadata(&self.path) {
             Ok(meta) => Ok(meta.len()),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(0),

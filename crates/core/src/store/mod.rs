@@ -42,7 +42,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use applylog::{ApplyLog, Op};
+use applylog::Op;
 pub use live::{LiveReader, ReadSession};
 pub use pair::PairPaths;
 pub use repair::RepairReport;

@@ -275,7 +275,7 @@ impl Writer {
                 self.log.truncate(end).map_err(io)?;
                 end
             }
-            None if generation == 0 && self.log.len().map_err(io)? == 0 && active.raw_keys().next().is_none() => 0,
+            None if generation == 0 && self.log.size().map_err(io)? == 0 && active.raw_keys().next().is_none() => 0,
             None => {
                 let ops = verify::items(active)?;
                 self.log.append(0, EntryKind::Base, generation, &ops).map_err(io)?
@@ -293,7 +293,7 @@ impl Writer {
     fn settle(&mut self, mut state: Option<State>) -> Result<(), StoreError> {
         let paths = self.paths.clone();
         if !paths.active.exists() {
-            if self.log.len().map_err(io_error(&paths.log))? > 0 {
+            if self.log.size().map_err(io_error(&paths.log))? > 0 {
                 return Err(StoreError::Damaged {
                     path: paths.active.clone(),
                     key: "(the file)".into(),
