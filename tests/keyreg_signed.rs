@@ -5,24 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
-
-/// Sleeps into the next whole second: the server refuses a signature not
-/// newer than the record's last update, and both have one-second resolution.
-fn next_second() {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())) + Duration::from_millis(20));
-}
-
-fn mail_to(queue_address: &str, from: &str, body: &str) -> Vec<u8> {
-    format!(
-        "From: {from}\nTo: {queue_address}\nSubject: request\nMessage-ID: <{}@test>\n\n{body}\n",
-        std::process::id()
-    )
-    .into_bytes()
-}
 
 /// A server with alice's gpg key registered; returns the server, the gpg
 /// home holding alice's secret key, and alice's fingerprint.
@@ -39,13 +24,6 @@ fn with_alice(algo: &str) -> (Server, Gpg, String) {
 fn fingerprint_of(server: &Server, keyserv: &Keyserv, who: &str) -> Option<String> {
     let _ = server;
     record_fingerprint(&keyserv.lookup(who))
-}
-
-fn last_reply(server: &Server, to: &str) -> String {
-    let mut replies: Vec<SentMail> = server.outbox().into_iter().filter(|m| m.to == to).collect();
-    assert!(!replies.is_empty(), "no reply to {to}");
-    replies.sort_by_key(|m| m.body.len());
-    replies.into_iter().map(|m| m.body).collect::<Vec<_>>().join("\n----\n")
 }
 
 /// Alice's new key: keeps alice@example.org, adds alice@new.example.org.
@@ -66,12 +44,6 @@ fn new_key(gpg: &Gpg) -> (String, String) {
     assert_eq!(added.code, 0, "{}", added.stderr);
     let armored = gpg.run(&["--armor", "--export", &fpr], b"").stdout;
     (fpr, armored)
-}
-
-fn clearsign(gpg: &Gpg, signer: &str, text: &str) -> String {
-    let run = gpg.run(&["--clearsign", "--local-user", signer], text.as_bytes());
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    run.stdout
 }
 
 #[test]
@@ -105,7 +77,7 @@ fn change_by_cleartext_inline_and_pgp_mime() {
         server.mail("change", &message);
         server.keyreg_once();
         let keyserv = server.start_keyserv();
-        let reply = last_reply(&server, "alice@example.org");
+        let reply = replies_to(&server, "alice@example.org");
         assert_eq!(
             fingerprint_of(&server, &keyserv, "alice@example.org").as_deref(),
             Some(new_fpr.as_str()),
@@ -160,7 +132,7 @@ fn change_drops_addresses_the_new_key_lacks() {
     // bob@example.org, RIPEM-style, so look at the record's addresses.)
     assert!(!keyserv.lookup("bob@example.org").contains("User: bob@old.example.org"));
     assert!(
-        last_reply(&server, "bob@example.org").contains("bob@old.example.org: removed (the new key does not carry it)")
+        replies_to(&server, "bob@example.org").contains("bob@old.example.org: removed (the new key does not carry it)")
     );
 }
 
@@ -191,7 +163,7 @@ fn change_and_remove_signed_by_a_signing_subkey() {
         &mail_to("change", "sue@example.org", &clearsign(&gpg, &old_fpr, &new_armored)),
     );
     server.keyreg_once();
-    let reply = last_reply(&server, "sue@example.org");
+    let reply = replies_to(&server, "sue@example.org");
     assert!(reply.contains("sue@example.org: moved to the new key"), "{reply}");
     {
         let keyserv = server.start_keyserv();
@@ -210,7 +182,7 @@ fn change_and_remove_signed_by_a_signing_subkey() {
         ),
     );
     server.keyreg_once();
-    let reply = last_reply(&server, "sue@example.org");
+    let reply = replies_to(&server, "sue@example.org");
     assert!(reply.contains("sue@example.org: removed"), "{reply}");
     let keyserv = server.start_keyserv();
     assert!(keyserv.lookup("sue@example.org").starts_with("NOTFOUND"));
@@ -306,7 +278,7 @@ fn forged_tampered_stale_and_wrong_text_are_refused() {
     }
     server.keyreg_once();
     for (index, (_, _, expected)) in cases.iter().enumerate() {
-        let reply = last_reply(&server, &format!("case{index}@example.org"));
+        let reply = replies_to(&server, &format!("case{index}@example.org"));
         assert!(
             reply.contains("refused") && reply.contains(expected),
             "case {index} wanted {expected:?}: {reply}"
@@ -334,7 +306,7 @@ fn replayed_remove_after_reregistration_is_refused() {
         Some(fpr.as_str()),
         "still registered"
     );
-    let replies = last_reply(&server, "alice@example.org");
+    let replies = replies_to(&server, "alice@example.org");
     assert!(replies.contains("stale or replayed"), "{replies}");
     assert_eq!(server.outbox().len(), 4, "one reply per request");
 }
@@ -342,20 +314,14 @@ fn replayed_remove_after_reregistration_is_refused() {
 #[test]
 fn revocation_certificate_is_published() {
     let (server, gpg, fpr) = with_alice("ed25519");
-    // gpg keeps a revocation certificate for every key it makes, its BEGIN
-    // line prefixed with ':' against accidental import.
-    let stored = std::fs::read_to_string(gpg.home.path().join(format!("openpgp-revocs.d/{fpr}.rev"))).unwrap();
-    let certificate = stored.replace(
-        ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
-        "-----BEGIN PGP PUBLIC KEY BLOCK-----",
-    );
-    let block = &certificate[certificate.find("-----BEGIN").unwrap()..];
+    // gpg keeps a revocation certificate for every key it makes.
+    let block = revocation_certificate(&gpg, &fpr);
     server.mail(
         "add",
         &mail_to("add", "alice@example.org", &format!("My key was stolen.\n\n{block}")),
     );
     server.keyreg_once();
-    assert!(last_reply(&server, "alice@example.org").contains("revoked"));
+    assert!(replies_to(&server, "alice@example.org").contains("revoked"));
     let keyserv = server.start_keyserv();
     let looked_up = server.keylookup(&["alice@example.org"]);
     assert_eq!(looked_up.code, 0, "{}", looked_up.stderr);
@@ -396,7 +362,7 @@ fn a_signed_note_quoting_a_key_changes_nothing_when_forwarded() {
     server.mail("change", &mail_to("change", "forwarder2@example.net", &bare));
     server.keyreg_once();
     for forwarder in ["forwarder@example.net", "forwarder2@example.net"] {
-        let reply = last_reply(&server, forwarder);
+        let reply = replies_to(&server, forwarder);
         assert!(reply.contains("does not start with a ChangeKey line"), "{reply}");
     }
     let keyserv = server.start_keyserv();
@@ -410,12 +376,10 @@ fn a_signed_note_quoting_a_key_changes_nothing_when_forwarded() {
 #[test]
 fn a_revoked_key_stays_published_until_a_successor_takes_its_address() {
     let (server, gpg, old_fpr) = with_alice("ed25519");
-    let stored = std::fs::read_to_string(gpg.home.path().join(format!("openpgp-revocs.d/{old_fpr}.rev"))).unwrap();
-    let certificate = stored.replace(":-----BEGIN", "-----BEGIN");
-    let block = &certificate[certificate.find("-----BEGIN").unwrap()..];
-    server.mail("add", &mail_to("add", "alice@example.org", block));
+    let block = revocation_certificate(&gpg, &old_fpr);
+    server.mail("add", &mail_to("add", "alice@example.org", &block));
     server.keyreg_once();
-    let reply = last_reply(&server, "alice@example.org");
+    let reply = replies_to(&server, "alice@example.org");
     assert!(reply.contains("until a successor key is registered"), "{reply}");
     let keyserv = server.start_keyserv();
     assert_eq!(
@@ -430,7 +394,7 @@ fn a_revoked_key_stays_published_until_a_successor_takes_its_address() {
     let new_fpr = fresh.fingerprint("alice@example.org");
     server.mail("add", &plain_mail("alice@example.org", &successor));
     server.keyreg_once();
-    let replies = last_reply(&server, "alice@example.org");
+    let replies = replies_to(&server, "alice@example.org");
     assert!(
         replies.contains(&format!("was registered to key {old_fpr}, which is revoked")),
         "{replies}"
@@ -472,7 +436,7 @@ fn the_addresses_a_change_or_removal_takes_are_told() {
         .collect();
     assert_eq!(notices.len(), 1, "one notice to the address removed");
     assert!(notices[0].body.contains(&fpr) && notices[0].body.contains("someone@example.net"));
-    assert!(last_reply(&server, "someone@example.net").contains("removed"));
+    assert!(replies_to(&server, "someone@example.net").contains("removed"));
     // Processing the same request again (a crash before its spool file
     // went) queues no second notice.
     server.keyreg_once();

@@ -9,40 +9,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use common::*;
-
-/// Sleeps into the next whole second: the server refuses a signature not
-/// newer than the record's last update, and both have one-second resolution.
-fn next_second() {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())) + Duration::from_millis(20));
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-fn mail_to(queue_address: &str, from: &str, body: &str) -> Vec<u8> {
-    format!(
-        "From: {from}\nTo: {queue_address}\nSubject: request\nMessage-ID: <{from}.{}@test>\n\n{body}\n",
-        now_secs()
-    )
-    .into_bytes()
-}
-
-/// Every reply to `to`, joined.
-fn replies_to(server: &Server, to: &str) -> String {
-    let replies: Vec<String> = server
-        .outbox()
-        .into_iter()
-        .filter(|m| m.to == to)
-        .map(|m| m.body)
-        .collect();
-    assert!(!replies.is_empty(), "no reply to {to}");
-    replies.join("\n----\n")
-}
 
 /// Registers `armored` for `email` and checks that the reply says so.
 fn register(server: &Server, email: &str, armored: &str) {
@@ -56,14 +23,6 @@ fn register(server: &Server, email: &str, armored: &str) {
 fn registered_to(server: &Server, email: &str) -> Option<String> {
     let keyserv = server.start_keyserv();
     record_fingerprint(&keyserv.lookup(email))
-}
-
-fn clearsign(gpg: &Gpg, signer: &str, text: &str, extra: &[&str]) -> String {
-    let mut args = extra.to_vec();
-    args.extend(["--clearsign", "--local-user", signer]);
-    let run = gpg.run(&args, text.as_bytes());
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    run.stdout
 }
 
 /// A copy of `gpg`'s secret keys as they are now, in a home of its own:
@@ -140,7 +99,7 @@ fn a_change_signed_by_a_revoked_subkey_is_refused() {
     let (text, new_fpr) = change_text("alice@example.org");
     server.mail(
         "change",
-        &mail_to("change@x", "alice@example.org", &clearsign(&old, &fpr, &text, &[])),
+        &mail_to("change@x", "alice@example.org", &clearsign(&old, &fpr, &text)),
     );
     server.keyreg_once();
     let reply = replies_to(&server, "alice@example.org");
@@ -158,11 +117,7 @@ fn a_remove_signed_by_a_revoked_subkey_is_refused() {
     let (server, old, fpr, sub_fpr) = with_revoked_subkey("Bob <bob@example.org>", "bob@example.org", "1");
     server.mail(
         "remove",
-        &mail_to(
-            "remove@x",
-            "bob@example.org",
-            &clearsign(&old, &fpr, "RemoveKey\n", &[]),
-        ),
+        &mail_to("remove@x", "bob@example.org", &clearsign(&old, &fpr, "RemoveKey\n")),
     );
     server.keyreg_once();
     let reply = replies_to(&server, "bob@example.org");
@@ -182,19 +137,16 @@ fn a_change_signed_by_a_key_revoked_by_certificate_is_refused() {
     let fpr = gpg.fingerprint("carol@example.org");
     register(&server, "carol@example.org", &armored);
     // The revocation certificate gpg keeps for every key it makes (no
-    // reason given: a hard revocation), its BEGIN line prefixed with ':'
-    // against accidental import; carol's own keyring never imports it.
-    let stored = std::fs::read_to_string(gpg.home.path().join(format!("openpgp-revocs.d/{fpr}.rev"))).unwrap();
-    let certificate = stored.replace(":-----BEGIN", "-----BEGIN");
-    let block = &certificate[certificate.find("-----BEGIN").unwrap()..];
+    // reason given: a hard revocation); carol's own keyring never imports it.
+    let block = revocation_certificate(&gpg, &fpr);
     next_second();
-    server.mail("add", &mail_to("add@x", "carol@example.org", block));
+    server.mail("add", &mail_to("add@x", "carol@example.org", &block));
     server.keyreg_once();
     next_second();
     let (text, new_fpr) = change_text("carol@example.org");
     server.mail(
         "change",
-        &mail_to("change@x", "carol@example.org", &clearsign(&gpg, &fpr, &text, &[])),
+        &mail_to("change@x", "carol@example.org", &clearsign(&gpg, &fpr, &text)),
     );
     server.keyreg_once();
     let reply = replies_to(&server, "carol@example.org");
@@ -228,11 +180,7 @@ fn a_remove_signed_by_a_revoked_key_is_refused() {
     next_second();
     server.mail(
         "remove",
-        &mail_to(
-            "remove@x",
-            "dan@example.org",
-            &clearsign(&old, &fpr, "RemoveKey\n", &[]),
-        ),
+        &mail_to("remove@x", "dan@example.org", &clearsign(&old, &fpr, "RemoveKey\n")),
     );
     server.keyreg_once();
     let reply = replies_to(&server, "dan@example.org");
@@ -279,7 +227,7 @@ fn a_remove_signed_after_expiry_by_a_locally_extended_copy_is_refused() {
         b"",
     );
     assert_eq!(extended.code, 0, "{}", extended.stderr);
-    let signed = clearsign(&gpg, &fpr, "RemoveKey\n", &["--faked-system-time", &at(now + 120)]);
+    let signed = clearsign_with(&gpg, &fpr, "RemoveKey\n", &["--faked-system-time", &at(now + 120)]);
     server.mail("remove", &mail_to("remove@x", "dave@example.org", &signed));
     server.keyreg_once();
     let reply = replies_to(&server, "dave@example.org");

@@ -372,3 +372,60 @@ pub fn record_fingerprint(record: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix("Fingerprint: "))
         .map(str::to_string)
 }
+
+/// Sleeps into the next whole second: the server refuses a signature not
+/// newer than the record's last update, and both have one-second resolution.
+pub fn next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())) + Duration::from_millis(20));
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A request mail from `from` to one of the server's addresses.
+pub fn mail_to(queue_address: &str, from: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\nTo: {queue_address}\nSubject: request\nMessage-ID: <{from}.{}@test>\n\n{body}\n",
+        now_secs()
+    )
+    .into_bytes()
+}
+
+/// Every mail sent to `to`, their bodies joined, shortest first.
+pub fn replies_to(server: &Server, to: &str) -> String {
+    let mut replies: Vec<SentMail> = server.outbox().into_iter().filter(|m| m.to == to).collect();
+    assert!(!replies.is_empty(), "no reply to {to}");
+    replies.sort_by_key(|m| m.body.len());
+    replies.into_iter().map(|m| m.body).collect::<Vec<_>>().join("\n----\n")
+}
+
+/// `text` cleartext-signed by `signer`, with gpg's `extra` options first.
+pub fn clearsign_with(gpg: &Gpg, signer: &str, text: &str, extra: &[&str]) -> String {
+    let mut args = extra.to_vec();
+    args.extend(["--clearsign", "--local-user", signer]);
+    let run = gpg.run(&args, text.as_bytes());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.stdout
+}
+
+/// `text` cleartext-signed by `signer`.
+pub fn clearsign(gpg: &Gpg, signer: &str, text: &str) -> String {
+    clearsign_with(gpg, signer, text, &[])
+}
+
+/// The revocation certificate gpg keeps for the key `fpr`, as a block
+/// that can be mailed (gpg prefixes its BEGIN line with ':' against an
+/// accidental import).
+pub fn revocation_certificate(gpg: &Gpg, fpr: &str) -> String {
+    let stored = std::fs::read_to_string(gpg.home.path().join(format!("openpgp-revocs.d/{fpr}.rev"))).unwrap();
+    let certificate = stored.replace(":-----BEGIN", "-----BEGIN");
+    certificate[certificate.find("-----BEGIN").unwrap()..].to_string()
+}

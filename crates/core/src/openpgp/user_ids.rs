@@ -238,6 +238,26 @@ fn user_self_sigs(
     Ok((id, Some(certification), revocations))
 }
 
+impl super::CheckedKey {
+    /// The key with only the user IDs whose address `keep` accepts (user
+    /// IDs without an address stay). A record publishes only the user IDs
+    /// its own addresses vouch for: one for an address another key holds
+    /// stays out of the block, or `gpg --list-keys victim@example.org` on
+    /// the flat keyring would list whoever added victim's address to their
+    /// key.
+    pub fn keeping_user_ids(&self, keep: impl Fn(&Email) -> bool) -> super::CheckedKey {
+        let mut kept = self.clone();
+        kept.key.details.users.retain(|user| {
+            std::str::from_utf8(user.id.id())
+                .ok()
+                .and_then(email_of_user_id)
+                .is_none_or(|email| keep(&email))
+        });
+        kept.emails.retain(|email| keep(email));
+        kept
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{Duration, Utc};
@@ -375,25 +395,5 @@ mod tests {
         let checked = check_key(key, &KeyPolicy::default()).expect("accepted");
         assert_eq!(checked.expires_at(), None);
         assert_eq!(checked.stripped_user_ids().len(), 1);
-    }
-}
-
-impl super::CheckedKey {
-    /// The key with only the user IDs whose address `keep` accepts (user
-    /// IDs without an address stay). A record publishes only the user IDs
-    /// its own addresses vouch for: one for an address another key holds
-    /// stays out of the block, or `gpg --list-keys victim@example.org` on
-    /// the flat keyring would list whoever added victim's address to their
-    /// key.
-    pub fn keeping_user_ids(&self, keep: impl Fn(&Email) -> bool) -> super::CheckedKey {
-        let mut kept = self.clone();
-        kept.key.details.users.retain(|user| {
-            std::str::from_utf8(user.id.id())
-                .ok()
-                .and_then(email_of_user_id)
-                .is_none_or(|email| keep(&email))
-        });
-        kept.emails.retain(|email| keep(email));
-        kept
     }
 }
