@@ -287,24 +287,11 @@ fn user_ids_with_a_second_address_or_a_line_break_are_not_published() {
     }
     server.keyreg_once();
 
-    assert_eq!(server.run("db2flat", &[], b"").code, 0);
-    let client = Gpg::new();
-    let imported = client.run(&["--import", server.path("pub/pubkeys.asc").to_str().unwrap()], b"");
-    assert_eq!(imported.code, 0, "{}", imported.stderr);
-    let listing = client
-        .run(&["--with-colons", "--list-keys", "victim@example.org"], b"")
-        .stdout;
-    assert_eq!(
-        listing.lines().filter(|l| l.starts_with("pub:")).count(),
-        1,
-        "{listing}"
-    );
-    let eve_listing = client.run(&["--with-colons", "--list-keys", &eve_fpr], b"").stdout;
-    assert_eq!(
-        eve_listing.lines().filter(|l| l.starts_with("uid:")).count(),
-        1,
-        "{eve_listing}"
-    );
+    let client = flat_keyring_in_gpg(&server);
+    let (keys, listing) = client.count_listed("victim@example.org", "pub");
+    assert_eq!(keys, 1, "{listing}");
+    let (user_ids, listing) = client.count_listed(&eve_fpr, "uid");
+    assert_eq!(user_ids, 1, "{listing}");
 
     let eve_reply = replies_to(&server, "eve@example.net");
     assert!(
@@ -349,22 +336,9 @@ fn a_clean_user_id_for_an_address_another_key_holds_is_not_published() {
         reply.contains("trent@example.net: registered") && reply.contains("victim@example.org: refused"),
         "{reply}"
     );
-    assert_eq!(server.run("db2flat", &[], b"").code, 0);
-    let client = Gpg::new();
-    let imported = client.run(&["--import", server.path("pub/pubkeys.asc").to_str().unwrap()], b"");
-    assert_eq!(imported.code, 0, "{}", imported.stderr);
-    let listing = client
-        .run(&["--with-colons", "--list-keys", "victim@example.org"], b"")
-        .stdout;
-    assert_eq!(
-        listing.lines().filter(|l| l.starts_with("pub:")).count(),
-        1,
-        "{listing}"
-    );
-    let trent_listing = client.run(&["--with-colons", "--list-keys", &trent_fpr], b"").stdout;
-    assert_eq!(
-        trent_listing.lines().filter(|l| l.starts_with("uid:")).count(),
-        1,
-        "{trent_listing}"
-    );
+    let client = flat_keyring_in_gpg(&server);
+    let (keys, listing) = client.count_listed("victim@example.org", "pub");
+    assert_eq!(keys, 1, "{listing}");
+    let (user_ids, listing) = client.count_listed(&trent_fpr, "uid");
+    assert_eq!(user_ids, 1, "{listing}");
 }

@@ -429,3 +429,24 @@ pub fn revocation_certificate(gpg: &Gpg, fpr: &str) -> String {
     let certificate = stored.replace(":-----BEGIN", "-----BEGIN");
     certificate[certificate.find("-----BEGIN").unwrap()..].to_string()
 }
+
+/// The flat keyring as a gpg user sees it: db2flat run, `pubkeys.asc`
+/// imported into a fresh gpg home.
+pub fn flat_keyring_in_gpg(server: &Server) -> Gpg {
+    let dump = server.run("db2flat", &[], b"");
+    assert_eq!(dump.code, 0, "db2flat: {}", dump.stderr);
+    let client = Gpg::new();
+    let imported = client.run(&["--import", server.path("pub/pubkeys.asc").to_str().unwrap()], b"");
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    client
+}
+
+impl Gpg {
+    /// How many `record` lines (`pub`, `uid`, …) `gpg --list-keys query`
+    /// prints, and the listing.
+    pub fn count_listed(&self, query: &str, record: &str) -> (usize, String) {
+        let listing = self.run(&["--with-colons", "--list-keys", query], b"").stdout;
+        let prefix = format!("{record}:");
+        (listing.lines().filter(|l| l.starts_with(&prefix)).count(), listing)
+    }
+}
