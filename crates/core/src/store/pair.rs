@@ -270,12 +270,15 @@ impl Writer {
                 .map(|entry| entry.end),
             _ => self.log.end_of_generation(generation).map_err(io)?,
         };
-        self.log_offset = match end {
+        // A log shorter than it should be (cut or deleted by hand) can't
+        // vouch for anything: it starts again from a base entry.
+        let size = self.log.size().map_err(io)?;
+        self.log_offset = match end.filter(|end| *end <= size) {
             Some(end) => {
                 self.log.truncate(end).map_err(io)?;
                 end
             }
-            None if generation == 0 && self.log.size().map_err(io)? == 0 && active.raw_keys().next().is_none() => 0,
+            None if generation == 0 && size == 0 && active.raw_keys().next().is_none() => 0,
             None => {
                 let ops = verify::items(active)?;
                 self.log.append(0, EntryKind::Base, generation, &ops).map_err(io)?
@@ -283,9 +286,7 @@ impl Writer {
         };
         Ok(())
     }
-}
 
-impl Writer {
     /// Opening after a crash, or after someone else touched the files:
     /// believes the active file only as far as it checks out, cuts the log
     /// back to it, tells readers to reopen, and copies the standby afresh
@@ -404,11 +405,13 @@ impl KeyStore {
         let state = writer.read_state();
         // The common case: the writer left both files as its state notes,
         // so neither needs opening to be believed.
+        let log_size = writer.log.size().map_err(io_error(&paths.log))?;
         let untouched = state.filter(|state| {
             state.clean
                 && state.active == Stamp::of(&paths.active)
                 && state.standby == Stamp::of(&paths.standby)
                 && state.active != Stamp::default()
+                && state.log_offset <= log_size
         });
         match untouched {
             Some(state) => {

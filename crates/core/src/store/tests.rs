@@ -354,3 +354,24 @@ fn a_damaged_value_is_damage_not_data() {
         .append_record(&Query::parse("u0x3@example.org").unwrap(), &mut out)
         .is_err());
 }
+
+#[test]
+fn a_log_cut_short_by_hand_starts_again_from_a_base_entry() {
+    let fx = Fixture::new();
+    fill(&fx, 3);
+    let before = items_of(&fx);
+    let paths = PairPaths::new(&fx.db, &fx.lock);
+    let length = std::fs::metadata(&paths.log).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&paths.log)
+        .unwrap()
+        .set_len(length / 2)
+        .unwrap();
+    fill(&fx, 1);
+    let after = items_of(&fx);
+    assert_ne!(after, before);
+    let report = KeyStore::repair(&fx.db, &fx.lock, TIMEOUT, false).unwrap();
+    assert!(report.source.contains("apply log"), "{}", report.source);
+    assert_eq!(items_of(&fx), after);
+}
