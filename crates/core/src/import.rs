@@ -9,7 +9,7 @@
 //! holds exactly as in the spool. Queues between the stages are bounded, so
 //! the file's size does not matter (GDBM's writer cache still grows with the
 //! database). Keys are applied as they come, in write windows of up to
-//! [`WINDOW_KEYS`] keys, each switched in like a spool batch's (lookups go
+//! [`WINDOW_TIME`], each switched in like a spool batch's (lookups go
 //! on throughout, and see each window once it is in; a kill loses at most
 //! the open window, which the next import applies again); each window's
 //! outcomes are appended to the transaction log as one entry.
@@ -33,8 +33,11 @@ use crate::request::{self, Candidate, Tally};
 use crate::store::KeyStore;
 use crate::txlog::{LogEntry, TransactionLog};
 
-/// Most keys applied in one write window.
-pub const WINDOW_KEYS: usize = 10_000;
+/// A window of an import is switched in once it has been open this long,
+/// so lookups see a long import's progress, and a kill loses at most this
+/// much work. Each switch costs a copy of the database file when the
+/// window's writes are many (see `store`), so windows are long.
+pub const WINDOW_TIME: Duration = Duration::from_secs(120);
 /// A window opens once this long has passed since the first key waiting for it.
 const WINDOW_GATHER: Duration = Duration::from_millis(100);
 /// Parsed keys waiting to be checked: few, as one may be megabytes.
@@ -114,6 +117,7 @@ struct OpenWindow {
     tally: Tally,
     lines: Vec<String>,
     now: chrono::DateTime<Utc>,
+    started: std::time::Instant,
 }
 
 impl OpenWindow {
@@ -124,6 +128,7 @@ impl OpenWindow {
             tally: Tally::default(),
             lines: Vec::new(),
             now: Utc::now(),
+            started: std::time::Instant::now(),
         }
     }
 }
@@ -317,7 +322,7 @@ impl Importer<'_> {
     }
 
     /// Takes candidates in file order and applies them as they come, in
-    /// windows of up to [`WINDOW_KEYS`]; a window also ends when no key
+    /// windows of up to [`WINDOW_TIME`]; a window also ends when no key
     /// has come for [`WINDOW_GATHER`], so lookups see a slow import's
     /// progress. Readers never wait for a window, so it may stay open
     /// while the checkers work.
@@ -364,7 +369,7 @@ impl Importer<'_> {
                 open.lines.extend(outcome.lines());
                 open.keys += 1;
                 next += 1;
-                if open.keys == WINDOW_KEYS {
+                if open.started.elapsed() >= WINDOW_TIME {
                     if let Some(open) = window.take() {
                         applied(open.keys);
                         tally += self.end_window(store, path, open)?;

@@ -67,26 +67,73 @@ pub struct ApplyLog {
     path: PathBuf,
 }
 
-fn encode_ops(ops: &[Op]) -> Vec<u8> {
-    let mut payload = Vec::new();
+/// Appends one operation's encoding to `payload`.
+fn encode_op(op: &Op, payload: &mut Vec<u8>) {
     let field = |payload: &mut Vec<u8>, bytes: &[u8]| {
         payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         payload.extend_from_slice(bytes);
     };
-    for op in ops {
-        match op {
-            Op::Put(key, value) => {
-                payload.push(b'P');
-                field(&mut payload, key);
-                field(&mut payload, value);
-            }
-            Op::Delete(key) => {
-                payload.push(b'D');
-                field(&mut payload, key);
-            }
+    match op {
+        Op::Put(key, value) => {
+            payload.push(b'P');
+            field(payload, key);
+            field(payload, value);
+        }
+        Op::Delete(key) => {
+            payload.push(b'D');
+            field(payload, key);
         }
     }
+}
+
+impl Op {
+    /// About how many bytes the operation holds.
+    pub fn size(&self) -> usize {
+        match self {
+            Op::Put(key, value) => key.len() + value.len() + 9,
+            Op::Delete(key) => key.len() + 5,
+        }
+    }
+}
+
+fn encode_ops(ops: &[Op]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for op in ops {
+        encode_op(op, &mut payload);
+    }
     payload
+}
+
+/// An entry being written op by op, for a window too large to hold in
+/// memory: the payload goes to the file as it comes, and the header, which
+/// makes the entry whole, is written last, then fsynced. Until then the
+/// bytes are a torn tail, cut off at the next open.
+pub struct EntryWriter {
+    file: io::BufWriter<File>,
+    offset: u64,
+    length: u64,
+    crc: crc32fast::Hasher,
+    buffer: Vec<u8>,
+}
+
+impl EntryWriter {
+    /// Adds one operation.
+    pub fn push(&mut self, op: &Op) -> io::Result<()> {
+        self.buffer.clear();
+        encode_op(op, &mut self.buffer);
+        self.crc.update(&self.buffer);
+        self.length += self.buffer.len() as u64;
+        self.file.write_all(&self.buffer)
+    }
+
+    /// Writes the header and fsyncs; returns where the entry ends.
+    pub fn finish(self, kind: EntryKind, generation: u64) -> io::Result<u64> {
+        let file = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        let header = encode_header_parts(kind, generation, self.length, self.crc.finalize());
+        std::os::unix::fs::FileExt::write_all_at(&file, &header, self.offset)?;
+        file.sync_data()?;
+        Ok(self.offset + HEADER_LEN + self.length)
+    }
 }
 
 /// Decodes a payload; `None` if it is not a well-formed list of operations.
@@ -114,6 +161,10 @@ fn decode_ops(payload: &[u8]) -> Option<Vec<Op>> {
 }
 
 fn encode_header(kind: EntryKind, generation: u64, payload: &[u8]) -> [u8; HEADER_LEN as usize] {
+    encode_header_parts(kind, generation, payload.len() as u64, crc32fast::hash(payload))
+}
+
+fn encode_header_parts(kind: EntryKind, generation: u64, length: u64, payload_crc: u32) -> [u8; HEADER_LEN as usize] {
     let mut header = [0u8; HEADER_LEN as usize];
     header[..4].copy_from_slice(MAGIC);
     header[4] = match kind {
@@ -121,8 +172,8 @@ fn encode_header(kind: EntryKind, generation: u64, payload: &[u8]) -> [u8; HEADE
         EntryKind::Window => b'W',
     };
     header[8..16].copy_from_slice(&generation.to_le_bytes());
-    header[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    header[24..28].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header[16..24].copy_from_slice(&length.to_le_bytes());
+    header[24..28].copy_from_slice(&payload_crc.to_le_bytes());
     let crc = crc32fast::hash(&header[..28]);
     header[28..].copy_from_slice(&crc.to_le_bytes());
     header
@@ -190,6 +241,25 @@ impl ApplyLog {
         drop(out);
         file.sync_data()?;
         Ok(offset + HEADER_LEN + payload.len() as u64)
+    }
+
+    /// Starts an entry at `offset` (cutting off anything after it) to be
+    /// written op by op.
+    pub fn begin(&self, offset: u64) -> io::Result<EntryWriter> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.path)?;
+        file.set_len(offset)?;
+        file.seek(SeekFrom::Start(offset + HEADER_LEN))?;
+        Ok(EntryWriter {
+            file: io::BufWriter::with_capacity(1 << 20, file),
+            offset,
+            length: 0,
+            crc: crc32fast::Hasher::new(),
+            buffer: Vec::new(),
+        })
     }
 
     /// Cuts the log off at `offset` (a torn or orphaned tail).
@@ -360,6 +430,26 @@ mod tests {
         assert_eq!(seen, vec![(7, ops(1))]);
         assert!(end.damaged_tail);
         assert_eq!(log.entry_at(first).unwrap(), None);
+    }
+
+    #[test]
+    fn an_entry_written_op_by_op_reads_as_one_and_is_torn_until_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ApplyLog::new(&dir.path().join("log"));
+        let first = log.append(0, EntryKind::Window, 1, &ops(1)).unwrap();
+        let mut entry = log.begin(first).unwrap();
+        for op in ops(2) {
+            entry.push(&op).unwrap();
+        }
+        drop(entry);
+        assert_eq!(replayed(&log).0, vec![(1, ops(1))], "not finished: a torn tail");
+        let mut entry = log.begin(first).unwrap();
+        for op in ops(2) {
+            entry.push(&op).unwrap();
+        }
+        let end = entry.finish(EntryKind::Window, 2).unwrap();
+        assert_eq!(end, std::fs::metadata(log.path()).unwrap().len());
+        assert_eq!(replayed(&log).0, vec![(1, ops(1)), (2, ops(2))]);
     }
 
     #[test]

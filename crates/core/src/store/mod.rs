@@ -395,10 +395,10 @@ impl KeyStore {
     fn write(&mut self, key: &[u8], payload: &[u8]) -> Result<(), StoreError> {
         self.check_window()?;
         self.db.replace(key, &value::seal(payload))?;
-        if let Some(writer) = &mut self.writer {
-            writer.logged(Op::Put(key.to_vec(), payload.to_vec()));
+        match &mut self.writer {
+            Some(writer) => writer.logged(Op::Put(key.to_vec(), payload.to_vec())),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Deletes `key`, in the window's log too; returns whether it was there.
@@ -406,7 +406,7 @@ impl KeyStore {
         self.check_window()?;
         let existed = self.db.delete(key)?;
         if let (true, Some(writer)) = (existed, &mut self.writer) {
-            writer.logged(Op::Delete(key.to_vec()));
+            writer.logged(Op::Delete(key.to_vec()))?;
         }
         Ok(existed)
     }

@@ -37,7 +37,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::applylog::{ApplyLog, EntryKind, Op};
+use super::applylog::{ApplyLog, EntryKind, EntryWriter, Op};
 use super::{io_error, locks, value, verify, KeyStore, StoreError, GENERATION_KEY};
 use crate::atomic;
 use crate::gdbm::{Gdbm, OpenMode};
@@ -174,19 +174,44 @@ pub(super) struct Writer {
     log: ApplyLog,
     timeout: Duration,
     window: bool,
+    /// The window's writes, kept for its log entry and to replay into the
+    /// other file, while they take at most [`WINDOW_MEMORY`] bytes...
     ops: Vec<Op>,
+    ops_bytes: usize,
+    /// ...and past that written to the log as they come (the other file
+    /// is then copied afresh at the switch).
+    streaming: Option<EntryWriter>,
+    /// [`WINDOW_MEMORY`], but for tests of the streaming path.
+    window_memory: usize,
     changed: Vec<String>,
     generation: u64,
     log_offset: u64,
 }
+
+/// Bytes of a window's writes kept in memory; a larger window (a long
+/// import) writes them to its log entry as they come.
+const WINDOW_MEMORY: usize = 64 << 20;
 
 impl Writer {
     pub(super) fn window_open(&self) -> bool {
         self.window
     }
 
-    pub(super) fn logged(&mut self, op: Op) {
+    pub(super) fn logged(&mut self, op: Op) -> Result<(), StoreError> {
+        let io = io_error(&self.paths.log);
+        if let Some(entry) = &mut self.streaming {
+            return entry.push(&op).map_err(io);
+        }
+        self.ops_bytes += op.size();
         self.ops.push(op);
+        if self.ops_bytes > self.window_memory {
+            let mut entry = self.log.begin(self.log_offset).map_err(io_error(&self.paths.log))?;
+            for op in self.ops.drain(..) {
+                entry.push(&op).map_err(io_error(&self.paths.log))?;
+            }
+            self.streaming = Some(entry);
+        }
+        Ok(())
     }
 
     pub(super) fn changed(&mut self, fingerprint: &Fingerprint) {
@@ -394,6 +419,9 @@ impl KeyStore {
             timeout,
             window: false,
             ops: Vec::new(),
+            ops_bytes: 0,
+            streaming: None,
+            window_memory: WINDOW_MEMORY,
             changed: Vec::new(),
             generation: 0,
             log_offset: 0,
@@ -440,6 +468,8 @@ impl KeyStore {
             writer.write_state(false)?;
             writer.window = true;
             writer.ops.clear();
+            writer.ops_bytes = 0;
+            writer.streaming = None;
             writer.changed.clear();
         }
         Ok(())
@@ -452,7 +482,7 @@ impl KeyStore {
         let Some(writer) = self.writer.as_ref().filter(|writer| writer.window) else {
             return Ok(());
         };
-        if writer.ops.is_empty() {
+        if writer.ops.is_empty() && writer.streaming.is_none() {
             let writer = self.writer.as_mut().ok_or_else(|| StoreError::NoWindow {
                 path: self.path.clone(),
             })?;
@@ -468,10 +498,13 @@ impl KeyStore {
         let ops = std::mem::take(&mut writer.ops);
         let changed = std::mem::take(&mut writer.changed);
         let paths = writer.paths.clone();
-        let log_end = writer
-            .log
-            .append(writer.log_offset, EntryKind::Window, next, &ops)
-            .map_err(io_error(&paths.log))?;
+        let streamed = writer.streaming.take();
+        let replayable = streamed.is_none();
+        let log_end = match streamed {
+            Some(entry) => entry.finish(EntryKind::Window, next),
+            None => writer.log.append(writer.log_offset, EntryKind::Window, next, &ops),
+        }
+        .map_err(io_error(&paths.log))?;
         announce();
         let exchanged = switch(&paths, writer.timeout, &changed)?;
         writer.generation = next;
@@ -479,7 +512,7 @@ impl KeyStore {
         writer.window = false;
         let timeout = writer.timeout;
         // Our handle is on the file now active; take the other one back.
-        let replay = exchanged && !copy_is_cheaper(&paths, ops.len());
+        let replay = exchanged && replayable && !copy_is_cheaper(&paths, ops.len());
         let caught_up = match replay {
             true => open_standby_now(&paths).and_then(|mut db| apply_ops(&mut db, &ops).ok().map(|()| db)),
             false => None,
@@ -494,6 +527,14 @@ impl KeyStore {
         match &self.writer {
             Some(writer) => writer.write_state(true),
             None => Ok(()),
+        }
+    }
+
+    /// Makes windows stream their writes past `bytes`, for tests.
+    #[cfg(test)]
+    pub(super) fn stream_windows_past(&mut self, bytes: usize) {
+        if let Some(writer) = &mut self.writer {
+            writer.window_memory = bytes;
         }
     }
 

@@ -375,3 +375,37 @@ fn a_log_cut_short_by_hand_starts_again_from_a_base_entry() {
     assert!(report.source.contains("apply log"), "{}", report.source);
     assert_eq!(items_of(&fx), after);
 }
+
+#[test]
+fn a_window_too_large_for_memory_is_logged_as_it_comes() {
+    let fx = Fixture::new();
+    fill(&fx, 1);
+    let mut store = KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap();
+    store.stream_windows_past(10_000);
+    store.begin_window().unwrap();
+    for n in 0..500 {
+        store
+            .put(&record(
+                &format!("{:040X}", 900_000 + n),
+                &[&format!("big{n}@example.org")],
+            ))
+            .unwrap();
+    }
+    store.end_window().unwrap();
+    drop(store);
+    let after = items_of(&fx);
+    assert_eq!(fx.reader().key_count().unwrap(), 520);
+    // The standby was copied afresh: the next window starts from it.
+    fill(&fx, 1);
+    let paths = PairPaths::new(&fx.db, &fx.lock);
+    let standby = KeyStore::reading(
+        Gdbm::open(&paths.standby, OpenMode::ReaderUnlocked).unwrap(),
+        &paths.standby,
+    );
+    assert_eq!(standby.key_count().unwrap(), 520);
+    drop(standby);
+    let again = items_of(&fx);
+    assert_ne!(again, after);
+    KeyStore::repair(&fx.db, &fx.lock, TIMEOUT, false).unwrap();
+    assert_eq!(items_of(&fx), again, "the streamed entry replays");
+}
