@@ -96,14 +96,6 @@ impl Op {
     }
 }
 
-fn encode_ops(ops: &[Op]) -> Vec<u8> {
-    let mut payload = Vec::new();
-    for op in ops {
-        encode_op(op, &mut payload);
-    }
-    payload
-}
-
 /// An entry being written op by op, for a window too large to hold in
 /// memory: the payload goes to the file as it comes, and the header, which
 /// makes the entry whole, is written last, then fsynced. Until then the
@@ -129,7 +121,7 @@ impl EntryWriter {
     /// Writes the header and fsyncs; returns where the entry ends.
     pub fn finish(self, kind: EntryKind, generation: u64) -> io::Result<u64> {
         let file = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
-        let header = encode_header_parts(kind, generation, self.length, self.crc.finalize());
+        let header = encode_header(kind, generation, self.length, self.crc.finalize());
         std::os::unix::fs::FileExt::write_all_at(&file, &header, self.offset)?;
         file.sync_data()?;
         Ok(self.offset + HEADER_LEN + self.length)
@@ -160,11 +152,7 @@ fn decode_ops(payload: &[u8]) -> Option<Vec<Op>> {
     Some(ops)
 }
 
-fn encode_header(kind: EntryKind, generation: u64, payload: &[u8]) -> [u8; HEADER_LEN as usize] {
-    encode_header_parts(kind, generation, payload.len() as u64, crc32fast::hash(payload))
-}
-
-fn encode_header_parts(kind: EntryKind, generation: u64, length: u64, payload_crc: u32) -> [u8; HEADER_LEN as usize] {
+fn encode_header(kind: EntryKind, generation: u64, length: u64, payload_crc: u32) -> [u8; HEADER_LEN as usize] {
     let mut header = [0u8; HEADER_LEN as usize];
     header[..4].copy_from_slice(MAGIC);
     header[4] = match kind {
@@ -225,22 +213,11 @@ impl ApplyLog {
     /// Appends one entry at `offset` (cutting off anything after it) and
     /// fsyncs it; returns where the entry ends.
     pub fn append(&self, offset: u64, kind: EntryKind, generation: u64, ops: &[Op]) -> io::Result<u64> {
-        let payload = encode_ops(ops);
-        let header = encode_header(kind, generation, &payload);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.path)?;
-        file.set_len(offset)?;
-        file.seek(SeekFrom::Start(offset))?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
-        out.write_all(&header)?;
-        out.write_all(&payload)?;
-        out.flush()?;
-        drop(out);
-        file.sync_data()?;
-        Ok(offset + HEADER_LEN + payload.len() as u64)
+        let mut entry = self.begin(offset)?;
+        for op in ops {
+            entry.push(op)?;
+        }
+        entry.finish(kind, generation)
     }
 
     /// Starts an entry at `offset` (cutting off anything after it) to be
