@@ -115,3 +115,45 @@ fn db2flat_refuses_a_damaged_file_and_keeps_the_last_dump() {
     assert!(dump.stderr.contains("keys.gdbm"), "{}", dump.stderr);
     assert_eq!(std::fs::read(server.path("pub/pubkeys.txt")).unwrap(), good);
 }
+
+#[test]
+fn a_running_daemon_repairs_junk_written_under_it() {
+    let keys = tempfile::tempdir().unwrap();
+    let (server, before) = registered(keys.path());
+    let mut daemon = server
+        .command("keyreg")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    junk(&server, &[0.3, 0.6], 4096);
+    let newcomer = rpgp_key(keys.path(), "new", &["--uid", "New <new@damage.example>"]);
+    server.mail("add", &plain_mail("new@damage.example", &newcomer));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.pending("add") > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = terminate(&daemon);
+    let output = daemon.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(server.pending("add"), 0, "{log}");
+    let after = records(&server);
+    for record in &before {
+        assert!(after.contains(record), "lost or changed:\n{record}\n{log}");
+    }
+    assert_eq!(after.len(), before.len() + 1, "{log}");
+    assert!(log.contains("damaged"), "the repair is logged: {log}");
+}
+
+/// Stops a child with SIGTERM, as systemd would.
+fn terminate(child: &std::process::Child) -> std::io::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("kill failed"))
+    }
+}
