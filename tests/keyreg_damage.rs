@@ -120,7 +120,7 @@ fn db2flat_refuses_a_damaged_file_and_keeps_the_last_dump() {
 fn a_running_daemon_repairs_junk_written_under_it() {
     let keys = tempfile::tempdir().unwrap();
     let (server, before) = registered(keys.path());
-    let mut daemon = server
+    let daemon = server
         .command("keyreg")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
