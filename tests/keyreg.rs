@@ -383,11 +383,7 @@ fn the_daemon_reloads_its_configuration_on_sighup() {
 
     // A broken file is not taken: the daemon says so and goes on as it was.
     std::fs::write(&server.config, format!("{original}\n[keyreg\n")).unwrap();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    send_signal(&pid, "HUP");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let changed = original
         .replace(
@@ -396,11 +392,7 @@ fn the_daemon_reloads_its_configuration_on_sighup() {
         )
         .replace("[mail]", "[keyreg]\nmax_keys_per_request = 1\n[mail]");
     std::fs::write(&server.config, changed).unwrap();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    send_signal(&pid, "HUP");
     std::thread::sleep(std::time::Duration::from_millis(500));
 
     let two = [("a", "hup@example.org"), ("b", "hup2@example.org")]
@@ -415,7 +407,7 @@ fn the_daemon_reloads_its_configuration_on_sighup() {
         after[1]
     );
 
-    assert!(std::process::Command::new("kill").arg(&pid).status().unwrap().success());
+    send_signal(&pid, "TERM");
     let output = daemon.0.take().unwrap().wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{log}");

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Seek, SeekFrom, Write};
 
-use common::{plain_mail, rpgp_key, Server};
+use common::{plain_mail, rpgp_key, send_signal, Server};
 
 /// The records of the flat keyring, without its `# Created` line.
 fn records(server: &Server) -> Vec<String> {
@@ -134,7 +134,7 @@ fn a_running_daemon_repairs_junk_written_under_it() {
     while server.pending("add") > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let _ = terminate(&daemon);
+    send_signal(&daemon.id().to_string(), "TERM");
     let output = daemon.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     assert_eq!(server.pending("add"), 0, "{log}");
@@ -144,16 +144,4 @@ fn a_running_daemon_repairs_junk_written_under_it() {
     }
     assert_eq!(after.len(), before.len() + 1, "{log}");
     assert!(log.contains("damaged"), "the repair is logged: {log}");
-}
-
-/// Stops a child with SIGTERM, as systemd would.
-fn terminate(child: &std::process::Child) -> std::io::Result<()> {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("kill failed"))
-    }
 }

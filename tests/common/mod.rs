@@ -450,3 +450,12 @@ impl Gpg {
         (listing.lines().filter(|l| l.starts_with(&prefix)).count(), listing)
     }
 }
+
+/// Sends `signal` (`HUP`, `TERM`, …) to process `pid`, which must take it.
+pub fn send_signal(pid: &str, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} {pid}");
+}

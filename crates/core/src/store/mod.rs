@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 
 use applylog::Op;
 pub use live::{LiveReader, ReadSession};
-pub use pair::PairPaths;
 pub use repair::RepairReport;
 pub use sort::SortedKeys;
 pub use verify::VerifySummary;
@@ -138,15 +137,6 @@ impl StoreError {
             StoreError::Gdbm(err) => err.is_damaged(),
             StoreError::Damaged { .. } | StoreError::Unrepairable { .. } => true,
             _ => false,
-        }
-    }
-
-    /// The file the damage was found in, if this is damage.
-    pub fn damaged_file(&self) -> Option<&Path> {
-        match self {
-            StoreError::Gdbm(err) if err.is_damaged() => Some(&err.path),
-            StoreError::Damaged { path, .. } => Some(path),
-            _ => None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The store's own tests: layout, windows, readers, crashes and repair.
 
 use super::applylog::{self, ApplyLog};
+use super::pair::PairPaths;
 use super::sort::SORT_RUN;
 use super::*;
 use crate::gdbm::{Gdbm, OpenMode};
