@@ -221,7 +221,9 @@ fn flood(source: &str, port: u16, count: usize, wait: Duration) -> usize {
     let mut buffer = vec![0u8; 70_000];
     let mut answered = 0;
     let until = std::time::Instant::now() + wait;
-    while std::time::Instant::now() < until {
+    // Every answer in, or the time is up (a busy machine may take a while
+    // to answer even what the limit allows).
+    while answered < count && std::time::Instant::now() < until {
         if let Ok((length, _)) = socket.recv_from(&mut buffer) {
             assert!(buffer[..length].starts_with(b"USERINFO"));
             answered += 1;
@@ -245,11 +247,7 @@ fn rate_limit_caps_a_flooding_network_and_serves_the_others() {
     assert!(neighbour <= 2, "{neighbour}");
     // … while other networks are served at once.
     for source in ["127.0.2.2", "127.0.3.2", "127.0.0.2"] {
-        assert_eq!(
-            flood(source, keyserv.port, 3, Duration::from_millis(300)),
-            3,
-            "{source}"
-        );
+        assert_eq!(flood(source, keyserv.port, 3, Duration::from_secs(3)), 3, "{source}");
     }
 }
 
