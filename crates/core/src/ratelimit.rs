@@ -139,7 +139,12 @@ impl RateLimiter {
         let now = self.clock(now);
         self.with_entry(network, now, |entry| {
             let start = entry.full_at.max(now);
-            if start - now > self.tolerance || entry.bytes_full_at.max(now) - now > self.byte_tolerance {
+            // Threads read the clock at their batch's start, so `now` may
+            // lag an entry another thread just made by microseconds: with
+            // bytes not limited (no tolerance at all) that lag alone must
+            // not refuse an answer.
+            let bytes_overdrawn = self.byte_rate != 0 && entry.bytes_full_at.max(now) - now > self.byte_tolerance;
+            if start - now > self.tolerance || bytes_overdrawn {
                 return false;
             }
             entry.full_at = start + self.interval;
@@ -201,6 +206,17 @@ mod tests {
         assert_eq!(allowed, 5, "refilled at 10/s, capped at the burst");
         let soon = later + Duration::from_millis(100);
         assert_eq!((0..100).filter(|_| limiter.allow(1, soon)).count(), 1);
+    }
+
+    #[test]
+    fn a_thread_whose_clock_lags_by_microseconds_is_not_refused() {
+        // One worker makes the network's entry with its batch's time; the
+        // next, whose batch began a moment earlier, asks with that time.
+        let limiter = RateLimiter::new(answers(4, 5)).unwrap();
+        let earlier = Instant::now();
+        assert!(limiter.allow(7, earlier + Duration::from_micros(5)));
+        assert!(limiter.allow(7, earlier), "bytes are not limited: no byte budget to overdraw");
+        assert!(limiter.allow(7, earlier));
     }
 
     #[test]
