@@ -215,7 +215,10 @@ mod tests {
         let limiter = RateLimiter::new(answers(4, 5)).unwrap();
         let earlier = Instant::now();
         assert!(limiter.allow(7, earlier + Duration::from_micros(5)));
-        assert!(limiter.allow(7, earlier), "bytes are not limited: no byte budget to overdraw");
+        assert!(
+            limiter.allow(7, earlier),
+            "bytes are not limited: no byte budget to overdraw"
+        );
         assert!(limiter.allow(7, earlier));
     }
 
