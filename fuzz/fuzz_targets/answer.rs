@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use keyserv::lookup::{answer, Handled};
 use libfuzzer_sys::fuzz_target;
-use ripem_core::protocol::{answer, Handled};
 use ripem_core::record::Record;
-use ripem_core::store::KeyStore;
 use ripem_core::types::{Email, Fingerprint};
+use ripem_keydb::KeyStore;
 
 struct Fixture {
     _dir: tempfile::TempDir,

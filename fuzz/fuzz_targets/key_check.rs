@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ripem_core::openpgp::{self, KeyPolicy};
+use ripem_openpgp::{self as openpgp, KeyPolicy};
 
 fuzz_target!(|data: &[u8]| {
     let policy = KeyPolicy::default();
@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
         for key in keys {
             let probed_expired = openpgp::has_expired(&key, now);
             if let Ok(checked) = openpgp::check_key(key, &policy) {
-                assert!(!probed_expired || checked.is_expired(now), "the probe found an expiry the check did not");
+                assert!(
+                    !probed_expired || checked.is_expired(now),
+                    "the probe found an expiry the check did not"
+                );
                 let back = openpgp::read_stored_key(&checked.to_armored()).expect("a checked key reads back");
                 assert_eq!(back.fingerprint(), checked.fingerprint());
             }

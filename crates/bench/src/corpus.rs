@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use pgp::composed::{SignedPublicKey, SignedSecretKey};
 use pgp::ser::Serialize;
-use ripem_core::openpgp::{self, ArmoredKeyringWriter, GenAlgorithm, KeyMaterial, KeySpec};
+use ripem_openpgp::{self as openpgp, ArmoredKeyringWriter, GenAlgorithm, KeyMaterial, KeySpec};
 
 /// Keys generated per unit of work handed to a thread.
 const CHUNK: usize = 500;

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use keyserv::udp::Batch;
 use ripem_core::protocol::{self, Answer};
-use ripem_core::udp::Batch;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -180,7 +180,7 @@ fn first_exchange(socket: &UdpSocket, spec: &LoadSpec, address: &str) -> Result<
 fn one_socket(spec: &LoadSpec, addresses: &[String], index: usize) -> Result<LoadReport> {
     let socket = UdpSocket::bind(SocketAddr::new(spec.source, 0))?;
     socket.set_read_timeout(Some(Duration::from_millis(5)))?;
-    ripem_core::udp::set_receive_buffer(&socket, 4 << 20)?;
+    keyserv::udp::set_receive_buffer(&socket, 4 << 20)?;
     let mut report = LoadReport::default();
     let mut cookie = first_exchange(&socket, spec, &addresses[index % addresses.len()])?;
     report.cookies += u64::from(cookie.is_some());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use ripem_core::udp::Batch;
+use keyserv::udp::Batch;
 
 /// Answers on `listen` for `duration`, then returns how many it answered.
 pub fn serve(listen: SocketAddr, reply_size: usize, duration: Duration) -> Result<u64> {
@@ -20,7 +20,7 @@ pub fn serve(listen: SocketAddr, reply_size: usize, duration: Duration) -> Resul
     }
     let socket = Arc::new(UdpSocket::bind(listen)?);
     socket.set_read_timeout(Some(Duration::from_millis(50)))?;
-    ripem_core::udp::set_receive_buffer(&socket, 4 << 20)?;
+    keyserv::udp::set_receive_buffer(&socket, 4 << 20)?;
     let deadline = Instant::now() + duration;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers: Vec<_> = (0..threads)

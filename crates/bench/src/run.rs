@@ -452,7 +452,7 @@ impl Bench {
     /// Phase 3; returns keyserv's memory at its end.
     fn merges(&self) -> Result<Memory> {
         let feed = fs::read_to_string(self.corpus.feed())?;
-        let blocks: Vec<String> = ripem_core::openpgp::find_armored_keys(&feed)
+        let blocks: Vec<String> = ripem_openpgp::find_armored_keys(&feed)
             .into_iter()
             .map(str::to_string)
             .collect();

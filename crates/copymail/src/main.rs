@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         .as_ref()
         .err()
         .is_some_and(|err| matches!(err.downcast_ref::<SpoolError>(), Some(SpoolError::TooLarge { .. })));
-    let code = finish("copymail", result);
+    let code = finish("copymail", &[], result);
     if code == ExitCode::SUCCESS {
         code
     } else if too_large {

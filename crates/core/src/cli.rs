@@ -1,19 +1,20 @@
 //! What every program's `main` shares: the common flags, loading the
 //! configuration from them, and turning an error into one line on stderr
-//! and a sysexits-style exit code.
+//! and a sysexits-style exit code. Each error type says its own code
+//! ([`ExitStatus`], beside the type); a program lists the types it can
+//! meet beyond this crate's ([`probe`]), so this module depends on none
+//! of them.
 
 use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::{Config, ConfigError};
-use crate::flat::FlatError;
+use crate::mail::MailError;
 use crate::pidfile::PidFileError;
-use crate::registrar::RegistrarError;
 use crate::reply::ReplyError;
-use crate::server::ServerError;
 use crate::spool::SpoolError;
-use crate::store::StoreError;
+use crate::types::IdentError;
 
 /// Exit codes from `sysexits.h`.
 pub mod exit {
@@ -82,79 +83,57 @@ pub fn parse_args<T: clap::Parser>(usage_code: u8) -> T {
     })
 }
 
+/// An error that knows the sysexits code a program ending on it returns.
+/// Each error enum implements it next to its definition; wrappers ask
+/// the error they wrap.
+pub trait ExitStatus: Error + 'static {
+    /// The code, from [`exit`].
+    fn exit_code(&self) -> u8;
+}
+
+/// Reads the exit code off one error of a chain when it has one known type;
+/// see [`probe`].
+pub type Probe = fn(&(dyn Error + 'static)) -> Option<u8>;
+
+/// The [`Probe`] for errors of type `E`.
+pub fn probe<E: ExitStatus>(err: &(dyn Error + 'static)) -> Option<u8> {
+    err.downcast_ref::<E>().map(E::exit_code)
+}
+
+/// The probes for this crate's own errors, which every program may meet.
+const CORE_PROBES: &[Probe] = &[
+    probe::<ConfigError>,
+    probe::<SpoolError>,
+    probe::<PidFileError>,
+    probe::<ReplyError>,
+    probe::<MailError>,
+    probe::<IdentError>,
+    probe::<std::io::Error>,
+];
+
 /// The exit code that suits an error: the first error in its chain of
-/// causes that this library knows decides.
-pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
+/// causes whose type a probe knows (the program's `probes`, then this
+/// crate's) decides; `EX_SOFTWARE` when none does.
+pub fn exit_code(err: &(dyn Error + 'static), probes: &[Probe]) -> u8 {
     let mut current: Option<&(dyn Error + 'static)> = Some(err);
     while let Some(err) = current {
-        // Wrappers declared `transparent` hide their inner error from
-        // `source()`, so look inside them by hand.
-        if let Some(err) = err.downcast_ref::<RegistrarError>() {
-            return match err {
-                RegistrarError::Spool(inner) => exit_code(inner),
-                RegistrarError::Store(inner) => exit_code(inner),
-                RegistrarError::PidFile(inner) => exit_code(inner),
-                RegistrarError::Reply(inner) => exit_code(inner),
-                RegistrarError::Log { source, .. } | RegistrarError::Import { source, .. } => {
-                    io_code(source, exit::IOERR)
-                }
-            };
-        }
-        if let Some(err) = err.downcast_ref::<ServerError>() {
-            return match err {
-                ServerError::PidFile(inner) => exit_code(inner),
-                ServerError::Bind { .. } => exit::UNAVAILABLE,
-                ServerError::Signals(_) => exit::OSERR,
-                ServerError::NoListen => exit::CONFIG,
-            };
-        }
-        if let Some(err) = err.downcast_ref::<FlatError>() {
-            return match err {
-                FlatError::Store(inner) => exit_code(inner),
-                FlatError::Io { source, .. } => io_code(source, exit::IOERR),
-            };
-        }
-        if err.is::<crate::types::IdentError>() {
-            return exit::DATAERR;
-        }
-        if err.is::<ConfigError>() {
-            return exit::CONFIG;
-        }
-        if let Some(err) = err.downcast_ref::<SpoolError>() {
-            return match err {
-                SpoolError::TooLarge { .. } | SpoolError::NotRegular { .. } => exit::DATAERR,
-                SpoolError::Io { source, .. } => io_code(source, exit::TEMPFAIL),
-            };
-        }
-        if let Some(err) = err.downcast_ref::<StoreError>() {
-            return match err {
-                StoreError::Busy { .. } => exit::TEMPFAIL,
-                StoreError::Damaged { .. } | StoreError::Unrepairable { .. } => exit::DATAERR,
-                StoreError::Gdbm(gdbm) if gdbm.is_damaged() => exit::DATAERR,
-                StoreError::Lock { source, .. } | StoreError::Io { source, .. } => io_code(source, exit::IOERR),
-                _ => exit::IOERR,
-            };
-        }
-        if let Some(err) = err.downcast_ref::<PidFileError>() {
-            return match err {
-                PidFileError::AlreadyRunning { .. } => exit::TEMPFAIL,
-                PidFileError::Io { source, .. } => io_code(source, exit::CANTCREAT),
-            };
-        }
-        if err.is::<ReplyError>() {
-            return exit::TEMPFAIL;
-        }
-        if let Some(err) = err.downcast_ref::<std::io::Error>() {
-            return io_code(err, exit::IOERR);
+        if let Some(code) = probes.iter().chain(CORE_PROBES).find_map(|probe| probe(err)) {
+            return code;
         }
         current = err.source();
     }
     exit::SOFTWARE
 }
 
+impl ExitStatus for std::io::Error {
+    fn exit_code(&self) -> u8 {
+        io_exit_code(self, exit::IOERR)
+    }
+}
+
 /// `EX_NOPERM` for a permission problem (not worth retrying: an operator
 /// must fix the ownership or mode), else `otherwise`.
-fn io_code(err: &std::io::Error, otherwise: u8) -> u8 {
+pub fn io_exit_code(err: &std::io::Error, otherwise: u8) -> u8 {
     match err.kind() {
         std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => exit::NOPERM,
         _ => otherwise,
@@ -172,8 +151,9 @@ fn effective_user() -> String {
 
 /// Ends a program: on error, prints `program: cause: cause…` on one line
 /// (naming the user it runs as when permission was denied) and returns
-/// [`exit_code`]. A broken pipe on stdout is not an error.
-pub fn finish<E>(program: &str, result: Result<ExitCode, E>) -> ExitCode
+/// [`exit_code`], with the program's own `probes`. A broken pipe on stdout
+/// is not an error.
+pub fn finish<E>(program: &str, probes: &[Probe], result: Result<ExitCode, E>) -> ExitCode
 where
     E: AsRef<dyn Error + Send + Sync + 'static>,
 {
@@ -196,7 +176,7 @@ where
                 }
                 current = cause.source();
             }
-            let code = exit_code(err);
+            let code = exit_code(err, probes);
             if code == exit::NOPERM {
                 // Under an MTA's pipe or a unit's User=, who we are is half the story.
                 chain.push(format!("running as user {}", effective_user()));

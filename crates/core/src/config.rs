@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cli::{exit, ExitStatus};
 use serde::Deserialize;
 
 /// Where the configuration is looked for when nothing names it.
@@ -59,6 +60,12 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+}
+
+impl ExitStatus for ConfigError {
+    fn exit_code(&self) -> u8 {
+        exit::CONFIG
+    }
 }
 
 /// How replies are sent.

@@ -16,7 +16,7 @@
 
 use mailparse::{addrparse, MailAddr, MailHeaderMap, ParsedMail};
 
-use crate::openpgp::{self, SignedPart};
+use crate::cli::{exit, ExitStatus};
 use crate::types::Email;
 
 /// At most this many MIME parts are looked at in one message.
@@ -26,8 +26,8 @@ pub const MAX_PARTS: usize = 1000;
 pub const MAX_MESSAGE_ID: usize = 985;
 /// The subject is cut to this many characters.
 pub const MAX_SUBJECT_CHARS: usize = 200;
-/// At most this many signed parts are kept from one message (each is
-/// verified against the registered key).
+/// At most this many PGP/MIME signed parts are kept from one message
+/// (each is verified against the registered key).
 pub const MAX_SIGNED_PARTS: usize = 100;
 
 /// Why bytes could not be read as a mail message at all.
@@ -39,6 +39,12 @@ pub enum MailError {
     NotMail(String),
 }
 
+impl ExitStatus for MailError {
+    fn exit_code(&self) -> u8 {
+        exit::DATAERR
+    }
+}
+
 /// Whether and where a request is answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReturnAddress {
@@ -46,16 +52,6 @@ pub enum ReturnAddress {
     Reply(Email),
     /// Don't reply, for this reason (the loop rules, or no usable address).
     NoReply(String),
-}
-
-impl ReturnAddress {
-    /// The address to answer, if any.
-    pub fn address(&self) -> Option<&Email> {
-        match self {
-            ReturnAddress::Reply(email) => Some(email),
-            ReturnAddress::NoReply(_) => None,
-        }
-    }
 }
 
 /// What keyreg and givepubs need from a request mail.
@@ -71,9 +67,41 @@ pub struct RequestMail {
     pub texts: Vec<String>,
     /// Non-armored `application/pgp-keys` attachments.
     pub binary_keys: Vec<Vec<u8>>,
-    /// Every signed part: cleartext- and inline-signed armor in any text,
-    /// and PGP/MIME `multipart/signed` parts.
-    pub signed_parts: Vec<SignedPart>,
+    /// The PGP/MIME `multipart/signed` parts. (Cleartext- and inline-signed
+    /// armor is in [`RequestMail::texts`], for the OpenPGP crate to find.)
+    pub detached_signed: Vec<DetachedSigned>,
+}
+
+/// One PGP/MIME `multipart/signed` part (RFC 3156).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetachedSigned {
+    /// The signed first part, headers and body, exactly as in the mail:
+    /// the signature covers these bytes.
+    pub content: Vec<u8>,
+    /// That part's decoded body text (headers dropped, transfer encoding
+    /// undone, line ends `\n`): what the request says once it verifies.
+    pub text: String,
+    /// The armored `application/pgp-signature` part.
+    pub signature: String,
+}
+
+/// The decoded body of a signed MIME part (its headers dropped, its
+/// transfer encoding undone).
+fn mime_body_text(part: &[u8]) -> String {
+    let lf_text = |bytes: &[u8]| String::from_utf8_lossy(bytes).replace("\r\n", "\n");
+    match mailparse::parse_mail(part) {
+        Ok(parsed) => {
+            let mut text = String::new();
+            for leaf in parsed.parts().filter(|p| p.subparts.is_empty()).take(MAX_PARTS) {
+                if let Ok(body) = leaf.get_body_raw() {
+                    text.push_str(&lf_text(&body));
+                    text.push('\n');
+                }
+            }
+            text
+        }
+        Err(_) => lf_text(part),
+    }
 }
 
 /// Splits off an mbox `From sender date` line; returns the envelope sender.
@@ -189,15 +217,20 @@ impl RequestMail {
 
         let mut texts = Vec::new();
         let mut binary_keys = Vec::new();
-        let mut signed_parts = Vec::new();
+        let mut detached_signed = Vec::new();
         for part in mail.parts().take(MAX_PARTS) {
             if part.ctype.mimetype == "multipart/signed" && part.subparts.len() >= 2 {
                 if let Ok(signature) = part.subparts[1].get_body_raw() {
-                    signed_parts.push(SignedPart::Detached {
-                        content: part.subparts[0].raw_bytes.to_vec(),
+                    let content = part.subparts[0].raw_bytes;
+                    detached_signed.push(DetachedSigned {
+                        content: content.to_vec(),
+                        text: mime_body_text(content),
                         signature: String::from_utf8_lossy(&signature).into_owned(),
                     });
                 }
+            }
+            if detached_signed.len() == MAX_SIGNED_PARTS {
+                break;
             }
         }
         for part in mail.parts().filter(|part| part.subparts.is_empty()).take(MAX_PARTS) {
@@ -215,15 +248,13 @@ impl RequestMail {
                 binary_keys.push(body);
             }
         }
-        signed_parts.extend(texts.iter().flat_map(|text| openpgp::find_signed_parts(text)));
-        signed_parts.truncate(MAX_SIGNED_PARTS);
         Ok(RequestMail {
             message_id,
             subject,
             return_address,
             texts,
             binary_keys,
-            signed_parts,
+            detached_signed,
         })
     }
 }

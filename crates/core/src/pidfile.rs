@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use crate::cli::{exit, io_exit_code, ExitStatus};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -32,6 +33,15 @@ pub enum PidFileError {
         /// The system error.
         source: io::Error,
     },
+}
+
+impl ExitStatus for PidFileError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            PidFileError::AlreadyRunning { .. } => exit::TEMPFAIL,
+            PidFileError::Io { source, .. } => io_exit_code(source, exit::CANTCREAT),
+        }
+    }
 }
 
 /// A pid file held for the life of the process; removed on drop.

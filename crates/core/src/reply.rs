@@ -25,6 +25,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Address, SendmailTransport, SmtpTransport, Transport as _};
 
 use crate::atomic::write_atomically;
+use crate::cli::{exit, ExitStatus};
 use crate::config::{MailConfig, Paths, Transport};
 use crate::spool::{self, Spool, SpoolError};
 use crate::types::Email;
@@ -56,6 +57,13 @@ pub enum ReplyError {
     /// The outgoing queue could not be written or read.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+}
+
+impl ExitStatus for ReplyError {
+    /// Mail that could not go out is worth retrying.
+    fn exit_code(&self) -> u8 {
+        exit::TEMPFAIL
+    }
 }
 
 /// The largest reply, as sent, unless it carries an attachment (givepubs'

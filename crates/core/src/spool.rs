@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::atomic;
+use crate::cli::{exit, io_exit_code, ExitStatus};
 
 /// The three request queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +96,15 @@ pub enum SpoolError {
         /// The system error.
         source: io::Error,
     },
+}
+
+impl ExitStatus for SpoolError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            SpoolError::TooLarge { .. } | SpoolError::NotRegular { .. } => exit::DATAERR,
+            SpoolError::Io { source, .. } => io_exit_code(source, exit::TEMPFAIL),
+        }
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {

@@ -5,6 +5,7 @@
 //! digits) fingerprint. Code past the edges of the system never handles a
 //! bare `String` for either, so comparisons and database keys are exact.
 
+use crate::cli::{exit, ExitStatus};
 use std::fmt;
 use std::str::FromStr;
 
@@ -20,6 +21,12 @@ pub enum IdentError {
     /// Not 40 or 64 hex digits.
     #[error("not an OpenPGP fingerprint: {0:?}")]
     BadFingerprint(String),
+}
+
+impl ExitStatus for IdentError {
+    fn exit_code(&self) -> u8 {
+        exit::DATAERR
+    }
 }
 
 /// A lower-cased email address: the database key of a registration.

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ripem_core::cli::{exit, finish, parse_args, CommonArgs, Progress};
-use ripem_core::flat;
-use ripem_core::store::KeyStore;
+use db2flat::flat;
+use db2flat::flat::FlatError;
+use ripem_core::cli::{exit, finish, parse_args, probe, CommonArgs, Progress};
+use ripem_keydb::{KeyStore, StoreError};
 
 /// Write the key database to pubkeys.txt and pubkeys.asc, atomically.
 #[derive(clap::Parser)]
@@ -54,5 +55,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    finish("db2flat", run(parse_args(exit::USAGE)))
+    finish(
+        "db2flat",
+        &[probe::<FlatError>, probe::<StoreError>],
+        run(parse_args(exit::USAGE)),
+    )
 }

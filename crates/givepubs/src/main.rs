@@ -1,12 +1,12 @@
 //! givepubs: answer a request mail with the flat keyring (run by the MTA),
-//! at most once a day per return address (see `ripem_core::daily_record`).
+//! at most once a day per return address (see `givepubs::daily_record`).
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use givepubs::daily_record::{DailyRecord, Verdict};
 use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
-use ripem_core::daily_record::{DailyRecord, Verdict};
 use ripem_core::mail::{RequestMail, ReturnAddress};
 use ripem_core::reply::{Mailer, Reply, ReplyAttachment};
 
@@ -104,5 +104,5 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    finish("givepubs", run(parse_args(exit::USAGE)))
+    finish("givepubs", &[], run(parse_args(exit::USAGE)))
 }

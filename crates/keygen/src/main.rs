@@ -7,7 +7,7 @@
 //! key created two years ago that expired after one year.
 //! `ripem-keygen certify --signer carol.sec.asc --key alice.asc --out o.asc`
 //! adds a third-party certification to every user ID, to test stripping.
-//! The keys are made with rPGP through `ripem_core::openpgp`, so the
+//! The keys are made with rPGP through `ripem_openpgp`, so the
 //! ed25519 ones use the legacy EdDSA form that gpg 2.2 reads.
 
 use std::fs;
@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pgp::types::KeyDetails as _;
-use ripem_core::openpgp::{self, GenAlgorithm, KeySpec};
+use ripem_openpgp::{self as openpgp, GenAlgorithm, KeySpec};
 
 /// Makes OpenPGP test keys (never use them for real mail: the secret keys are unprotected).
 #[derive(Debug, Parser)]

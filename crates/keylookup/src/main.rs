@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ripem_core::answer_check::WrongAnswer;
+use keylookup::answer_check::WrongAnswer;
+use keylookup::client::{self, ClientAnswer, Patience};
 use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
-use ripem_core::client::{self, ClientAnswer, Patience};
 use ripem_core::config::Config;
 use ripem_core::types::Query;
 
@@ -70,5 +70,5 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    finish("keylookup", run(parse_args(exit::USAGE)))
+    finish("keylookup", &[], run(parse_args(exit::USAGE)))
 }

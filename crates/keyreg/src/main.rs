@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ripem_core::cli::{exit, finish, parse_args, CommonArgs, Progress};
-use ripem_core::import::ImportProgress;
-use ripem_core::registrar::{describe_repair, CycleSummary, DaemonEvent, Registrar};
+use keyreg::import::ImportProgress;
+use keyreg::registrar::{describe_repair, CycleSummary, DaemonError, DaemonEvent, Registrar, RegistrarError};
+use ripem_core::cli::{exit, finish, parse_args, probe, CommonArgs, Progress};
+use ripem_keydb::StoreError;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -123,5 +124,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    finish("keyreg", run(parse_args(exit::USAGE)))
+    finish(
+        "keyreg",
+        &[probe::<RegistrarError>, probe::<DaemonError>, probe::<StoreError>],
+        run(parse_args(exit::USAGE)),
+    )
 }

@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
+use keyserv::server::ServerError;
+use ripem_core::cli::{exit, finish, parse_args, probe, CommonArgs};
 use ripem_core::config::{Config, ConfigError};
 use ripem_core::pidfile;
-use ripem_core::store::KeyStore;
+use ripem_keydb::{KeyStore, StoreError};
 
 /// Answer key lookups over UDP from the key database.
 #[derive(clap::Parser)]
@@ -52,10 +53,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    ripem_core::server::serve(&config, &config.keyserv.listen, &reload)?;
+    keyserv::server::serve(&config, &config.keyserv.listen, &reload)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
-    finish("keyserv", run(parse_args(exit::USAGE)))
+    finish(
+        "keyserv",
+        &[probe::<ServerError>, probe::<StoreError>],
+        run(parse_args(exit::USAGE)),
+    )
 }

@@ -39,9 +39,9 @@ use std::time::Duration;
 
 use super::applylog::{ApplyLog, EntryKind, EntryWriter, Op};
 use super::{io_error, locks, value, verify, KeyStore, StoreError, GENERATION_KEY};
-use crate::atomic;
 use crate::gdbm::{Gdbm, OpenMode};
-use crate::types::Fingerprint;
+use ripem_core::atomic;
+use ripem_core::types::Fingerprint;
 
 /// The files of a database pair, all derived from the database's path.
 #[derive(Debug, Clone)]

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::atomic::AtomicFile;
-use crate::openpgp::{self, ArmoredKeyringWriter};
-use crate::record::Record;
-use crate::store::{KeyStore, StoreError};
-use crate::types::Query;
+use ripem_core::atomic::AtomicFile;
+use ripem_core::cli::{exit, io_exit_code, ExitStatus};
+use ripem_core::record::Record;
+use ripem_core::types::Query;
+use ripem_keydb::{KeyStore, StoreError};
+use ripem_openpgp::{self as openpgp, ArmoredKeyringWriter};
 
 /// Why the flat files could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,15 @@ pub enum FlatError {
         /// The system error.
         source: io::Error,
     },
+}
+
+impl ExitStatus for FlatError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            FlatError::Store(inner) => inner.exit_code(),
+            FlatError::Io { source, .. } => io_exit_code(source, exit::IOERR),
+        }
+    }
 }
 
 /// What a dump wrote.

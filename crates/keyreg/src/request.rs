@@ -22,11 +22,12 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::openpgp::{self, CheckedKey, KeyError, KeyPolicy, SignedPart, StrippedUserId, Verified};
-use crate::protocol::{MAX_DATAGRAM, USERINFO_OVERHEAD};
-use crate::record::Record;
-use crate::store::{KeyStore, StoreError};
-use crate::types::{Email, Fingerprint, Query};
+use ripem_core::mail::{RequestMail, MAX_SIGNED_PARTS};
+use ripem_core::protocol::{MAX_DATAGRAM, USERINFO_OVERHEAD};
+use ripem_core::record::Record;
+use ripem_core::types::{Email, Fingerprint, Query};
+use ripem_keydb::{KeyStore, StoreError};
+use ripem_openpgp::{self as openpgp, CheckedKey, KeyError, KeyPolicy, SignedPart, StrippedUserId, Verified};
 
 /// A key found in a request, checked or refused before the write window.
 #[derive(Debug)]
@@ -187,7 +188,7 @@ pub(crate) fn candidate(key: pgp::composed::SignedPublicKey, policy: &KeyPolicy,
     }
 }
 
-fn key_fingerprint(key: &pgp::composed::SignedPublicKey) -> Result<Fingerprint, crate::types::IdentError> {
+fn key_fingerprint(key: &pgp::composed::SignedPublicKey) -> Result<Fingerprint, ripem_core::types::IdentError> {
     use pgp::types::KeyDetails;
     Fingerprint::from_bytes(key.fingerprint().as_bytes())
 }
@@ -539,6 +540,19 @@ struct Authenticated {
     verified: Verified,
 }
 
+/// Every signed part of a request mail, at most
+/// [`MAX_SIGNED_PARTS`](ripem_core::mail::MAX_SIGNED_PARTS): its PGP/MIME
+/// parts, then the cleartext- and inline-signed armor in its texts.
+pub fn signed_parts(mail: &RequestMail) -> Vec<SignedPart> {
+    let detached = mail.detached_signed.iter().map(|part| SignedPart::Detached {
+        content: part.content.clone(),
+        text: part.text.clone(),
+        signature: part.signature.clone(),
+    });
+    let armored = mail.texts.iter().flat_map(|text| openpgp::find_signed_parts(text));
+    detached.chain(armored).take(MAX_SIGNED_PARTS).collect()
+}
+
 /// Finds the registered key that signed one of `parts` and checks the
 /// signature, that the key (or subkey) that made it could sign then by the
 /// registered copy ([`openpgp::check_signer`]: not revoked, not expired,
@@ -840,7 +854,7 @@ impl fmt::Display for Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openpgp::{generate_key, KeySpec};
+    use ripem_openpgp::{generate_key, KeySpec};
     use std::time::Duration;
 
     fn store(dir: &tempfile::TempDir) -> KeyStore {

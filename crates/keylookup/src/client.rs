@@ -4,7 +4,7 @@
 //! Each server gets a few tries with a short timeout (UDP may drop a
 //! datagram); an answer from any other address is ignored. A `COOKIE`
 //! answer is followed at once: the same request goes again with the
-//! cookie as its last line (see [`crate::cookie`]), a few times at most.
+//! cookie as its last line (see [`ripem_core::cookie`]), a few times at most.
 //! `REDIRECT` sends the question on to the named server, a few hops at
 //! most. A `USERINFO` answer counts only if it carries the key asked for
 //! ([`check_answer`]); a wrong one is reported and the next server asked.
@@ -14,10 +14,10 @@ use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::answer_check::{check_answer, WrongAnswer};
-use crate::cookie;
-use crate::protocol::{self, Answer, DEFAULT_PORT, MAX_DATAGRAM};
-use crate::record::Record;
-use crate::types::Query;
+use ripem_core::cookie;
+use ripem_core::protocol::{self, Answer, DEFAULT_PORT, MAX_DATAGRAM};
+use ripem_core::record::Record;
+use ripem_core::types::Query;
 
 /// Redirects followed at most, so two misconfigured servers can't loop.
 const MAX_REDIRECTS: usize = 4;

@@ -43,7 +43,7 @@ use pgp::packet::{RevocationCode, Signature, SignatureType};
 use pgp::types::KeyDetails as _;
 
 use super::{expiry_set_by, sig_time, to_utc, utc_of, CheckedKey, SignatureError, Verifier};
-use crate::types::Fingerprint;
+use ripem_core::types::Fingerprint;
 
 /// One of a registered key's keys, named in a refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,8 +351,8 @@ mod tests {
     use pgp::packet::{KeyFlags, PubKeyInner, PublicSubkey, SecretSubkey, SignatureConfig, Subpacket, SubpacketData};
     use pgp::types::{Duration as PgpDuration, KeyVersion, Password};
 
-    use super::super::{check_key, generate_key, self_config, timestamp_of, KeyPolicy, KeySpec};
     use super::*;
+    use crate::{check_key, generate_key, self_config, timestamp_of, KeyPolicy, KeySpec};
 
     fn base() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("time")

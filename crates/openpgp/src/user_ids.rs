@@ -26,7 +26,7 @@ use pgp::types::{SignedUser, Tag};
 
 use super::rsa_verify::Checked;
 use super::{newest_first, newest_verified, sig_time, verified, Budget, KeyError, PrimaryIds};
-use crate::types::Email;
+use ripem_core::types::Email;
 
 /// Most characters of a stripped user ID quoted back in a reply.
 const QUOTED_CHARS: usize = 100;
@@ -264,8 +264,8 @@ mod tests {
     use pgp::packet::{Subpacket, SubpacketData};
     use pgp::types::{Duration as PgpDuration, Password};
 
-    use super::super::{check_key, generate_key, has_expired, self_config, timestamp_of, KeyPolicy, KeySpec};
     use super::*;
+    use crate::{check_key, generate_key, has_expired, self_config, timestamp_of, KeyPolicy, KeySpec};
 
     #[test]
     fn clean_user_ids_pass() {

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::atomic::write_atomically;
-use crate::types::Email;
+use ripem_core::atomic::write_atomically;
+use ripem_core::types::Email;
 
 /// At most this many addresses are recorded a day: past it, givepubs sends
 /// no more keyrings until the next day.

@@ -7,13 +7,13 @@ use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv6Addr};
 
+use keyreg::request;
 use ripem_core::cookie::{self, CookieJar};
 use ripem_core::mail::RequestMail;
-use ripem_core::openpgp::{self, KeyPolicy, KeySpec};
 use ripem_core::protocol;
 use ripem_core::record::Record;
-use ripem_core::request;
 use ripem_core::types::{Email, Fingerprint};
+use ripem_openpgp::{self as openpgp, KeyPolicy, KeySpec};
 
 fn sample_key() -> (String, Vec<u8>) {
     let spec = KeySpec::ed25519(&["Prop <prop@example.org>"]);
@@ -34,7 +34,7 @@ proptest! {
     fn mail_reader_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         if let Ok(mail) = RequestMail::parse(&bytes) {
             let _ = request::prepare_add(&mail.texts, &mail.binary_keys, &KeyPolicy::default(), Utc::now(), 100);
-            for part in &mail.signed_parts {
+            for part in &request::signed_parts(&mail) {
                 let _ = part.issuer_key_ids();
             }
         }

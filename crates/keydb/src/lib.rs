@@ -7,7 +7,7 @@
 //! have a primary key or subkey with that key ID, so the key that made a
 //! signature can be found from the signature. `meta:generation` counts the
 //! write windows the file has seen. Every value carries a checksum
-//! ([`value`]), so damage is found when it is read. Nothing but this module
+//! ([`value`]), so damage is found when it is read. Nothing but this crate
 //! reaches GDBM.
 //!
 //! Crash safety and sharing come from a *pair* of files ([`pair`]):
@@ -29,6 +29,9 @@
 //!   the writer sees when it wants that file back as its standby; it then
 //!   takes a fresh copy instead, so a dump never holds keyreg off.
 
+pub mod gdbm;
+pub mod journal;
+
 mod applylog;
 mod live;
 mod locks;
@@ -49,9 +52,10 @@ pub use sort::SortedKeys;
 pub use verify::VerifySummary;
 
 use crate::gdbm::{Gdbm, GdbmError, OpenMode};
-use crate::record::Record;
-use crate::types::{Email, Fingerprint, Query};
 use pair::Writer;
+use ripem_core::cli::{exit, io_exit_code, ExitStatus};
+use ripem_core::record::Record;
+use ripem_core::types::{Email, Fingerprint, Query};
 
 const KEY_PREFIX: &[u8] = b"key:";
 const USER_PREFIX: &[u8] = b"user:";
@@ -121,6 +125,18 @@ pub enum StoreError {
         /// The system error.
         source: io::Error,
     },
+}
+
+impl ExitStatus for StoreError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            StoreError::Busy { .. } => exit::TEMPFAIL,
+            StoreError::Damaged { .. } | StoreError::Unrepairable { .. } => exit::DATAERR,
+            StoreError::Gdbm(gdbm) if gdbm.is_damaged() => exit::DATAERR,
+            StoreError::Lock { source, .. } | StoreError::Io { source, .. } => io_exit_code(source, exit::IOERR),
+            _ => exit::IOERR,
+        }
+    }
 }
 
 impl StoreError {

@@ -55,7 +55,7 @@ use pgp::types::{
 };
 use rand::{CryptoRng, Rng};
 
-use crate::types::{Email, Fingerprint};
+use ripem_core::types::{Email, Fingerprint};
 
 mod rsa_verify;
 mod user_ids;
@@ -1016,10 +1016,13 @@ pub enum SignedPart {
     /// An inline-signed armored message (`gpg --sign --armor`), usually compressed.
     Inline(String),
     /// PGP/MIME `multipart/signed`: the signed MIME part's bytes, exactly as
-    /// they stand in the mail, and the armored detached signature.
+    /// they stand in the mail, its decoded text, and the armored detached
+    /// signature. The mail reader decodes the text; this crate knows no MIME.
     Detached {
         /// The first part of the `multipart/signed`, headers and body.
         content: Vec<u8>,
+        /// That part's body text, headers dropped and transfer encoding undone.
+        text: String,
         /// The armored `application/pgp-signature` part.
         signature: String,
     },
@@ -1290,7 +1293,11 @@ impl SignedPart {
                     }
                     Err(judge.refusal())
                 }),
-                SignedPart::Detached { content, signature } => {
+                SignedPart::Detached {
+                    content,
+                    text,
+                    signature,
+                } => {
                     // RFC 3156 signs the part with CRLF line ends; some mailers
                     // hand over the part with its final line end, some without.
                     let canonical = crlf_bytes(content);
@@ -1305,7 +1312,7 @@ impl SignedPart {
                             }
                             if let Some(signed_at) = judge.accepts(&sig, verifier)? {
                                 return Ok(Verified {
-                                    content: mime_body_text(content),
+                                    content: text.clone(),
                                     signed_at,
                                 });
                             }
@@ -1325,28 +1332,6 @@ fn parse_detached(armored: &str) -> Result<Vec<Signature>, SignatureError> {
         out.push(signature.map_err(signature_error)?.signature);
     }
     Ok(out)
-}
-
-/// The decoded body of a signed MIME part (its headers dropped, its
-/// transfer encoding undone).
-fn mime_body_text(part: &[u8]) -> String {
-    match mailparse::parse_mail(part) {
-        Ok(parsed) => {
-            let mut text = String::new();
-            for leaf in parsed
-                .parts()
-                .filter(|p| p.subparts.is_empty())
-                .take(crate::mail::MAX_PARTS)
-            {
-                if let Ok(body) = leaf.get_body_raw() {
-                    text.push_str(&lf_text(&body));
-                    text.push('\n');
-                }
-            }
-            text
-        }
-        Err(_) => lf_text(part),
-    }
 }
 
 /// [`guarded`] for signature work.

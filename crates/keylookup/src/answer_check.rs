@@ -13,9 +13,9 @@
 //! `a@cs.example.edu` or `a@example.edu`: RIPEM's fallback, which keyserv
 //! follows).
 
-use crate::openpgp::{self, KeyError, KeyPolicy};
-use crate::record::{Record, RecordError};
-use crate::types::{Email, Fingerprint, Query};
+use ripem_core::record::{Record, RecordError};
+use ripem_core::types::{Email, Fingerprint, Query};
+use ripem_openpgp::{self as openpgp, KeyError, KeyPolicy};
 
 /// Smallest RSA key the client accepts: the least any server's
 /// `min_rsa_bits` may be, so no correct answer is refused.
@@ -89,7 +89,7 @@ pub fn check_answer(query: &Query, text: &str) -> Result<Record, WrongAnswer> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openpgp::KeySpec;
+    use ripem_openpgp::KeySpec;
 
     fn record_for(user_ids: &[&str], users: &[&str]) -> (String, Fingerprint) {
         let secret = openpgp::generate_key(rand::thread_rng(), &KeySpec::ed25519(user_ids)).unwrap();

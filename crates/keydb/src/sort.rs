@@ -10,7 +10,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{KeyStore, StoreError, KEY_PREFIX};
-use crate::types::Fingerprint;
+use ripem_core::types::Fingerprint;
 
 /// Entries sorted in memory at once.
 pub(super) const SORT_RUN: usize = 50_000;

@@ -26,12 +26,12 @@ use std::time::Duration;
 use chrono::Utc;
 use pgp::composed::SignedPublicKey;
 
-use crate::openpgp::{self, KeyPolicy, BEGIN_PUBLIC_KEY};
-use crate::record::Record;
 use crate::registrar::RegistrarError;
 use crate::request::{self, Candidate, Tally};
-use crate::store::KeyStore;
-use crate::txlog::{LogEntry, TransactionLog};
+use ripem_core::record::Record;
+use ripem_core::txlog::{LogEntry, TransactionLog};
+use ripem_keydb::KeyStore;
+use ripem_openpgp::{self as openpgp, KeyPolicy, BEGIN_PUBLIC_KEY};
 
 /// A window of an import is switched in once it has been open this long,
 /// so lookups see a long import's progress, and a kill loses at most this

@@ -5,7 +5,7 @@
 //! no parsing and no GDBM), each filed under the fingerprint of the record
 //! it carries. Everything in it was read at one write generation. When the
 //! database moves to a newer generation, the change journal (see
-//! [`crate::journal`]) names the records the windows in between wrote, and
+//! [`ripem_keydb::journal`]) names the records the windows in between wrote, and
 //! only the answers carrying those records are forgotten: an address can
 //! only change hands through a write of the record that held it, so every
 //! other answer is still true. When the journal can't say, everything is
@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::journal::{Changes, JournalReader};
+use ripem_keydb::journal::{Changes, JournalReader};
 
 /// Requests longer than this are not cached.
 const REQUEST_MAX: usize = 300;
@@ -101,7 +101,7 @@ impl AnswerCache {
 
     /// Remembers `answer` to `request`, read at `generation`, if it is an
     /// answer that carries the record asked for
-    /// ([`crate::protocol::Handled::Found`]) and the cache is still at that
+    /// ([`ripem_core::protocol::Handled::Found`]) and the cache is still at that
     /// generation.
     pub fn insert(&mut self, generation: u64, request: &[u8], answer: &[u8]) {
         if self.generation != Some(generation) || request.len() > REQUEST_MAX || !answer.starts_with(b"USERINFO\n") {
@@ -140,7 +140,7 @@ impl AnswerCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal;
+    use ripem_keydb::journal;
 
     const A: &str = "AAAA000011112222333344445555666677778888";
     const B: &str = "BBBB000011112222333344445555666677778888";

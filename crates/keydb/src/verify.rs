@@ -10,8 +10,8 @@
 
 use super::applylog::Op;
 use super::{record_key, KeyStore, StoreError, GENERATION_KEY, KEY_ID_PREFIX, KEY_PREFIX, USER_PREFIX};
-use crate::record::Record;
-use crate::types::{Email, Fingerprint, Query};
+use ripem_core::record::Record;
+use ripem_core::types::{Email, Fingerprint, Query};
 
 /// What a checked file holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -18,7 +18,7 @@
 //!
 //! Every request costs a bounded amount: at most `max_keys_per_request`
 //! keys of a registration are parsed and checked, and a reply is at most
-//! [`crate::reply::MAX_REPLY_BYTES`]. The daemon re-reads its
+//! [`ripem_core::reply::MAX_REPLY_BYTES`]. The daemon re-reads its
 //! configuration on SIGHUP, keeping the old one if the new one is broken.
 
 use std::fmt::Write as _;
@@ -30,16 +30,17 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
 
-use crate::config::{Config, ConfigError};
 use crate::import::{ImportProgress, Importer};
-use crate::mail::{RequestMail, ReturnAddress};
-use crate::openpgp::KeyPolicy;
-use crate::pidfile::{self, PidFileError};
-use crate::reply::{Mailer, Reply, ReplyError};
 use crate::request::{self, AddRequest, Candidate, SignedOutcome, Tally};
-use crate::spool::{self, QueueName, Spool, SpoolError, SpoolFile};
-use crate::store::{KeyStore, RepairReport, StoreError};
-use crate::txlog::{LogEntry, TransactionLog};
+use ripem_core::cli::{exit, io_exit_code, ExitStatus};
+use ripem_core::config::{Config, ConfigError};
+use ripem_core::mail::{RequestMail, ReturnAddress};
+use ripem_core::pidfile::{self, PidFileError};
+use ripem_core::reply::{Mailer, Reply, ReplyError};
+use ripem_core::spool::{self, QueueName, Spool, SpoolError, SpoolFile};
+use ripem_core::txlog::{LogEntry, TransactionLog};
+use ripem_keydb::{KeyStore, RepairReport, StoreError};
+use ripem_openpgp::KeyPolicy;
 
 /// At most this many requests share one write window.
 pub const MAX_BATCH: usize = 500;
@@ -78,6 +79,20 @@ pub enum RegistrarError {
         /// The system error.
         source: std::io::Error,
     },
+}
+
+impl ExitStatus for RegistrarError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            RegistrarError::Spool(inner) => inner.exit_code(),
+            RegistrarError::Store(inner) => inner.exit_code(),
+            RegistrarError::PidFile(inner) => inner.exit_code(),
+            RegistrarError::Reply(inner) => inner.exit_code(),
+            RegistrarError::Log { source, .. } | RegistrarError::Import { source, .. } => {
+                io_exit_code(source, exit::IOERR)
+            }
+        }
+    }
 }
 
 /// One request's result, as logged and reported.
@@ -323,9 +338,9 @@ impl Registrar {
             }
             (Prepared::Signed { mail }, queue) => {
                 let mut notices = if queue == QueueName::Change {
-                    request::apply_change(store, &mail.signed_parts, &self.policy, now, max_age)?
+                    request::apply_change(store, &request::signed_parts(mail), &self.policy, now, max_age)?
                 } else {
-                    request::apply_remove(store, &mail.signed_parts, now, max_age)?
+                    request::apply_remove(store, &request::signed_parts(mail), now, max_age)?
                 };
                 let lines = std::mem::take(&mut notices.lines);
                 return Ok(Applied { lines, tally, notices });
@@ -595,6 +610,12 @@ pub enum DaemonError {
     Signals(nix::Error),
 }
 
+impl ExitStatus for DaemonError {
+    fn exit_code(&self) -> u8 {
+        exit::OSERR
+    }
+}
+
 /// What the daemon tells its caller, for the operator's log.
 #[derive(Debug)]
 pub enum DaemonEvent {
@@ -620,10 +641,10 @@ impl Registrar {
         reload: &dyn Fn() -> Result<Config, ConfigError>,
         report: &dyn Fn(DaemonEvent),
     ) -> Result<(), DaemonError> {
-        crate::signals::install().map_err(DaemonError::Signals)?;
-        while !crate::signals::terminate_requested() {
+        ripem_core::signals::install().map_err(DaemonError::Signals)?;
+        while !ripem_core::signals::terminate_requested() {
             self.watch_until_reload(report)?;
-            if crate::signals::terminate_requested() {
+            if ripem_core::signals::terminate_requested() {
                 break;
             }
             let loaded = reload()
@@ -662,8 +683,8 @@ impl Registrar {
         }
         let tick = Duration::from_millis(200);
         let mut since_scan = Duration::MAX;
-        while !crate::signals::terminate_requested() {
-            if crate::signals::take_reload() {
+        while !ripem_core::signals::terminate_requested() {
+            if ripem_core::signals::take_reload() {
                 return Ok(());
             }
             let woken = arrivals.recv_timeout(tick).is_ok();

@@ -19,7 +19,7 @@
 //! changed (the change journal). Answers and their bytes are rate limited
 //! per source network ([`RateLimiter`]), and an answer more than three
 //! times as large as its request goes only to a source that sent a valid
-//! cookie ([`crate::cookie`]); the others get the cookie. The cookie is
+//! cookie ([`ripem_core::cookie`]); the others get the cookie. The cookie is
 //! checked only for such answers, a cached one before it is copied.
 //! SIGHUP reloads the configuration (redirects,
 //! logging, rate limits) and reopens the database; SIGTERM/SIGINT stop
@@ -37,15 +37,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::answer_cache::AnswerCache;
-use crate::config::Config;
-use crate::cookie::{self, CookieGate, CookieJar};
-use crate::journal;
-use crate::pidfile::{PidFile, PidFileError};
-use crate::protocol::{self, Handled};
+use crate::lookup::{self, Handled};
 use crate::ratelimit::{Limits, RateLimiter};
-use crate::signals;
-use crate::store::LiveReader;
 use crate::udp::{self, Batch};
+use ripem_core::cli::{exit, ExitStatus};
+use ripem_core::config::Config;
+use ripem_core::cookie::{self, CookieGate, CookieJar};
+use ripem_core::pidfile::{PidFile, PidFileError};
+use ripem_core::signals;
+use ripem_keydb::journal;
+use ripem_keydb::LiveReader;
 
 /// Datagrams taken and answered per system call (at most 64: a bit mask
 /// marks the cache misses of a batch).
@@ -78,6 +79,17 @@ pub enum ServerError {
     /// No listening address was given.
     #[error("no address to listen on")]
     NoListen,
+}
+
+impl ExitStatus for ServerError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            ServerError::PidFile(inner) => inner.exit_code(),
+            ServerError::Bind { .. } => exit::UNAVAILABLE,
+            ServerError::Signals(_) => exit::OSERR,
+            ServerError::NoListen => exit::CONFIG,
+        }
+    }
 }
 
 /// What the workers read of the configuration; swapped on SIGHUP.
@@ -177,7 +189,7 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
         addresses.join(" "),
         config.paths.database.display()
     ));
-    crate::sdnotify::ready();
+    ripem_core::sdnotify::ready();
 
     let workers: Vec<_> = sockets
         .iter()
@@ -392,7 +404,7 @@ impl Turn<'_> {
             }
             let begin = out.len();
             let (request, cookie) = request_of(datagram, truncated);
-            match protocol::answer(request, session.store(), &settings.redirects, settings.allow_quit, out) {
+            match lookup::answer(request, session.store(), &settings.redirects, settings.allow_quit, out) {
                 Ok(Handled::Found) => found.push((request.into(), out[begin..].into())),
                 Ok(Handled::Answered) => {}
                 Ok(Handled::Quit) => {

@@ -1,0 +1,12 @@
+//! keyreg: the only program that writes the key database.
+//!
+//! A mail's path: [`registrar`] takes the spooled request files a batch at
+//! a time (read, apply, commit); [`request`] decides what each asks for
+//! (add, change, remove) and applies it first come, first served;
+//! [`import`] is `keyreg --import`, the same rules at bulk speed. The key
+//! checks are `ripem-openpgp`'s, the database `ripem-keydb`'s.
+#![warn(missing_docs)]
+
+pub mod import;
+pub mod registrar;
+pub mod request;
