@@ -7,7 +7,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
+use ripem_core::cli::{finish, parse_args, CommonArgs};
+use ripem_core::exit;
 use ripem_core::spool::{QueueName, Spool, SpoolError};
 
 /// Copy one mail message from standard input into a keyreg spool queue.

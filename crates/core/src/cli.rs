@@ -1,44 +1,19 @@
 //! What every program's `main` shares: the common flags, loading the
 //! configuration from them, and turning an error into one line on stderr
-//! and a sysexits-style exit code. Each error type says its own code
-//! ([`ExitStatus`], beside the type); a program lists the types it can
-//! meet beyond this crate's ([`probe`]), so this module depends on none
-//! of them.
+//! and a sysexits-style exit code ([`crate::exit`]): a program lists the
+//! error types it can meet beyond this crate's, whose probes are here.
 
 use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::{Config, ConfigError};
+use crate::exit::{self, exit_code, probe, Probe};
 use crate::mail::MailError;
 use crate::pidfile::PidFileError;
 use crate::reply::ReplyError;
 use crate::spool::SpoolError;
 use crate::types::IdentError;
-
-/// Exit codes from `sysexits.h`.
-pub mod exit {
-    /// The command was used incorrectly.
-    pub const USAGE: u8 = 64;
-    /// The input data was incorrect.
-    pub const DATAERR: u8 = 65;
-    /// A service is unavailable.
-    pub const UNAVAILABLE: u8 = 69;
-    /// An internal software error.
-    pub const SOFTWARE: u8 = 70;
-    /// A system file or resource could not be used.
-    pub const OSERR: u8 = 71;
-    /// A file could not be created.
-    pub const CANTCREAT: u8 = 73;
-    /// An I/O error.
-    pub const IOERR: u8 = 74;
-    /// A temporary failure; try again later.
-    pub const TEMPFAIL: u8 = 75;
-    /// Permission denied.
-    pub const NOPERM: u8 = 77;
-    /// Something is wrong in the configuration.
-    pub const CONFIG: u8 = 78;
-}
 
 /// Flags every program takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -83,23 +58,6 @@ pub fn parse_args<T: clap::Parser>(usage_code: u8) -> T {
     })
 }
 
-/// An error that knows the sysexits code a program ending on it returns.
-/// Each error enum implements it next to its definition; wrappers ask
-/// the error they wrap.
-pub trait ExitStatus: Error + 'static {
-    /// The code, from [`exit`].
-    fn exit_code(&self) -> u8;
-}
-
-/// Reads the exit code off one error of a chain when it has one known type;
-/// see [`probe`].
-pub type Probe = fn(&(dyn Error + 'static)) -> Option<u8>;
-
-/// The [`Probe`] for errors of type `E`.
-pub fn probe<E: ExitStatus>(err: &(dyn Error + 'static)) -> Option<u8> {
-    err.downcast_ref::<E>().map(E::exit_code)
-}
-
 /// The probes for this crate's own errors, which every program may meet.
 const CORE_PROBES: &[Probe] = &[
     probe::<ConfigError>,
@@ -110,35 +68,6 @@ const CORE_PROBES: &[Probe] = &[
     probe::<IdentError>,
     probe::<std::io::Error>,
 ];
-
-/// The exit code that suits an error: the first error in its chain of
-/// causes whose type a probe knows (the program's `probes`, then this
-/// crate's) decides; `EX_SOFTWARE` when none does.
-pub fn exit_code(err: &(dyn Error + 'static), probes: &[Probe]) -> u8 {
-    let mut current: Option<&(dyn Error + 'static)> = Some(err);
-    while let Some(err) = current {
-        if let Some(code) = probes.iter().chain(CORE_PROBES).find_map(|probe| probe(err)) {
-            return code;
-        }
-        current = err.source();
-    }
-    exit::SOFTWARE
-}
-
-impl ExitStatus for std::io::Error {
-    fn exit_code(&self) -> u8 {
-        io_exit_code(self, exit::IOERR)
-    }
-}
-
-/// `EX_NOPERM` for a permission problem (not worth retrying: an operator
-/// must fix the ownership or mode), else `otherwise`.
-pub fn io_exit_code(err: &std::io::Error, otherwise: u8) -> u8 {
-    match err.kind() {
-        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => exit::NOPERM,
-        _ => otherwise,
-    }
-}
 
 /// The effective user's name, else its uid.
 fn effective_user() -> String {
@@ -151,7 +80,7 @@ fn effective_user() -> String {
 
 /// Ends a program: on error, prints `program: cause: cause…` on one line
 /// (naming the user it runs as when permission was denied) and returns
-/// [`exit_code`], with the program's own `probes`. A broken pipe on stdout
+/// [`exit_code`], asking the program's own `probes` first. A broken pipe on stdout
 /// is not an error.
 pub fn finish<E>(program: &str, probes: &[Probe], result: Result<ExitCode, E>) -> ExitCode
 where
@@ -176,7 +105,7 @@ where
                 }
                 current = cause.source();
             }
-            let code = exit_code(err, probes);
+            let code = exit_code(err, &[probes, CORE_PROBES]);
             if code == exit::NOPERM {
                 // Under an MTA's pipe or a unit's User=, who we are is half the story.
                 chain.push(format!("running as user {}", effective_user()));

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{exit, ExitStatus};
+use crate::exit::{self, ExitStatus};
 use serde::Deserialize;
 
 /// Where the configuration is looked for when nothing names it.
@@ -326,6 +326,72 @@ pub struct Config {
     pub keylookup: KeylookupConfig,
 }
 
+impl KeyservConfig {
+    /// The `[keyserv]` section, defaults filled in; the error names the bad key.
+    fn from_file(file: FileKeyserv) -> Result<KeyservConfig, String> {
+        let listen = file
+            .listen
+            .unwrap_or_else(|| vec!["0.0.0.0:1611".to_string()])
+            .iter()
+            .map(|addr| {
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| format!("keyserv.listen: {addr:?} is not ADDRESS:PORT"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut redirect = BTreeMap::new();
+        for (domain, server) in file.redirect {
+            redirect.insert(domain.to_ascii_lowercase(), server);
+        }
+        Ok(KeyservConfig {
+            listen,
+            rate_limit: file.rate_limit.unwrap_or(20),
+            rate_burst: file.rate_burst.unwrap_or(40),
+            log_requests: file.log_requests.unwrap_or(false),
+            log_answers: file.log_answers.unwrap_or(false),
+            allow_quit: file.allow_quit.unwrap_or(false),
+            answer_cache_bytes: usize::try_from(file.answer_cache_mb.unwrap_or(64).saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+            redirect,
+            rate_bytes: file.rate_bytes.unwrap_or(64 * 1024),
+            rate_burst_bytes: file.rate_burst_bytes.unwrap_or(256 * 1024),
+            cookies: file.cookies.unwrap_or(true),
+        })
+    }
+}
+
+impl MailConfig {
+    /// The `[mail]` section, defaults filled in (addresses at `host`).
+    fn from_file(file: FileMail, host: &str) -> MailConfig {
+        let default_address = |local: &str| format!("{local}@{host}");
+        MailConfig {
+            transport: file.transport.unwrap_or(Transport::Sendmail),
+            from: file.from.unwrap_or_else(|| default_address("keyserver")),
+            sendmail: file.sendmail.unwrap_or_else(|| PathBuf::from("/usr/sbin/sendmail")),
+            smtp_host: file.smtp_host.unwrap_or_else(|| "localhost".into()),
+            smtp_port: file.smtp_port.unwrap_or(25),
+            smtp_starttls: file.smtp_starttls.unwrap_or(false),
+            smtp_user: file.smtp_user,
+            smtp_password: file.smtp_password,
+            givepubs_subject: file
+                .givepubs_subject
+                .unwrap_or_else(|| "Public keys from the RIPEM key server".into()),
+        }
+    }
+}
+
+impl Addresses {
+    /// The `[addresses]` section, defaults filled in (at `host`).
+    fn from_file(file: FileAddresses, host: &str) -> Addresses {
+        let default_address = |local: &str| format!("{local}@{host}");
+        Addresses {
+            register: file.register.unwrap_or_else(|| default_address("ripem-register-keys")),
+            change: file.change.unwrap_or_else(|| default_address("ripem-change-keys")),
+            remove: file.remove.unwrap_or_else(|| default_address("ripem-remove-keys")),
+            get: file.get.unwrap_or_else(|| default_address("ripem-get-keys")),
+        }
+    }
+}
+
 impl Config {
     /// Loads the configuration as every program does: `explicit` (from
     /// `--config`), else the environment variable, else the default path;
@@ -369,75 +435,16 @@ impl Config {
             transaction_log: under(file.transaction_log, "transactions.log"),
             pub_dir: under(file.pub_dir, "pub"),
             pid_file: under(file.pid_file, "keyserv.pid"),
-            outbox: under(file.mail.outbox, "outbox"),
+            outbox: under(file.mail.outbox.clone(), "outbox"),
             state_dir: state_dir.clone(),
         };
 
-        let listen = file
-            .keyserv
-            .listen
-            .unwrap_or_else(|| vec!["0.0.0.0:1611".to_string()])
-            .iter()
-            .map(|addr| {
-                addr.parse::<SocketAddr>()
-                    .map_err(|_| invalid(format!("keyserv.listen: {addr:?} is not ADDRESS:PORT")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut redirect = BTreeMap::new();
-        for (domain, server) in file.keyserv.redirect {
-            redirect.insert(domain.to_ascii_lowercase(), server);
-        }
-        let keyserv = KeyservConfig {
-            listen,
-            rate_limit: file.keyserv.rate_limit.unwrap_or(20),
-            rate_burst: file.keyserv.rate_burst.unwrap_or(40),
-            log_requests: file.keyserv.log_requests.unwrap_or(false),
-            log_answers: file.keyserv.log_answers.unwrap_or(false),
-            allow_quit: file.keyserv.allow_quit.unwrap_or(false),
-            answer_cache_bytes: usize::try_from(file.keyserv.answer_cache_mb.unwrap_or(64).saturating_mul(1 << 20))
-                .unwrap_or(usize::MAX),
-            redirect,
-            rate_bytes: file.keyserv.rate_bytes.unwrap_or(64 * 1024),
-            rate_burst_bytes: file.keyserv.rate_burst_bytes.unwrap_or(256 * 1024),
-            cookies: file.keyserv.cookies.unwrap_or(true),
-        };
-
+        let keyserv = KeyservConfig::from_file(file.keyserv).map_err(invalid)?;
         let keyreg = KeyregConfig::from_file(&file.keyreg).map_err(invalid)?;
 
         let host = hostname();
-        let default_address = |local: &str| format!("{local}@{host}");
-        let mail = MailConfig {
-            transport: file.mail.transport.unwrap_or(Transport::Sendmail),
-            from: file.mail.from.unwrap_or_else(|| default_address("keyserver")),
-            sendmail: file
-                .mail
-                .sendmail
-                .unwrap_or_else(|| PathBuf::from("/usr/sbin/sendmail")),
-            smtp_host: file.mail.smtp_host.unwrap_or_else(|| "localhost".into()),
-            smtp_port: file.mail.smtp_port.unwrap_or(25),
-            smtp_starttls: file.mail.smtp_starttls.unwrap_or(false),
-            smtp_user: file.mail.smtp_user,
-            smtp_password: file.mail.smtp_password,
-            givepubs_subject: file
-                .mail
-                .givepubs_subject
-                .unwrap_or_else(|| "Public keys from the RIPEM key server".into()),
-        };
-        let addresses = Addresses {
-            register: file
-                .addresses
-                .register
-                .unwrap_or_else(|| default_address("ripem-register-keys")),
-            change: file
-                .addresses
-                .change
-                .unwrap_or_else(|| default_address("ripem-change-keys")),
-            remove: file
-                .addresses
-                .remove
-                .unwrap_or_else(|| default_address("ripem-remove-keys")),
-            get: file.addresses.get.unwrap_or_else(|| default_address("ripem-get-keys")),
-        };
+        let mail = MailConfig::from_file(file.mail, &host);
+        let addresses = Addresses::from_file(file.addresses, &host);
         Ok(Config {
             source: source.map(Path::to_path_buf),
             paths,

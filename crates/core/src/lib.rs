@@ -6,7 +6,7 @@
 //! and [`reply`] (sending mail), [`txlog`] (the transaction log),
 //! [`protocol`] (the UDP lookup protocol's wire format) with the server
 //! [`cookie`]s, and what every daemon's `main` needs: [`cli`] (flags,
-//! exit codes), [`pidfile`], [`signals`] and [`sdnotify`].
+//! [`exit`] codes), [`pidfile`], [`signals`] and [`sdnotify`].
 //!
 //! The rules live elsewhere, each in its own crate: the OpenPGP checks in
 //! `ripem-openpgp`, the key database in `ripem-keydb`, and each program's
@@ -18,6 +18,7 @@ pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod cookie;
+pub mod exit;
 pub mod mail;
 pub mod pidfile;
 pub mod protocol;

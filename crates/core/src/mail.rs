@@ -16,7 +16,7 @@
 
 use mailparse::{addrparse, MailAddr, MailHeaderMap, ParsedMail};
 
-use crate::cli::{exit, ExitStatus};
+use crate::exit::{self, ExitStatus};
 use crate::types::Email;
 
 /// At most this many MIME parts are looked at in one message.

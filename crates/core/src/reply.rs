@@ -25,8 +25,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Address, SendmailTransport, SmtpTransport, Transport as _};
 
 use crate::atomic::write_atomically;
-use crate::cli::{exit, ExitStatus};
 use crate::config::{MailConfig, Paths, Transport};
+use crate::exit::{self, ExitStatus};
 use crate::spool::{self, Spool, SpoolError};
 use crate::types::Email;
 

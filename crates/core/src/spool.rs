@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::atomic;
-use crate::cli::{exit, io_exit_code, ExitStatus};
+use crate::exit::{self, io_exit_code, ExitStatus};
 
 /// The three request queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -5,7 +5,7 @@
 //! digits) fingerprint. Code past the edges of the system never handles a
 //! bare `String` for either, so comparisons and database keys are exact.
 
-use crate::cli::{exit, ExitStatus};
+use crate::exit::{self, ExitStatus};
 use std::fmt;
 use std::str::FromStr;
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use ripem_core::atomic::AtomicFile;
-use ripem_core::cli::{exit, io_exit_code, ExitStatus};
+use ripem_core::exit::{self, io_exit_code, ExitStatus};
 use ripem_core::record::Record;
 use ripem_core::types::Query;
 use ripem_keydb::{KeyStore, StoreError};

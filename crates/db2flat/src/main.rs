@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use db2flat::flat;
 use db2flat::flat::FlatError;
-use ripem_core::cli::{exit, finish, parse_args, probe, CommonArgs, Progress};
+use ripem_core::cli::{finish, parse_args, CommonArgs, Progress};
+use ripem_core::exit;
+use ripem_core::exit::probe;
 use ripem_keydb::{KeyStore, StoreError};
 
 /// Write the key database to pubkeys.txt and pubkeys.asc, atomically.

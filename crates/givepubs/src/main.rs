@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use givepubs::daily_record::{DailyRecord, Verdict};
-use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
+use ripem_core::cli::{finish, parse_args, CommonArgs};
+use ripem_core::exit;
 use ripem_core::mail::{RequestMail, ReturnAddress};
 use ripem_core::reply::{Mailer, Reply, ReplyAttachment};
 

@@ -53,7 +53,7 @@ pub use verify::VerifySummary;
 
 use crate::gdbm::{Gdbm, GdbmError, OpenMode};
 use pair::Writer;
-use ripem_core::cli::{exit, io_exit_code, ExitStatus};
+use ripem_core::exit::{self, io_exit_code, ExitStatus};
 use ripem_core::record::Record;
 use ripem_core::types::{Email, Fingerprint, Query};
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use keylookup::answer_check::WrongAnswer;
 use keylookup::client::{self, ClientAnswer, Patience};
-use ripem_core::cli::{exit, finish, parse_args, CommonArgs};
+use ripem_core::cli::{finish, parse_args, CommonArgs};
 use ripem_core::config::Config;
+use ripem_core::exit;
 use ripem_core::types::Query;
 
 /// Ask key servers for a key and print it armored (pipe it to `gpg --import`).

@@ -26,7 +26,7 @@ use std::time::Duration;
 use chrono::Utc;
 use pgp::composed::SignedPublicKey;
 
-use crate::registrar::RegistrarError;
+use crate::error::RegistrarError;
 use crate::request::{self, Candidate, Tally};
 use ripem_core::record::Record;
 use ripem_core::txlog::{LogEntry, TransactionLog};

@@ -7,6 +7,7 @@
 //! checks are `ripem-openpgp`'s, the database `ripem-keydb`'s.
 #![warn(missing_docs)]
 
+pub mod error;
 pub mod import;
 pub mod registrar;
 pub mod request;

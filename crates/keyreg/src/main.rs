@@ -4,9 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use keyreg::error::RegistrarError;
 use keyreg::import::ImportProgress;
-use keyreg::registrar::{describe_repair, CycleSummary, DaemonError, DaemonEvent, Registrar, RegistrarError};
-use ripem_core::cli::{exit, finish, parse_args, probe, CommonArgs, Progress};
+use keyreg::registrar::{describe_repair, CycleSummary, DaemonError, DaemonEvent, Registrar};
+use ripem_core::cli::{finish, parse_args, CommonArgs, Progress};
+use ripem_core::exit;
+use ripem_core::exit::probe;
 use ripem_keydb::StoreError;
 
 #[global_allocator]

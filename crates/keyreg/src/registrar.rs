@@ -22,78 +22,31 @@
 //! configuration on SIGHUP, keeping the old one if the new one is broken.
 
 use std::fmt::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
-
-use crate::import::{ImportProgress, Importer};
-use crate::request::{self, AddRequest, Candidate, SignedOutcome, Tally};
-use ripem_core::cli::{exit, io_exit_code, ExitStatus};
 use ripem_core::config::{Config, ConfigError};
+use ripem_core::exit::{self, ExitStatus};
 use ripem_core::mail::{RequestMail, ReturnAddress};
-use ripem_core::pidfile::{self, PidFileError};
-use ripem_core::reply::{Mailer, Reply, ReplyError};
+use ripem_core::pidfile;
+use ripem_core::reply::{Mailer, Reply};
 use ripem_core::spool::{self, QueueName, Spool, SpoolError, SpoolFile};
 use ripem_core::txlog::{LogEntry, TransactionLog};
 use ripem_keydb::{KeyStore, RepairReport, StoreError};
 use ripem_openpgp::{KeyPolicy, SignedPart};
+
+use crate::error::RegistrarError;
+use crate::import::{ImportProgress, Importer};
+use crate::request::{self, AddRequest, Candidate, SignedOutcome, Tally};
 
 /// At most this many requests share one write window.
 pub const MAX_BATCH: usize = 500;
 /// A batch stops taking files once they add up to this many bytes (it
 /// always takes one), so memory stays bounded whatever the mail.
 pub const MAX_BATCH_BYTES: u64 = 64 << 20;
-
-/// Why a cycle could not run; the spool files stay where they are.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistrarError {
-    /// The spool could not be read or changed.
-    #[error(transparent)]
-    Spool(#[from] SpoolError),
-    /// The database could not be opened or written.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// keyserv could not be signalled.
-    #[error(transparent)]
-    PidFile(#[from] PidFileError),
-    /// The mail transport is misconfigured.
-    #[error(transparent)]
-    Reply(#[from] ReplyError),
-    /// The transaction log could not be written.
-    #[error("{path}: {source}")]
-    Log {
-        /// The log file.
-        path: PathBuf,
-        /// The system error.
-        source: std::io::Error,
-    },
-    /// An import file could not be read.
-    #[error("{path}: {source}")]
-    Import {
-        /// The file.
-        path: PathBuf,
-        /// The system error.
-        source: std::io::Error,
-    },
-}
-
-impl ExitStatus for RegistrarError {
-    fn exit_code(&self) -> u8 {
-        match self {
-            RegistrarError::Spool(inner) => inner.exit_code(),
-            RegistrarError::Store(inner) => inner.exit_code(),
-            RegistrarError::PidFile(inner) => inner.exit_code(),
-            RegistrarError::Reply(inner) => inner.exit_code(),
-            RegistrarError::Log { source, .. } | RegistrarError::Import { source, .. } => {
-                io_exit_code(source, exit::IOERR)
-            }
-        }
-    }
-}
 
 /// One request's result, as logged and reported.
 #[derive(Debug, Clone)]

@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use keyserv::server::ServerError;
-use ripem_core::cli::{exit, finish, parse_args, probe, CommonArgs};
+use ripem_core::cli::{finish, parse_args, CommonArgs};
 use ripem_core::config::{Config, ConfigError};
+use ripem_core::exit;
+use ripem_core::exit::probe;
 use ripem_core::pidfile;
 use ripem_keydb::{KeyStore, StoreError};
 

@@ -40,9 +40,9 @@ use crate::answer_cache::AnswerCache;
 use crate::lookup::{self, Handled};
 use crate::ratelimit::{Limits, RateLimiter};
 use crate::udp::{self, Batch};
-use ripem_core::cli::{exit, ExitStatus};
 use ripem_core::config::Config;
 use ripem_core::cookie::{self, CookieGate, CookieJar};
+use ripem_core::exit::{self, ExitStatus};
 use ripem_core::pidfile::{PidFile, PidFileError};
 use ripem_core::signals;
 use ripem_keydb::journal;
@@ -210,19 +210,19 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
                 Some(new_config) => {
                     // Workers hold the settings for a whole batch, so none
                     // is under way while they are replaced; the cache goes
-                    // with them, and the generation bump makes each worker
-                    // reopen before its next batch.
+                    // with them.
                     if let Ok(mut settings) = shared.settings.write() {
                         *settings = Settings::from_config(&new_config);
                         if let Ok(mut cache) = shared.cache.write() {
                             *cache = new_cache(&new_config);
                         }
-                        shared.generation.fetch_add(1, Ordering::SeqCst);
                     }
                     log("configuration reloaded");
                 }
                 None => log("configuration not reloaded; keeping the old one"),
             }
+            // Either way SIGHUP means "reopen": each worker opens the
+            // database afresh before its next batch.
             shared.generation.fetch_add(1, Ordering::SeqCst);
         }
     }

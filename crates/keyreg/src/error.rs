@@ -1,0 +1,61 @@
+//! Why keyreg could not go on: the one error type of its cycle, its
+//! import and its daemon's start, shared by the registrar and
+//! the import (so neither depends on the other for it). A request
+//! that cannot be applied is not an error here: it is answered, logged,
+//! or moved to `spool/failed/`. These are the failures that leave the
+//! spool files where they are for the next cycle.
+
+use std::path::PathBuf;
+
+use ripem_core::exit::{self, io_exit_code, ExitStatus};
+use ripem_core::pidfile::PidFileError;
+use ripem_core::reply::ReplyError;
+use ripem_core::spool::SpoolError;
+use ripem_keydb::StoreError;
+
+/// Why a cycle could not run; the spool files stay where they are.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrarError {
+    /// The spool could not be read or changed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The database could not be opened or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// keyserv could not be signalled.
+    #[error(transparent)]
+    PidFile(#[from] PidFileError),
+    /// The mail transport is misconfigured.
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+    /// The transaction log could not be written.
+    #[error("{path}: {source}")]
+    Log {
+        /// The log file.
+        path: PathBuf,
+        /// The system error.
+        source: std::io::Error,
+    },
+    /// An import file could not be read.
+    #[error("{path}: {source}")]
+    Import {
+        /// The file.
+        path: PathBuf,
+        /// The system error.
+        source: std::io::Error,
+    },
+}
+
+impl ExitStatus for RegistrarError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            RegistrarError::Spool(inner) => inner.exit_code(),
+            RegistrarError::Store(inner) => inner.exit_code(),
+            RegistrarError::PidFile(inner) => inner.exit_code(),
+            RegistrarError::Reply(inner) => inner.exit_code(),
+            RegistrarError::Log { source, .. } | RegistrarError::Import { source, .. } => {
+                io_exit_code(source, exit::IOERR)
+            }
+        }
+    }
+}
