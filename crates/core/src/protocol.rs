@@ -16,8 +16,10 @@ use crate::types::Query;
 pub const DEFAULT_PORT: u16 = 1611;
 /// The largest UDP payload over IPv4; an answer must fit in one.
 pub const MAX_DATAGRAM: usize = 65_507;
+/// The first line of an answer carrying a record.
+pub const USERINFO_LINE: &[u8] = b"USERINFO\n";
 /// Bytes an answer adds around a record (`USERINFO\n` and the NUL).
-pub const USERINFO_OVERHEAD: usize = "USERINFO\n".len() + 1;
+pub const USERINFO_OVERHEAD: usize = USERINFO_LINE.len() + 1;
 
 /// A decoded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +104,7 @@ pub fn encode_request(query: &Query) -> Vec<u8> {
 pub fn append_response(response: &Response<'_>, out: &mut Vec<u8>) {
     match response {
         Response::UserInfo(record) => {
-            out.extend_from_slice(b"USERINFO\n");
+            out.extend_from_slice(USERINFO_LINE);
             out.extend_from_slice(record);
         }
         Response::NotFound(address) => {

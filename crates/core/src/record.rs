@@ -158,6 +158,23 @@ impl Record {
         })
     }
 
+    /// The first `User:` address in a record's text, read without parsing
+    /// the rest (the dump sorts a million records by it), trimmed as
+    /// [`Record::parse`] trims it. `None` when the record has no address (a
+    /// revoked key whose addresses passed on) or the text is no record.
+    pub fn first_user(text: &[u8]) -> Option<&[u8]> {
+        text.split(|&b| b == b'\n')
+            .find_map(|line| line.strip_prefix(b"User:"))
+            .map(<[u8]>::trim_ascii)
+    }
+
+    /// Whether stored bytes begin like a record printed by
+    /// [`Record::to_text`] with at least one address: the shape check for
+    /// values written before they carried checksums.
+    pub fn starts_like_record(text: &[u8]) -> bool {
+        text.starts_with(b"User: ")
+    }
+
     /// Splits text holding several records separated by blank lines (as in
     /// the flat file), skipping `#` comment lines; yields each record's text.
     pub fn split_many(text: &str) -> impl Iterator<Item = String> + '_ {
@@ -206,6 +223,18 @@ mod tests {
             key_armor: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZabc\n=AbCd\n-----END PGP PUBLIC KEY BLOCK-----"
                 .into(),
         }
+    }
+
+    #[test]
+    fn first_user_reads_as_parse_does() {
+        assert_eq!(
+            Record::first_user(b"User:  a@example.org \r\nUser: b@example.org\n"),
+            Some(&b"a@example.org"[..])
+        );
+        assert_eq!(Record::first_user(b"Fingerprint: AB\nPublicKeyInfo:\n x\n"), None);
+        assert_eq!(Record::first_user(b""), None);
+        assert!(Record::starts_like_record(b"User: a@example.org\n"));
+        assert!(!Record::starts_like_record(b"\x01junk"));
     }
 
     #[test]

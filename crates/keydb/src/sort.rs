@@ -10,6 +10,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{KeyStore, StoreError, KEY_PREFIX};
+use ripem_core::record::Record;
 use ripem_core::types::Fingerprint;
 
 /// Entries sorted in memory at once.
@@ -45,10 +46,7 @@ impl KeyStore {
                 continue;
             };
             let first = self.value_with(&key, |record| {
-                record
-                    .split(|&b| b == b'\n')
-                    .find_map(|line| line.strip_prefix(b"User: "))
-                    .map(|user| String::from_utf8_lossy(user).trim().to_string())
+                Record::first_user(record).map(|user| String::from_utf8_lossy(user).into_owned())
             })?;
             if let Some(first) = first {
                 let hex = String::from_utf8_lossy(hex).into_owned();

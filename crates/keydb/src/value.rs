@@ -8,6 +8,8 @@
 //! with `User: `, index entries are hex) and still read, unchecked;
 //! `keyreg --rebuild` rewrites them with checksums.
 
+use ripem_core::record::Record;
+
 /// The marker byte of a checksummed value.
 const MARKER: u8 = 0x01;
 /// Marker and CRC.
@@ -34,7 +36,7 @@ pub(super) fn open(value: &[u8]) -> Option<&[u8]> {
         // A legacy value, written before checksums: a record, or hex
         // (an address entry, a key-ID list). A damaged marker byte reads
         // as neither.
-        _ if value.starts_with(b"User: ") => Some(value),
+        _ if Record::starts_like_record(value) => Some(value),
         _ if !value.is_empty() && value.iter().all(|b| b.is_ascii_hexdigit() || *b == b' ') => Some(value),
         _ => None,
     }

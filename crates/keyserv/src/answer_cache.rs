@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use ripem_core::protocol::USERINFO_LINE;
 use ripem_keydb::journal::{Changes, JournalReader};
 
 /// Requests longer than this are not cached.
@@ -104,7 +105,7 @@ impl AnswerCache {
     /// ([`ripem_core::protocol::Handled::Found`]) and the cache is still at that
     /// generation.
     pub fn insert(&mut self, generation: u64, request: &[u8], answer: &[u8]) {
-        if self.generation != Some(generation) || request.len() > REQUEST_MAX || !answer.starts_with(b"USERINFO\n") {
+        if self.generation != Some(generation) || request.len() > REQUEST_MAX || !answer.starts_with(USERINFO_LINE) {
             return;
         }
         let Some(fingerprint) = fingerprint_in(answer) else {

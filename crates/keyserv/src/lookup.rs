@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use ripem_core::protocol::{append_response, parse_request, Request, Response};
+use ripem_core::protocol::{append_response, parse_request, Request, Response, USERINFO_LINE};
 use ripem_core::types::Query;
 use ripem_keydb::{KeyStore, StoreError};
 
@@ -48,7 +48,9 @@ pub fn answer(
         }
     };
     let start = out.len();
-    out.extend_from_slice(b"USERINFO\n");
+    // The record is appended straight from the database, not copied
+    // through a Response.
+    out.extend_from_slice(USERINFO_LINE);
     if let Some(store) = store {
         let found = store.append_record(&query, out);
         let mut found = found.inspect_err(|_| out.truncate(start))?;
