@@ -249,11 +249,6 @@ impl KeyStore {
         }
     }
 
-    /// The file this handle reads.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn damaged(&self, key: &[u8], problem: impl Into<String>) -> StoreError {
         StoreError::Damaged {
             path: self.path.clone(),

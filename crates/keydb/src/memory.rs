@@ -32,11 +32,6 @@ impl MemoryDb {
         MemoryDb::default()
     }
 
-    /// Every stored record, in fingerprint order.
-    pub fn records(&self) -> impl Iterator<Item = &Record> + '_ {
-        self.records.values()
-    }
-
     /// Removes an address entry, but only if it still points at `owner`.
     fn release_address(&mut self, email: &Email, owner: &Fingerprint) {
         if self.addresses.get(email) == Some(owner) {
