@@ -205,38 +205,7 @@ pub fn apply_key<D: KeyDb>(store: &mut D, key: &CheckedKey, now: DateTime<Utc>) 
             Err(err) => return Ok(refused(format!("could not be merged with the registered copy: {err}"))),
         },
     };
-    let mut users: Vec<Email> = Vec::new();
-    let mut outcomes = Vec::new();
-    if let Some(record) = &existing {
-        for user in &record.users {
-            if merged.emails().contains(user) {
-                users.push(user.clone());
-            } else {
-                outcomes.push((user.clone(), AddressOutcome::Released));
-            }
-        }
-    }
-    for email in merged.emails() {
-        if users.contains(email) {
-            // Updated instead, below, if the published key changes.
-            outcomes.push((email.clone(), AddressOutcome::Unchanged));
-            continue;
-        }
-        match store.fingerprint_of(email)? {
-            Some(owner) if owner != fingerprint => {
-                if merged.is_revoked() || !release_from_revoked(store, &owner, email, now)? {
-                    outcomes.push((email.clone(), AddressOutcome::Taken(owner)));
-                } else {
-                    users.push(email.clone());
-                    outcomes.push((email.clone(), AddressOutcome::TakenOver(owner)));
-                }
-            }
-            _ => {
-                users.push(email.clone());
-                outcomes.push((email.clone(), AddressOutcome::Registered));
-            }
-        }
-    }
+    let (users, mut outcomes) = claim_addresses(store, existing.as_ref(), &merged, now)?;
 
     // Only what the record's addresses vouch for is published; a revoked
     // key keeps its user IDs, which clients need to take the revocation.
@@ -287,6 +256,55 @@ pub fn apply_key<D: KeyDb>(store: &mut D, key: &CheckedKey, now: DateTime<Utc>) 
     store.put(&record)?;
     store.index_key_ids(&fingerprint, &merged.key_ids())?;
     Ok(outcome)
+}
+
+/// What happened to each address of a key, in the reply's order.
+type AddressOutcomes = Vec<(Email, AddressOutcome)>;
+
+/// Decides each address of `merged` (and of its registered copy
+/// `existing`) first come, first served: the addresses the record is to
+/// hold, and what happened to each. An address held by a revoked key is
+/// taken off it ([`release_from_revoked`]) unless `merged` is revoked too.
+fn claim_addresses<D: KeyDb>(
+    store: &mut D,
+    existing: Option<&Record>,
+    merged: &CheckedKey,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Email>, AddressOutcomes), D::Error> {
+    let fingerprint = merged.fingerprint();
+    let mut users: Vec<Email> = Vec::new();
+    let mut outcomes = Vec::new();
+    if let Some(record) = existing {
+        for user in &record.users {
+            if merged.emails().contains(user) {
+                users.push(user.clone());
+            } else {
+                outcomes.push((user.clone(), AddressOutcome::Released));
+            }
+        }
+    }
+    for email in merged.emails() {
+        if users.contains(email) {
+            // apply_key makes it Updated if the published key changes.
+            outcomes.push((email.clone(), AddressOutcome::Unchanged));
+            continue;
+        }
+        match store.fingerprint_of(email)? {
+            Some(owner) if owner != *fingerprint => {
+                if merged.is_revoked() || !release_from_revoked(store, &owner, email, now)? {
+                    outcomes.push((email.clone(), AddressOutcome::Taken(owner)));
+                } else {
+                    users.push(email.clone());
+                    outcomes.push((email.clone(), AddressOutcome::TakenOver(owner)));
+                }
+            }
+            _ => {
+                users.push(email.clone());
+                outcomes.push((email.clone(), AddressOutcome::Registered));
+            }
+        }
+    }
+    Ok((users, outcomes))
 }
 
 /// If the key holding `email` is revoked, takes the address off its record
