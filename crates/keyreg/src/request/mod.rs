@@ -19,7 +19,8 @@
 //! revokes.
 //!
 //! The rules ask the database only for what [`KeyDb`] names, so they run
-//! on the GDBM store (the registrar, `--import`) and on a
+//! on the database files ([`KeyStore`](ripem_keydb::KeyStore): the
+//! registrar, `--import`) and on a
 //! [`MemoryDb`](ripem_keydb::MemoryDb) (the tests) alike. The files: this
 //! one holds the outcomes shared by every step; `add` prepares and applies
 //! registrations and revocation certificates; `signed` authenticates and

@@ -1,5 +1,5 @@
-//! The request rules' tests: the two from before the split (one on a GDBM
-//! store, as it was), then the rules on a [`MemoryDb`], without files.
+//! The request rules' tests: the two from before the split (one on a
+//! `KeyStore`, as it was), then the rules on a [`MemoryDb`], without files.
 
 use super::add::key_fingerprint;
 use super::*;
