@@ -23,6 +23,7 @@ unsafe extern "C" {
     fn gdbm_sync_status(dbf: sys::GDBM_FILE) -> c_int;
     #[link_name = "gdbm_close"]
     fn gdbm_close_status(dbf: sys::GDBM_FILE) -> c_int;
+    #[cfg(test)]
     fn gdbm_count(dbf: sys::GDBM_FILE, count: *mut u64) -> c_int;
 }
 
@@ -90,7 +91,6 @@ impl GdbmError {
 pub struct Gdbm {
     handle: sys::GDBM_FILE,
     path: PathBuf,
-    mode: OpenMode,
 }
 
 // The handle is only ever used through &mut self or &self from one thread
@@ -218,13 +218,7 @@ impl Gdbm {
         Ok(Gdbm {
             handle,
             path: path.to_path_buf(),
-            mode,
         })
-    }
-
-    /// The mode this handle was opened in.
-    pub fn mode(&self) -> OpenMode {
-        self.mode
     }
 
     fn error(&self, operation: &'static str) -> GdbmError {
@@ -237,7 +231,8 @@ impl Gdbm {
         }
     }
 
-    /// The value stored under `key`, if any.
+    /// The value stored under `key`, if any (the tests' look at raw values).
+    #[cfg(test)]
     pub fn fetch(&self, key: &[u8]) -> Result<Option<Vec<u8>>, GdbmError> {
         self.fetch_with(key, <[u8]>::to_vec)
     }
@@ -318,7 +313,8 @@ impl Gdbm {
         Ok(())
     }
 
-    /// How many items the database holds.
+    /// How many items the database holds (for the tests).
+    #[cfg(test)]
     pub fn count(&self) -> Result<u64, GdbmError> {
         let mut count = 0u64;
         take_errno();

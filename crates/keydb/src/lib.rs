@@ -32,6 +32,9 @@
 pub mod gdbm;
 pub mod journal;
 
+mod db;
+mod memory;
+
 mod applylog;
 mod live;
 mod locks;
@@ -46,7 +49,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use applylog::Op;
+pub use db::KeyDb;
 pub use live::{LiveReader, ReadSession};
+pub use memory::MemoryDb;
 pub use repair::RepairReport;
 pub use sort::SortedKeys;
 pub use verify::VerifySummary;
@@ -242,11 +247,6 @@ impl KeyStore {
             Err(err) if err.is_missing() => Ok(None),
             Err(err) => Err(err),
         }
-    }
-
-    /// The file this handle reads.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn damaged(&self, key: &[u8], problem: impl Into<String>) -> StoreError {
@@ -506,5 +506,7 @@ fn prefixed<'a>(buffer: &'a mut [u8], prefix: &[u8], rest: &[u8]) -> Option<&'a 
     Some(target)
 }
 
+#[cfg(test)]
+mod db_suite;
 #[cfg(test)]
 mod tests;

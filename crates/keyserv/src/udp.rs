@@ -186,11 +186,6 @@ impl Batch {
         self.reply_with(peer, |out| out.extend_from_slice(bytes));
     }
 
-    /// How many answers are queued.
-    pub fn replies(&self) -> usize {
-        self.replies.len()
-    }
-
     /// Sends every queued answer with as few `sendmmsg` calls as it takes,
     /// then forgets them. Returns how many were sent; a datagram the
     /// kernel refuses (say a peer address of the wrong family) is skipped.
