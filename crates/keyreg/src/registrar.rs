@@ -40,7 +40,7 @@ use ripem_core::reply::{Mailer, Reply, ReplyError};
 use ripem_core::spool::{self, QueueName, Spool, SpoolError, SpoolFile};
 use ripem_core::txlog::{LogEntry, TransactionLog};
 use ripem_keydb::{KeyStore, RepairReport, StoreError};
-use ripem_openpgp::KeyPolicy;
+use ripem_openpgp::{KeyPolicy, SignedPart};
 
 /// At most this many requests share one write window.
 pub const MAX_BATCH: usize = 500;
@@ -143,8 +143,9 @@ pub fn describe_repair(report: &RepairReport) -> String {
 enum Prepared {
     /// A registration: its keys, checked.
     Add { mail: RequestMail, add: AddRequest },
-    /// A change or remove request, authenticated inside the write window.
-    Signed { mail: RequestMail },
+    /// A change or remove request and its signed parts, authenticated
+    /// inside the write window.
+    Signed { mail: RequestMail, parts: Vec<SignedPart> },
     /// Not a mail message, or one that could not be processed at all.
     Unprocessable(String),
 }
@@ -306,9 +307,11 @@ impl Registrar {
                 Prepared::Add { mail, add }
             }
             Ok(mut mail) => {
+                let parts = request::signed_parts(&mail);
                 mail.texts = Vec::new();
                 mail.binary_keys = Vec::new();
-                Prepared::Signed { mail }
+                mail.detached_signed = Vec::new();
+                Prepared::Signed { mail, parts }
             }
         };
         catch_unwind(AssertUnwindSafe(work))
@@ -336,11 +339,11 @@ impl Registrar {
                 lines.extend(add.not_considered_line());
                 lines
             }
-            (Prepared::Signed { mail }, queue) => {
+            (Prepared::Signed { parts, .. }, queue) => {
                 let mut notices = if queue == QueueName::Change {
-                    request::apply_change(store, &request::signed_parts(mail), &self.policy, now, max_age)?
+                    request::apply_change(store, parts, &self.policy, now, max_age)?
                 } else {
-                    request::apply_remove(store, &request::signed_parts(mail), now, max_age)?
+                    request::apply_remove(store, parts, &self.policy, now, max_age)?
                 };
                 let lines = std::mem::take(&mut notices.lines);
                 return Ok(Applied { lines, tally, notices });
@@ -450,7 +453,7 @@ impl Registrar {
                 self.spool.quarantine(file, &reason)?;
                 return Ok(report);
             }
-            Prepared::Add { mail, .. } | Prepared::Signed { mail } => (mail, file.queue),
+            Prepared::Add { mail, .. } | Prepared::Signed { mail, .. } => (mail, file.queue),
         };
         *tally += applied.tally;
         let mut outcome = applied.lines;

@@ -27,7 +27,9 @@ use ripem_core::protocol::{MAX_DATAGRAM, USERINFO_OVERHEAD};
 use ripem_core::record::Record;
 use ripem_core::types::{Email, Fingerprint, Query};
 use ripem_keydb::{KeyStore, StoreError};
-use ripem_openpgp::{self as openpgp, CheckedKey, KeyError, KeyPolicy, SignedPart, StrippedUserId, Verified};
+use ripem_openpgp::{
+    self as openpgp, CheckedKey, KeyError, KeyPolicy, ParsedKey, Revocation, SignedPart, StrippedUserId, Verified,
+};
 
 /// A key found in a request, checked or refused before the write window.
 #[derive(Debug)]
@@ -42,10 +44,10 @@ pub enum Candidate {
         /// The key's fingerprint.
         fingerprint: Fingerprint,
         /// The key as offered.
-        key: Box<pgp::composed::SignedPublicKey>,
+        key: Box<ParsedKey>,
     },
     /// A revocation certificate, to be merged into the key it revokes.
-    Revocation(Box<pgp::packet::Signature>),
+    Revocation(Box<Revocation>),
     /// Refused: a description of the key (fingerprint if known) and why.
     Refused {
         /// Which key (fingerprint, or its position in the mail).
@@ -92,7 +94,7 @@ pub fn prepare_add(
     now: DateTime<Utc>,
     max_keys: usize,
 ) -> AddRequest {
-    let mut parsed: Vec<(String, Result<Vec<pgp::composed::SignedPublicKey>, KeyError>)> = Vec::new();
+    let mut parsed: Vec<(String, Result<Vec<ParsedKey>, KeyError>)> = Vec::new();
     let mut revocations = Vec::new();
     let mut considered = 0;
     let mut not_considered = 0;
@@ -150,7 +152,7 @@ pub fn prepare_add(
 /// Reads at most `room` keys from one armored block or binary blob, one
 /// at a time; any unreadable key among them makes the whole blob an
 /// error. Also says whether keys were left unread past `room`.
-fn read_keys(bytes: &[u8], room: usize) -> (Result<Vec<pgp::composed::SignedPublicKey>, KeyError>, bool) {
+fn read_keys(bytes: &[u8], room: usize) -> (Result<Vec<ParsedKey>, KeyError>, bool) {
     let mut keys = match openpgp::read_keyring(bytes) {
         Ok(keys) => keys,
         Err(err) => return (Err(err), false),
@@ -168,9 +170,9 @@ fn read_keys(bytes: &[u8], room: usize) -> (Result<Vec<pgp::composed::SignedPubl
 }
 
 /// Checks one offered key as far as can be done without the database.
-pub(crate) fn candidate(key: pgp::composed::SignedPublicKey, policy: &KeyPolicy, now: DateTime<Utc>) -> Candidate {
+pub(crate) fn candidate(key: ParsedKey, policy: &KeyPolicy, now: DateTime<Utc>) -> Candidate {
     // SHA-1 over the key, once: for the candidate or the refusal's label.
-    let fingerprint = key_fingerprint(&key);
+    let fingerprint = key.fingerprint();
     if let Ok(fingerprint) = &fingerprint {
         if openpgp::has_expired(&key, now) {
             return Candidate::Expired {
@@ -186,11 +188,6 @@ pub(crate) fn candidate(key: pgp::composed::SignedPublicKey, policy: &KeyPolicy,
             reason: err.to_string(),
         },
     }
-}
-
-fn key_fingerprint(key: &pgp::composed::SignedPublicKey) -> Result<Fingerprint, ripem_core::types::IdentError> {
-    use pgp::types::KeyDetails;
-    Fingerprint::from_bytes(key.fingerprint().as_bytes())
 }
 
 /// What happened to one address.
@@ -284,7 +281,12 @@ impl KeyOutcome {
 
 /// Applies one checked key to the store: first come, first served per
 /// address, merging into an existing registration of the same key.
-pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> Result<KeyOutcome, StoreError> {
+pub fn apply_key(
+    store: &mut KeyStore,
+    key: &CheckedKey,
+    policy: &KeyPolicy,
+    now: DateTime<Utc>,
+) -> Result<KeyOutcome, StoreError> {
     let fingerprint = key.fingerprint().clone();
     let refused = |reason: String| KeyOutcome::Refused {
         key: format!("key {fingerprint}"),
@@ -301,10 +303,12 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
             }
             key.clone()
         }
-        Some(record) => match openpgp::read_stored_key(&record.key_armor).and_then(|stored| stored.merge(key)) {
-            Ok(merged) => merged,
-            Err(err) => return Ok(refused(format!("could not be merged with the registered copy: {err}"))),
-        },
+        Some(record) => {
+            match openpgp::read_stored_key(&record.key_armor, policy).and_then(|stored| stored.merge(key, policy)) {
+                Ok(merged) => merged,
+                Err(err) => return Ok(refused(format!("could not be merged with the registered copy: {err}"))),
+            }
+        }
     };
     let mut users: Vec<Email> = Vec::new();
     let mut outcomes = Vec::new();
@@ -325,7 +329,7 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
         }
         match store.fingerprint_of(email)? {
             Some(owner) if owner != fingerprint => {
-                if merged.is_revoked() || !release_from_revoked(store, &owner, email, now)? {
+                if merged.is_revoked() || !release_from_revoked(store, &owner, email, policy, now)? {
                     outcomes.push((email.clone(), AddressOutcome::Taken(owner)));
                 } else {
                     users.push(email.clone());
@@ -361,7 +365,7 @@ pub fn apply_key(store: &mut KeyStore, key: &CheckedKey, now: DateTime<Utc>) -> 
     };
     if users.is_empty() && !merged.is_revoked() {
         if let Some(record) = &existing {
-            delete_key(store, record)?;
+            delete_key(store, record, policy)?;
         }
         return Ok(outcome);
     }
@@ -397,12 +401,13 @@ fn release_from_revoked(
     store: &mut KeyStore,
     holder: &Fingerprint,
     email: &Email,
+    policy: &KeyPolicy,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let Some(mut record) = store.record(&Query::Fingerprint(holder.clone()))? else {
         return Ok(false);
     };
-    let revoked = openpgp::read_stored_key(&record.key_armor).is_ok_and(|key| key.is_revoked());
+    let revoked = openpgp::read_stored_key(&record.key_armor, policy).is_ok_and(|key| key.is_revoked());
     if revoked {
         record.users.retain(|user| user != email);
         record.updated = now;
@@ -419,7 +424,7 @@ pub fn apply_candidate(
     now: DateTime<Utc>,
 ) -> Result<KeyOutcome, StoreError> {
     match candidate {
-        Candidate::Key(key) => apply_key(store, key, now),
+        Candidate::Key(key) => apply_key(store, key, policy, now),
         Candidate::Expired { fingerprint, key } => {
             let refused = |reason: String| KeyOutcome::Refused {
                 key: format!("key {fingerprint}"),
@@ -429,11 +434,11 @@ pub fn apply_candidate(
                 return Ok(refused("the key has expired".into()));
             }
             match openpgp::check_key((**key).clone(), policy) {
-                Ok(checked) => apply_key(store, &checked, now),
+                Ok(checked) => apply_key(store, &checked, policy, now),
                 Err(err) => Ok(refused(err.to_string())),
             }
         }
-        Candidate::Revocation(revocation) => apply_revocation(store, revocation, now),
+        Candidate::Revocation(revocation) => apply_revocation(store, revocation, policy, now),
         Candidate::Refused { key, reason } => Ok(KeyOutcome::Refused {
             key: key.clone(),
             reason: reason.clone(),
@@ -442,8 +447,8 @@ pub fn apply_candidate(
 }
 
 /// Deletes a key's record, its addresses and its key-ID index entries.
-fn delete_key(store: &mut KeyStore, record: &Record) -> Result<(), StoreError> {
-    if let Ok(key) = openpgp::read_stored_key(&record.key_armor) {
+fn delete_key(store: &mut KeyStore, record: &Record, policy: &KeyPolicy) -> Result<(), StoreError> {
+    if let Ok(key) = openpgp::read_stored_key(&record.key_armor, policy) {
         store.unindex_key_ids(&record.fingerprint, &key.key_ids())?;
     }
     store.delete(&record.fingerprint)?;
@@ -459,14 +464,15 @@ fn restore_key(store: &mut KeyStore, record: &Record, key: &CheckedKey) -> Resul
 /// Merges a revocation certificate into the registered key it revokes.
 pub fn apply_revocation(
     store: &mut KeyStore,
-    revocation: &pgp::packet::Signature,
+    revocation: &Revocation,
+    policy: &KeyPolicy,
     now: DateTime<Utc>,
 ) -> Result<KeyOutcome, StoreError> {
     let refused = |reason: &str| KeyOutcome::Refused {
         key: "revocation certificate".into(),
         reason: reason.into(),
     };
-    let part_ids = openpgp::issuer_key_ids_of(revocation);
+    let part_ids = revocation.issuer_key_ids();
     let mut owners = Vec::new();
     for key_id in &part_ids {
         owners.extend(store.fingerprints_with_key_id(key_id)?);
@@ -475,11 +481,11 @@ pub fn apply_revocation(
         let Some(record) = store.record(&Query::Fingerprint(fingerprint))? else {
             continue;
         };
-        let Ok(key) = openpgp::read_stored_key(&record.key_armor) else {
+        let Ok(key) = openpgp::read_stored_key(&record.key_armor, policy) else {
             continue;
         };
-        if let Ok(revoked) = key.with_revocation(revocation) {
-            return apply_key(store, &revoked, now);
+        if let Ok(revoked) = key.with_revocation(revocation, policy) {
+            return apply_key(store, &revoked, policy, now);
         }
     }
     Ok(refused("it does not revoke a key registered here"))
@@ -560,6 +566,7 @@ pub fn signed_parts(mail: &RequestMail) -> Vec<SignedPart> {
 fn authenticate(
     store: &KeyStore,
     parts: &[SignedPart],
+    policy: &KeyPolicy,
     now: DateTime<Utc>,
     max_age: chrono::Duration,
 ) -> Result<Result<Authenticated, SignedRefusal>, StoreError> {
@@ -584,7 +591,7 @@ fn authenticate(
             let Some(record) = store.record(&Query::Fingerprint(fingerprint))? else {
                 continue;
             };
-            let Ok(key) = openpgp::read_stored_key(&record.key_armor) else {
+            let Ok(key) = openpgp::read_stored_key(&record.key_armor, policy) else {
                 continue;
             };
             let verified = match part.verify(&key) {
@@ -655,7 +662,7 @@ pub fn apply_change(
     now: DateTime<Utc>,
     max_age: chrono::Duration,
 ) -> Result<SignedOutcome, StoreError> {
-    let auth = match authenticate(store, parts, now, max_age)? {
+    let auth = match authenticate(store, parts, policy, now, max_age)? {
         Ok(auth) => auth,
         Err(refusal) => return Ok(SignedOutcome::refused(&refusal)),
     };
@@ -666,14 +673,14 @@ pub fn apply_change(
     let old = &auth.record;
     if new_key.fingerprint() == &old.fingerprint {
         let mut lines = vec!["the new key is the registered key itself; merged into it".to_string()];
-        lines.extend(apply_key(store, &new_key, now)?.lines());
+        lines.extend(apply_key(store, &new_key, policy, now)?.lines());
         return Ok(SignedOutcome {
             lines,
             ..SignedOutcome::default()
         });
     }
-    delete_key(store, old)?;
-    let outcome = apply_key(store, &new_key, now)?;
+    delete_key(store, old, policy)?;
+    let outcome = apply_key(store, &new_key, policy, now)?;
     let KeyOutcome::Applied { addresses, .. } = &outcome else {
         restore_key(store, old, &auth.key)?;
         let reason = outcome.lines().join(" ");
@@ -757,17 +764,18 @@ fn new_key_of(
 pub fn apply_remove(
     store: &mut KeyStore,
     parts: &[SignedPart],
+    policy: &KeyPolicy,
     now: DateTime<Utc>,
     max_age: chrono::Duration,
 ) -> Result<SignedOutcome, StoreError> {
-    let auth = match authenticate(store, parts, now, max_age)? {
+    let auth = match authenticate(store, parts, policy, now, max_age)? {
         Ok(auth) => auth,
         Err(refusal) => return Ok(SignedOutcome::refused(&refusal)),
     };
     if !auth.verified.content.trim_start().starts_with("RemoveKey") {
         return Ok(SignedOutcome::refused(&SignedRefusal::NotRemoveKey));
     }
-    delete_key(store, &auth.record)?;
+    delete_key(store, &auth.record, policy)?;
     let mut lines = vec![format!("key {} removed:", auth.record.fingerprint)];
     lines.extend(auth.record.users.iter().map(|user| format!("  {user}: removed")));
     Ok(SignedOutcome {
@@ -879,7 +887,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = store(&dir);
 
-        let late = candidate(full.clone(), &policy, after_expiry);
+        let late = candidate(full.clone().into(), &policy, after_expiry);
         assert!(matches!(late, Candidate::Expired { .. }));
         let outcome = apply_candidate(&mut store, &late, &policy, after_expiry).expect("apply");
         assert!(matches!(&outcome, KeyOutcome::Refused { reason, .. } if reason == "the key has expired"));
@@ -887,7 +895,7 @@ mod tests {
         // Registered while valid with one user ID...
         let mut first = full.clone();
         first.details.users.truncate(1);
-        let early = candidate(first, &policy, while_valid);
+        let early = candidate(first.into(), &policy, while_valid);
         assert!(matches!(early, Candidate::Key(_)));
         let outcome = apply_candidate(&mut store, &early, &policy, while_valid).expect("apply");
         assert!(matches!(outcome, KeyOutcome::Applied { .. }));
@@ -895,15 +903,15 @@ mod tests {
         let outcome = apply_candidate(&mut store, &late, &policy, after_expiry).expect("apply");
         assert!(matches!(outcome, KeyOutcome::Applied { .. }), "{outcome:?}");
         let record = store
-            .record(&Query::Fingerprint(key_fingerprint(&full).expect("fingerprint")))
+            .record(&Query::Fingerprint(
+                ParsedKey::from(full).fingerprint().expect("fingerprint"),
+            ))
             .expect("read")
             .expect("registered");
         assert_eq!(
-            openpgp::read_stored_key(&record.key_armor)
+            openpgp::read_stored_key(&record.key_armor, &policy)
                 .expect("stored")
-                .signed_public_key()
-                .details
-                .users
+                .user_ids()
                 .len(),
             2
         );
