@@ -183,3 +183,25 @@ fn starts_with_public_key_packet(bytes: &[u8]) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A text with a BEGIN left open (the later BEGIN opens the block), a
+    /// whole block, prose, and a BEGIN never closed.
+    const TEXT: &str = "prose\r\n-----BEGIN PGP PUBLIC KEY BLOCK-----\r\nlost\r\n-----BEGIN PGP PUBLIC KEY BLOCK-----\r\n\r\nAAAA\r\n-----END PGP PUBLIC KEY BLOCK----- \r\n> -----BEGIN PGP PUBLIC KEY BLOCK-----\r\nmore prose\r\n-----BEGIN PGP PUBLIC KEY BLOCK-----\r\nBBBB\r\n";
+
+    #[test]
+    fn one_rule_for_text_and_lines() {
+        let in_text = find_armored_keys(TEXT);
+        assert_eq!(
+            in_text,
+            ["-----BEGIN PGP PUBLIC KEY BLOCK-----\r\n\r\nAAAA\r\n-----END PGP PUBLIC KEY BLOCK-----"]
+        );
+        let lines = TEXT.lines().map(str::to_string);
+        let in_lines: Vec<String> = public_key_blocks(lines).collect();
+        assert_eq!(in_lines.len(), 1);
+        assert_eq!(in_lines[0].replace('\r', ""), in_text[0].replace('\r', ""));
+    }
+}

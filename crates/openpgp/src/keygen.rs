@@ -155,12 +155,31 @@ pub fn key_from_material(material: &KeyMaterial, spec: &KeySpec) -> Result<Signe
     let inner = PubKeyInner::new(KeyVersion::V4, alg, created, None, public_params).map_err(gen_err)?;
     let public = PublicKey::from_inner(inner).map_err(gen_err)?;
     let secret = SecretKey::new(public.clone(), secret_params).map_err(gen_err)?;
-    let pw = Password::empty();
+    let users = self_signed_user_ids(&secret, &public, &spec.user_ids, created, expiry)?;
+    let secret_subkeys = bound_subkey(material, &secret, &public, created, expiry)?;
 
+    Ok(SignedSecretKey::new(
+        secret,
+        SignedKeyDetails::new(Vec::new(), Vec::new(), users, Vec::new()),
+        Vec::new(),
+        secret_subkeys,
+    ))
+}
+
+/// The user-ID step of [`key_from_material`]: each user ID with a positive
+/// self-certification (the first one primary).
+fn self_signed_user_ids(
+    secret: &SecretKey,
+    public: &PublicKey,
+    user_ids: &[String],
+    created: Timestamp,
+    expiry: Option<PgpDuration>,
+) -> Result<Vec<pgp::types::SignedUser>, KeyError> {
+    let pw = Password::empty();
     let mut users = Vec::new();
-    for (index, uid) in spec.user_ids.iter().enumerate() {
+    for (index, uid) in user_ids.iter().enumerate() {
         let id = UserId::from_str(Default::default(), uid).map_err(gen_err)?;
-        let mut config = self_config(SignatureType::CertPositive, &secret, created)?;
+        let mut config = self_config(SignatureType::CertPositive, secret, created)?;
         let mut flags = KeyFlags::default();
         flags.set_certify(true);
         flags.set_sign(true);
@@ -189,11 +208,23 @@ pub fn key_from_material(material: &KeyMaterial, spec: &KeySpec) -> Result<Signe
                 .push(Subpacket::regular(data).map_err(gen_err)?);
         }
         let sig = config
-            .sign_certification(&secret, &public, &pw, Tag::UserId, &id)
+            .sign_certification(secret, public, &pw, Tag::UserId, &id)
             .map_err(gen_err)?;
         users.push(id.into_signed(sig));
     }
+    Ok(users)
+}
 
+/// The subkey step of [`key_from_material`]: the encryption subkey, if the
+/// material has one, with its binding signature.
+fn bound_subkey(
+    material: &KeyMaterial,
+    secret: &SecretKey,
+    public: &PublicKey,
+    created: Timestamp,
+    expiry: Option<PgpDuration>,
+) -> Result<Vec<SignedSecretSubKey>, KeyError> {
+    let pw = Password::empty();
     let mut secret_subkeys = Vec::new();
     if let Some((sub_public_params, sub_secret_params)) = material.subkey.clone() {
         let sub_alg = match material.algorithm {
@@ -203,7 +234,7 @@ pub fn key_from_material(material: &KeyMaterial, spec: &KeySpec) -> Result<Signe
         let sub_inner = PubKeyInner::new(KeyVersion::V4, sub_alg, created, None, sub_public_params).map_err(gen_err)?;
         let sub_public = PublicSubkey::from_inner(sub_inner).map_err(gen_err)?;
         let sub_secret = SecretSubkey::new(sub_public.clone(), sub_secret_params).map_err(gen_err)?;
-        let mut config = self_config(SignatureType::SubkeyBinding, &secret, created)?;
+        let mut config = self_config(SignatureType::SubkeyBinding, secret, created)?;
         let mut flags = KeyFlags::default();
         flags.set_encrypt_comms(true);
         flags.set_encrypt_storage(true);
@@ -216,17 +247,12 @@ pub fn key_from_material(material: &KeyMaterial, spec: &KeySpec) -> Result<Signe
                 .push(Subpacket::regular(SubpacketData::KeyExpirationTime(expiry)).map_err(gen_err)?);
         }
         let binding = config
-            .sign_subkey_binding(&secret, &public, &pw, &sub_public)
+            .sign_subkey_binding(secret, public, &pw, &sub_public)
             .map_err(gen_err)?;
         secret_subkeys.push(SignedSecretSubKey::new(sub_secret, vec![binding]));
     }
 
-    Ok(SignedSecretKey::new(
-        secret,
-        SignedKeyDetails::new(Vec::new(), Vec::new(), users, Vec::new()),
-        Vec::new(),
-        secret_subkeys,
-    ))
+    Ok(secret_subkeys)
 }
 
 /// Adds a third-party certification (type 0x10) by `signer` to every user
