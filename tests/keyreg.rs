@@ -417,3 +417,35 @@ fn the_daemon_reloads_its_configuration_on_sighup() {
     assert_eq!(log.matches("configuration reloaded from").count(), 1, "{log}");
     assert!(server.path("spool/failed/add.key.fifo").exists(), "{log}");
 }
+
+#[test]
+fn import_of_revocation_certificates_revokes_the_registered_keys() {
+    let server = Server::new();
+    let gpg = Gpg::new();
+    let files = tempfile::tempdir().unwrap();
+    let mut ring = gpg.key("Kim <kim@example.org>", "ed25519");
+    ring.push_str(&gpg.key("Lee <lee@example.org>", "ed25519"));
+    let ring_path = files.path().join("ring.asc");
+    std::fs::write(&ring_path, &ring).unwrap();
+    let run = server.run("keyreg", &["--import", ring_path.to_str().unwrap()], b"");
+    assert!(run.stdout.contains("2 keys added"), "{} {}", run.stdout, run.stderr);
+    let (kim, lee) = (gpg.fingerprint("kim@example.org"), gpg.fingerprint("lee@example.org"));
+
+    // Kim's certificate alone, as `gpg --gen-revoke` writes it; Lee's as
+    // gpg keeps it, with prose before the block.
+    let kim_path = files.path().join("kim.rev");
+    std::fs::write(&kim_path, revocation_certificate(&gpg, &kim)).unwrap();
+    let kept = std::fs::read_to_string(gpg.home.path().join(format!("openpgp-revocs.d/{lee}.rev"))).unwrap();
+    let lee_path = files.path().join("lee.rev");
+    std::fs::write(&lee_path, kept.replace(":-----BEGIN", "-----BEGIN")).unwrap();
+    for path in [&kim_path, &lee_path] {
+        let run = server.run("keyreg", &["--import", path.to_str().unwrap()], b"");
+        assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
+    }
+
+    let client = flat_keyring_in_gpg(&server);
+    for fpr in [&kim, &lee] {
+        let (revoked, listing) = client.count_listed(fpr, "pub:r");
+        assert_eq!(revoked, 1, "revoked in the flat file: {listing}");
+    }
+}

@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
                     !probed_expired || checked.is_expired(now),
                     "the probe found an expiry the check did not"
                 );
-                let back = openpgp::read_stored_key(&checked.to_armored()).expect("a checked key reads back");
+                let back = openpgp::read_stored_key(&checked.to_armored(), &policy).expect("a checked key reads back");
                 assert_eq!(back.fingerprint(), checked.fingerprint());
             }
         }

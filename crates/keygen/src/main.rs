@@ -144,7 +144,7 @@ fn certify(signer: &Path, key: &Path, out: &Path) -> Result<()> {
     if keys.len() != 1 {
         bail!("{}: expected one key, found {}", key.display(), keys.len());
     }
-    let certified = openpgp::certify_user_ids(&signer, &keys.remove(0))?;
+    let certified = openpgp::certify_user_ids(&signer, &keys.remove(0).into())?;
     write(out, &openpgp::armor_public_key(&certified)?)?;
     Ok(())
 }

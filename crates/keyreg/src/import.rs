@@ -3,7 +3,12 @@
 //! A file is read as a stream, whatever its size: a binary keyring or one
 //! armored block with [`openpgp::read_keyring`], a db2flat flat file record
 //! by record, anything else (armored blocks among other text) block by
-//! block. One thread reads and parses keys; one thread per core checks them
+//! block, found by the crate's one armor rule ([`openpgp::public_key_blocks`]).
+//! A block that holds only a key revocation signature (a revocation
+//! certificate, `gpg --gen-revoke`) is read with
+//! [`openpgp::parse_revocation_certificate`] and applied to the registered
+//! key it revokes, as in a registration mail; so is a file that is one
+//! small such block. One thread reads and parses keys; one thread per core checks them
 //! (verifying self-signatures is the expensive part); the calling thread
 //! applies the checked keys in file order, so first come, first served
 //! holds exactly as in the spool. Queues between the stages are bounded, so
@@ -24,14 +29,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use pgp::composed::SignedPublicKey;
 
 use crate::error::RegistrarError;
 use crate::request::{self, Candidate, Tally};
 use ripem_core::record::Record;
 use ripem_core::txlog::{LogEntry, TransactionLog};
 use ripem_keydb::KeyStore;
-use ripem_openpgp::{self as openpgp, KeyPolicy, BEGIN_PUBLIC_KEY};
+use ripem_openpgp::{self as openpgp, KeyPolicy, ParsedKey, Revocation, BEGIN_PUBLIC_KEY};
 
 /// A window of an import is switched in once it has been open this long,
 /// so lookups see a long import's progress, and a kill loses at most this
@@ -71,9 +75,15 @@ pub struct Importer<'a> {
 
 /// A key as read from the file, before checking.
 enum Parsed {
-    Key(Box<SignedPublicKey>),
+    Key(Box<ParsedKey>),
+    Revocation(Box<Revocation>),
     Unreadable(String),
 }
+
+/// A file of one armored block from its first line is read as a keyring,
+/// as a stream, unless it is this small: then it may be a revocation
+/// certificate (a few hundred bytes), which only the block reader takes.
+const SMALL_BLOCK: u64 = 16 * 1024;
 
 /// Counts the bytes read through it.
 struct Counted<R> {
@@ -175,60 +185,70 @@ fn detect(path: &Path) -> Result<Format, RegistrarError> {
             blocks += 1;
         }
     }
-    Ok(if blocks == 1 && first.starts_with(BEGIN_PUBLIC_KEY) {
-        Format::Keyring
-    } else {
-        Format::Blocks
-    })
+    if blocks == 1 && first.starts_with(BEGIN_PUBLIC_KEY) && !is_revocation_certificate(path)? {
+        return Ok(Format::Keyring);
+    }
+    Ok(Format::Blocks)
+}
+
+/// Whether the file at `path` is one small revocation certificate.
+fn is_revocation_certificate(path: &Path) -> Result<bool, RegistrarError> {
+    let size = std::fs::metadata(path).map_err(|err| import_error(path, err))?.len();
+    if size > SMALL_BLOCK {
+        return Ok(false);
+    }
+    let text = std::fs::read(path).map_err(|err| import_error(path, err))?;
+    Ok(openpgp::parse_revocation_certificate(&String::from_utf8_lossy(&text)).is_some())
+}
+
+/// What one read gives the checkers: its keys, or why it gave none.
+fn parsed(keys: Result<Vec<ParsedKey>, openpgp::KeyError>) -> Vec<Parsed> {
+    match keys {
+        Ok(found) => found.into_iter().map(|key| Parsed::Key(Box::new(key))).collect(),
+        Err(err) => vec![Parsed::Unreadable(err.to_string())],
+    }
 }
 
 /// Hands every key of `input` to `send`, in order, until it returns false.
 fn read_keys(format: Format, input: Input, send: &mut dyn FnMut(Parsed) -> bool) {
-    let mut send_all = |parsed: Result<Vec<SignedPublicKey>, openpgp::KeyError>| -> bool {
-        match parsed {
-            Ok(found) => found.into_iter().all(|key| send(Parsed::Key(Box::new(key)))),
-            Err(err) => send(Parsed::Unreadable(err.to_string())),
-        }
-    };
+    let mut send_all = |items: Vec<Parsed>| -> bool { items.into_iter().all(&mut *send) };
     match format {
         Format::Keyring => match openpgp::read_keyring(input) {
             Ok(iter) => {
                 for key in iter {
-                    if !send_all(key.map(|key| vec![key])) {
+                    if !send_all(parsed(key.map(|key| vec![key]))) {
                         return;
                     }
                 }
             }
             Err(err) => {
-                send_all(Err(err));
+                send_all(parsed(Err(err)));
             }
         },
         Format::Flat => {
             let lines = input.lines().map_while(Result::ok);
             for chunk in Record::split_lines(lines) {
-                let parsed = Record::parse(&chunk)
+                let keys = Record::parse(&chunk)
                     .map_err(|err| openpgp::KeyError::Unreadable(err.to_string()))
                     .and_then(|record| openpgp::parse_armored_keys(&record.key_armor));
-                if !send_all(parsed) {
+                if !send_all(parsed(keys)) {
                     return;
                 }
             }
         }
         Format::Blocks => {
-            let mut block: Option<String> = None;
-            for line in input.lines().map_while(Result::ok) {
-                if line.starts_with(BEGIN_PUBLIC_KEY) {
-                    block = Some(String::new());
-                }
-                if let Some(text) = block.as_mut() {
-                    text.push_str(&line);
-                    text.push('\n');
-                    if line.starts_with(openpgp::END_PUBLIC_KEY) {
-                        let text = block.take().unwrap_or_default();
-                        if !send_all(openpgp::parse_armored_keys(&text)) {
-                            return;
-                        }
-                    }
+            for block in openpgp::public_key_blocks(input.lines().map_while(Result::ok)) {
+                // As in a registration mail: a block that is no key may be
+                // a revocation certificate.
+                let items = match openpgp::parse_armored_keys(&block) {
+                    Err(err) => match openpgp::parse_revocation_certificate(&block) {
+                        Some(revocation) => vec![Parsed::Revocation(Box::new(revocation))],
+                        None => parsed(Err(err)),
+                    },
+                    keys => parsed(keys),
+                };
+                if !send_all(items) {
+                    return;
                 }
             }
         }
@@ -255,6 +275,7 @@ fn check_keys(
                 reason,
             },
             Parsed::Key(key) => request::candidate(*key, policy, Utc::now()),
+            Parsed::Revocation(revocation) => Candidate::Revocation(revocation),
         };
         if done.send((sequence, candidate)).is_err() {
             return;

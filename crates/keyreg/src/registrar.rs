@@ -296,7 +296,7 @@ impl Registrar {
                 let mut notices = if queue == QueueName::Change {
                     request::apply_change(store, parts, &self.policy, now, max_age)?
                 } else {
-                    request::apply_remove(store, parts, now, max_age)?
+                    request::apply_remove(store, parts, &self.policy, now, max_age)?
                 };
                 let lines = std::mem::take(&mut notices.lines);
                 return Ok(Applied { lines, tally, notices });

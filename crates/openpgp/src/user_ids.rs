@@ -25,7 +25,9 @@ use pgp::packet::{PublicKey, Signature, SignatureType, UserId};
 use pgp::types::{SignedUser, Tag};
 
 use super::rsa_verify::Checked;
-use super::{newest_first, newest_verified, sig_time, verified, Budget, KeyError, PrimaryIds};
+use crate::check::{newest_first, newest_verified, sig_time, verified, Budget};
+use crate::error::KeyError;
+use crate::key::KeyIds;
 use ripem_core::types::Email;
 
 /// Most characters of a stripped user ID quoted back in a reply.
@@ -151,7 +153,7 @@ pub(super) fn check_user_ids(
     offered: Vec<SignedUser>,
     direct: Option<&Signature>,
     signer: &Checked<'_, PublicKey>,
-    ids: &PrimaryIds,
+    ids: &KeyIds,
     budget: &mut Budget,
 ) -> Result<UserIds, KeyError> {
     // A user ID repeated in the key counts once.
@@ -217,7 +219,7 @@ pub(super) fn check_user_ids(
 fn user_self_sigs(
     user: SignedUser,
     signer: &Checked<'_, PublicKey>,
-    ids: &PrimaryIds,
+    ids: &KeyIds,
     budget: &mut Budget,
 ) -> Result<(UserId, Option<Signature>, Vec<Signature>), KeyError> {
     let (revocations, certifications): (Vec<Signature>, Vec<Signature>) = newest_first(user.signatures, ids)
@@ -265,7 +267,8 @@ mod tests {
     use pgp::types::{Duration as PgpDuration, Password};
 
     use super::*;
-    use crate::{check_key, generate_key, has_expired, self_config, timestamp_of, KeyPolicy, KeySpec};
+    use crate::keygen::{self_config, timestamp_of};
+    use crate::{check_key, generate_key, has_expired, KeyPolicy, KeySpec};
 
     #[test]
     fn clean_user_ids_pass() {
@@ -391,7 +394,10 @@ mod tests {
             )
             .expect("certification");
         unclean.signatures.push(sig);
-        assert!(!has_expired(&key, now), "the probe agrees with the check");
+        assert!(
+            !has_expired(&key.clone().into(), now),
+            "the probe agrees with the check"
+        );
         let checked = check_key(key, &KeyPolicy::default()).expect("accepted");
         assert_eq!(checked.expires_at(), None);
         assert_eq!(checked.stripped_user_ids().len(), 1);

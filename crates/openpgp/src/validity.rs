@@ -42,7 +42,9 @@ use pgp::composed::SignedPublicSubKey;
 use pgp::packet::{RevocationCode, Signature, SignatureType};
 use pgp::types::KeyDetails as _;
 
-use super::{expiry_set_by, sig_time, to_utc, utc_of, CheckedKey, SignatureError, Verifier};
+use crate::check::{expiry_set_by, sig_time, to_utc};
+use crate::key::CheckedKey;
+use crate::signed::{utc_of, SignatureError, Verifier};
 use ripem_core::types::Fingerprint;
 
 /// One of a registered key's keys, named in a refusal.
@@ -352,7 +354,8 @@ mod tests {
     use pgp::types::{Duration as PgpDuration, KeyVersion, Password};
 
     use super::*;
-    use crate::{check_key, generate_key, self_config, timestamp_of, KeyPolicy, KeySpec};
+    use crate::keygen::{self_config, timestamp_of};
+    use crate::{check_key, generate_key, KeyPolicy, KeySpec};
 
     fn base() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("time")

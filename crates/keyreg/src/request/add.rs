@@ -11,7 +11,7 @@ use ripem_core::protocol::{MAX_DATAGRAM, USERINFO_OVERHEAD};
 use ripem_core::record::Record;
 use ripem_core::types::{Email, Fingerprint, Query};
 use ripem_keydb::KeyDb;
-use ripem_openpgp::{self as openpgp, CheckedKey, KeyError, KeyPolicy};
+use ripem_openpgp::{self as openpgp, CheckedKey, KeyError, KeyPolicy, ParsedKey, Revocation};
 
 use super::{delete_key, AddressOutcome, KeyOutcome};
 
@@ -28,10 +28,10 @@ pub enum Candidate {
         /// The key's fingerprint.
         fingerprint: Fingerprint,
         /// The key as offered.
-        key: Box<pgp::composed::SignedPublicKey>,
+        key: Box<ParsedKey>,
     },
     /// A revocation certificate, to be merged into the key it revokes.
-    Revocation(Box<pgp::packet::Signature>),
+    Revocation(Box<Revocation>),
     /// Refused: a description of the key (fingerprint if known) and why.
     Refused {
         /// Which key (fingerprint, or its position in the mail).
@@ -78,7 +78,7 @@ pub fn prepare_add(
     now: DateTime<Utc>,
     max_keys: usize,
 ) -> AddRequest {
-    let mut parsed: Vec<(String, Result<Vec<pgp::composed::SignedPublicKey>, KeyError>)> = Vec::new();
+    let mut parsed: Vec<(String, Result<Vec<ParsedKey>, KeyError>)> = Vec::new();
     let mut revocations = Vec::new();
     let mut considered = 0;
     let mut not_considered = 0;
@@ -136,7 +136,7 @@ pub fn prepare_add(
 /// Reads at most `room` keys from one armored block or binary blob, one
 /// at a time; any unreadable key among them makes the whole blob an
 /// error. Also says whether keys were left unread past `room`.
-fn read_keys(bytes: &[u8], room: usize) -> (Result<Vec<pgp::composed::SignedPublicKey>, KeyError>, bool) {
+fn read_keys(bytes: &[u8], room: usize) -> (Result<Vec<ParsedKey>, KeyError>, bool) {
     let mut keys = match openpgp::read_keyring(bytes) {
         Ok(keys) => keys,
         Err(err) => return (Err(err), false),
@@ -154,9 +154,9 @@ fn read_keys(bytes: &[u8], room: usize) -> (Result<Vec<pgp::composed::SignedPubl
 }
 
 /// Checks one offered key as far as can be done without the database.
-pub(crate) fn candidate(key: pgp::composed::SignedPublicKey, policy: &KeyPolicy, now: DateTime<Utc>) -> Candidate {
+pub(crate) fn candidate(key: ParsedKey, policy: &KeyPolicy, now: DateTime<Utc>) -> Candidate {
     // SHA-1 over the key, once: for the candidate or the refusal's label.
-    let fingerprint = key_fingerprint(&key);
+    let fingerprint = key.fingerprint();
     if let Ok(fingerprint) = &fingerprint {
         if openpgp::has_expired(&key, now) {
             return Candidate::Expired {
@@ -174,16 +174,14 @@ pub(crate) fn candidate(key: pgp::composed::SignedPublicKey, policy: &KeyPolicy,
     }
 }
 
-pub(super) fn key_fingerprint(
-    key: &pgp::composed::SignedPublicKey,
-) -> Result<Fingerprint, ripem_core::types::IdentError> {
-    use pgp::types::KeyDetails;
-    Fingerprint::from_bytes(key.fingerprint().as_bytes())
-}
-
 /// Applies one checked key to the store: first come, first served per
 /// address, merging into an existing registration of the same key.
-pub fn apply_key<D: KeyDb>(store: &mut D, key: &CheckedKey, now: DateTime<Utc>) -> Result<KeyOutcome, D::Error> {
+pub fn apply_key<D: KeyDb>(
+    store: &mut D,
+    key: &CheckedKey,
+    policy: &KeyPolicy,
+    now: DateTime<Utc>,
+) -> Result<KeyOutcome, D::Error> {
     let fingerprint = key.fingerprint().clone();
     let refused = |reason: String| KeyOutcome::Refused {
         key: format!("key {fingerprint}"),
@@ -200,12 +198,14 @@ pub fn apply_key<D: KeyDb>(store: &mut D, key: &CheckedKey, now: DateTime<Utc>) 
             }
             key.clone()
         }
-        Some(record) => match openpgp::read_stored_key(&record.key_armor).and_then(|stored| stored.merge(key)) {
-            Ok(merged) => merged,
-            Err(err) => return Ok(refused(format!("could not be merged with the registered copy: {err}"))),
-        },
+        Some(record) => {
+            match openpgp::read_stored_key(&record.key_armor, policy).and_then(|stored| stored.merge(key, policy)) {
+                Ok(merged) => merged,
+                Err(err) => return Ok(refused(format!("could not be merged with the registered copy: {err}"))),
+            }
+        }
     };
-    let (users, mut outcomes) = claim_addresses(store, existing.as_ref(), &merged, now)?;
+    let (users, mut outcomes) = claim_addresses(store, existing.as_ref(), &merged, policy, now)?;
 
     // Only what the record's addresses vouch for is published; a revoked
     // key keeps its user IDs, which clients need to take the revocation.
@@ -229,7 +229,7 @@ pub fn apply_key<D: KeyDb>(store: &mut D, key: &CheckedKey, now: DateTime<Utc>) 
     };
     if users.is_empty() && !merged.is_revoked() {
         if let Some(record) = &existing {
-            delete_key(store, record)?;
+            delete_key(store, record, policy)?;
         }
         return Ok(outcome);
     }
@@ -269,6 +269,7 @@ fn claim_addresses<D: KeyDb>(
     store: &mut D,
     existing: Option<&Record>,
     merged: &CheckedKey,
+    policy: &KeyPolicy,
     now: DateTime<Utc>,
 ) -> Result<(Vec<Email>, AddressOutcomes), D::Error> {
     let fingerprint = merged.fingerprint();
@@ -291,7 +292,7 @@ fn claim_addresses<D: KeyDb>(
         }
         match store.fingerprint_of(email)? {
             Some(owner) if owner != *fingerprint => {
-                if merged.is_revoked() || !release_from_revoked(store, &owner, email, now)? {
+                if merged.is_revoked() || !release_from_revoked(store, &owner, email, policy, now)? {
                     outcomes.push((email.clone(), AddressOutcome::Taken(owner)));
                 } else {
                     users.push(email.clone());
@@ -314,12 +315,13 @@ fn release_from_revoked<D: KeyDb>(
     store: &mut D,
     holder: &Fingerprint,
     email: &Email,
+    policy: &KeyPolicy,
     now: DateTime<Utc>,
 ) -> Result<bool, D::Error> {
     let Some(mut record) = store.record(&Query::Fingerprint(holder.clone()))? else {
         return Ok(false);
     };
-    let revoked = openpgp::read_stored_key(&record.key_armor).is_ok_and(|key| key.is_revoked());
+    let revoked = openpgp::read_stored_key(&record.key_armor, policy).is_ok_and(|key| key.is_revoked());
     if revoked {
         record.users.retain(|user| user != email);
         record.updated = now;
@@ -336,7 +338,7 @@ pub fn apply_candidate<D: KeyDb>(
     now: DateTime<Utc>,
 ) -> Result<KeyOutcome, D::Error> {
     match candidate {
-        Candidate::Key(key) => apply_key(store, key, now),
+        Candidate::Key(key) => apply_key(store, key, policy, now),
         Candidate::Expired { fingerprint, key } => {
             let refused = |reason: String| KeyOutcome::Refused {
                 key: format!("key {fingerprint}"),
@@ -346,11 +348,11 @@ pub fn apply_candidate<D: KeyDb>(
                 return Ok(refused("the key has expired".into()));
             }
             match openpgp::check_key((**key).clone(), policy) {
-                Ok(checked) => apply_key(store, &checked, now),
+                Ok(checked) => apply_key(store, &checked, policy, now),
                 Err(err) => Ok(refused(err.to_string())),
             }
         }
-        Candidate::Revocation(revocation) => apply_revocation(store, revocation, now),
+        Candidate::Revocation(revocation) => apply_revocation(store, revocation, policy, now),
         Candidate::Refused { key, reason } => Ok(KeyOutcome::Refused {
             key: key.clone(),
             reason: reason.clone(),
@@ -361,14 +363,15 @@ pub fn apply_candidate<D: KeyDb>(
 /// Merges a revocation certificate into the registered key it revokes.
 pub fn apply_revocation<D: KeyDb>(
     store: &mut D,
-    revocation: &pgp::packet::Signature,
+    revocation: &Revocation,
+    policy: &KeyPolicy,
     now: DateTime<Utc>,
 ) -> Result<KeyOutcome, D::Error> {
     let refused = |reason: &str| KeyOutcome::Refused {
         key: "revocation certificate".into(),
         reason: reason.into(),
     };
-    let part_ids = openpgp::issuer_key_ids_of(revocation);
+    let part_ids = revocation.issuer_key_ids();
     let mut owners = Vec::new();
     for key_id in &part_ids {
         owners.extend(store.fingerprints_with_key_id(key_id)?);
@@ -377,11 +380,11 @@ pub fn apply_revocation<D: KeyDb>(
         let Some(record) = store.record(&Query::Fingerprint(fingerprint))? else {
             continue;
         };
-        let Ok(key) = openpgp::read_stored_key(&record.key_armor) else {
+        let Ok(key) = openpgp::read_stored_key(&record.key_armor, policy) else {
             continue;
         };
-        if let Ok(revoked) = key.with_revocation(revocation) {
-            return apply_key(store, &revoked, now);
+        if let Ok(revoked) = key.with_revocation(revocation, policy) {
+            return apply_key(store, &revoked, policy, now);
         }
     }
     Ok(refused("it does not revoke a key registered here"))

@@ -31,7 +31,7 @@ use std::fmt;
 use ripem_core::record::Record;
 use ripem_core::types::{Email, Fingerprint};
 use ripem_keydb::KeyDb;
-use ripem_openpgp::{self as openpgp, CheckedKey, StrippedUserId};
+use ripem_openpgp::{self as openpgp, CheckedKey, KeyPolicy, StrippedUserId};
 
 mod add;
 mod signed;
@@ -130,8 +130,8 @@ impl KeyOutcome {
 }
 
 /// Deletes a key's record, its addresses and its key-ID index entries.
-fn delete_key<D: KeyDb>(store: &mut D, record: &Record) -> Result<(), D::Error> {
-    if let Ok(key) = openpgp::read_stored_key(&record.key_armor) {
+fn delete_key<D: KeyDb>(store: &mut D, record: &Record, policy: &KeyPolicy) -> Result<(), D::Error> {
+    if let Ok(key) = openpgp::read_stored_key(&record.key_armor, policy) {
         store.unindex_key_ids(&record.fingerprint, &key.key_ids())?;
     }
     store.delete(&record.fingerprint)?;

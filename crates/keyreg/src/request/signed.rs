@@ -90,6 +90,7 @@ pub fn signed_parts(mail: &RequestMail) -> Vec<SignedPart> {
 fn authenticate<D: KeyDb>(
     store: &D,
     parts: &[SignedPart],
+    policy: &KeyPolicy,
     now: DateTime<Utc>,
     max_age: chrono::Duration,
 ) -> Result<Result<Authenticated, SignedRefusal>, D::Error> {
@@ -114,7 +115,7 @@ fn authenticate<D: KeyDb>(
             let Some(record) = store.record(&Query::Fingerprint(fingerprint))? else {
                 continue;
             };
-            let Ok(key) = openpgp::read_stored_key(&record.key_armor) else {
+            let Ok(key) = openpgp::read_stored_key(&record.key_armor, policy) else {
                 continue;
             };
             let verified = match part.verify(&key) {
@@ -185,7 +186,7 @@ pub fn apply_change<D: KeyDb>(
     now: DateTime<Utc>,
     max_age: chrono::Duration,
 ) -> Result<SignedOutcome, D::Error> {
-    let auth = match authenticate(store, parts, now, max_age)? {
+    let auth = match authenticate(store, parts, policy, now, max_age)? {
         Ok(auth) => auth,
         Err(refusal) => return Ok(SignedOutcome::refused(&refusal)),
     };
@@ -196,14 +197,14 @@ pub fn apply_change<D: KeyDb>(
     let old = &auth.record;
     if new_key.fingerprint() == &old.fingerprint {
         let mut lines = vec!["the new key is the registered key itself; merged into it".to_string()];
-        lines.extend(apply_key(store, &new_key, now)?.lines());
+        lines.extend(apply_key(store, &new_key, policy, now)?.lines());
         return Ok(SignedOutcome {
             lines,
             ..SignedOutcome::default()
         });
     }
-    delete_key(store, old)?;
-    let outcome = apply_key(store, &new_key, now)?;
+    delete_key(store, old, policy)?;
+    let outcome = apply_key(store, &new_key, policy, now)?;
     let KeyOutcome::Applied { addresses, .. } = &outcome else {
         restore_key(store, old, &auth.key)?;
         let reason = outcome.lines().join(" ");
@@ -287,17 +288,18 @@ fn new_key_of(
 pub fn apply_remove<D: KeyDb>(
     store: &mut D,
     parts: &[SignedPart],
+    policy: &KeyPolicy,
     now: DateTime<Utc>,
     max_age: chrono::Duration,
 ) -> Result<SignedOutcome, D::Error> {
-    let auth = match authenticate(store, parts, now, max_age)? {
+    let auth = match authenticate(store, parts, policy, now, max_age)? {
         Ok(auth) => auth,
         Err(refusal) => return Ok(SignedOutcome::refused(&refusal)),
     };
     if !auth.verified.content.trim_start().starts_with("RemoveKey") {
         return Ok(SignedOutcome::refused(&SignedRefusal::NotRemoveKey));
     }
-    delete_key(store, &auth.record)?;
+    delete_key(store, &auth.record, policy)?;
     let mut lines = vec![format!("key {} removed:", auth.record.fingerprint)];
     lines.extend(auth.record.users.iter().map(|user| format!("  {user}: removed")));
     Ok(SignedOutcome {

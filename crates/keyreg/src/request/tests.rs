@@ -1,13 +1,11 @@
 //! The request rules' tests: the two from before the split (one on a
 //! `KeyStore`, as it was), then the rules on a [`MemoryDb`], without files.
 
-use super::add::key_fingerprint;
 use super::*;
 use chrono::Utc;
 use ripem_core::types::Query;
 use ripem_keydb::KeyStore;
-use ripem_openpgp::KeyPolicy;
-use ripem_openpgp::{generate_key, KeySpec};
+use ripem_openpgp::{generate_key, KeyPolicy, KeySpec, ParsedKey};
 use std::time::Duration;
 
 fn store(dir: &tempfile::TempDir) -> KeyStore {
@@ -32,7 +30,7 @@ fn an_expired_key_is_refused_when_new_and_merged_when_registered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = store(&dir);
 
-    let late = candidate(full.clone(), &policy, after_expiry);
+    let late = candidate(full.clone().into(), &policy, after_expiry);
     assert!(matches!(late, Candidate::Expired { .. }));
     let outcome = apply_candidate(&mut store, &late, &policy, after_expiry).expect("apply");
     assert!(matches!(&outcome, KeyOutcome::Refused { reason, .. } if reason == "the key has expired"));
@@ -40,7 +38,7 @@ fn an_expired_key_is_refused_when_new_and_merged_when_registered() {
     // Registered while valid with one user ID...
     let mut first = full.clone();
     first.details.users.truncate(1);
-    let early = candidate(first, &policy, while_valid);
+    let early = candidate(first.into(), &policy, while_valid);
     assert!(matches!(early, Candidate::Key(_)));
     let outcome = apply_candidate(&mut store, &early, &policy, while_valid).expect("apply");
     assert!(matches!(outcome, KeyOutcome::Applied { .. }));
@@ -48,15 +46,15 @@ fn an_expired_key_is_refused_when_new_and_merged_when_registered() {
     let outcome = apply_candidate(&mut store, &late, &policy, after_expiry).expect("apply");
     assert!(matches!(outcome, KeyOutcome::Applied { .. }), "{outcome:?}");
     let record = store
-        .record(&Query::Fingerprint(key_fingerprint(&full).expect("fingerprint")))
+        .record(&Query::Fingerprint(
+            ParsedKey::from(full).fingerprint().expect("fingerprint"),
+        ))
         .expect("read")
         .expect("registered");
     assert_eq!(
-        openpgp::read_stored_key(&record.key_armor)
+        openpgp::read_stored_key(&record.key_armor, &policy)
             .expect("stored")
-            .signed_public_key()
-            .details
-            .users
+            .user_ids()
             .len(),
         2
     );
@@ -86,11 +84,9 @@ fn keys_past_the_limit_are_not_parsed() {
 
 // ---- The rules on a MemoryDb --------------------------------------------
 
-use pgp::composed::{ArmorOptions, CleartextSignedMessage, SignedPublicKey, SignedSecretKey};
-use pgp::types::Password;
 use ripem_core::types::{Email, Fingerprint};
 use ripem_keydb::{KeyDb, MemoryDb};
-use ripem_openpgp::{CheckedKey, SignedPart};
+use ripem_openpgp::{CheckedKey, SignedPart, SignedPublicKey, SignedSecretKey};
 
 /// A key holder: the secret key, and the public key as mailed.
 struct Holder {
@@ -118,10 +114,7 @@ impl Holder {
 
     /// `text`, clearsigned by the primary key now.
     fn clearsign(&self, text: &str) -> SignedPart {
-        let message =
-            CleartextSignedMessage::sign(rand::thread_rng(), text, &self.secret.primary_key, &Password::empty())
-                .expect("sign");
-        SignedPart::Cleartext(message.to_armored_string(ArmorOptions::default()).expect("armor"))
+        SignedPart::Cleartext(openpgp::clearsign(&self.secret, text).expect("sign"))
     }
 }
 
@@ -141,7 +134,7 @@ fn earlier() -> chrono::DateTime<Utc> {
 const MAX_AGE: chrono::Duration = chrono::Duration::days(14);
 
 fn register(db: &mut MemoryDb, key: &CheckedKey, now: chrono::DateTime<Utc>) -> KeyOutcome {
-    apply_key(db, key, now).expect("apply")
+    apply_key(db, key, &KeyPolicy::default(), now).expect("apply")
 }
 
 /// The per-address outcomes of an applied key.
@@ -169,8 +162,8 @@ fn user_id_count(db: &MemoryDb, fingerprint: &Fingerprint) -> usize {
         .record(&Query::Fingerprint(fingerprint.clone()))
         .expect("read")
         .expect("registered");
-    let stored = openpgp::read_stored_key(&record.key_armor).expect("stored");
-    stored.signed_public_key().details.users.len()
+    let stored = openpgp::read_stored_key(&record.key_armor, &KeyPolicy::default()).expect("stored");
+    stored.user_ids().len()
 }
 
 #[test]
@@ -288,8 +281,8 @@ fn a_revoked_key_is_refused_when_new_and_keeps_its_addresses_until_a_successor()
 
     register(&mut db, &carol.checked(), earlier());
     // The revocation certificate alone is merged into the registered key.
-    let certificate = revoked.details.revocation_signatures[0].clone();
-    let outcome = apply_revocation(&mut db, &certificate, earlier()).expect("apply");
+    let certificate = openpgp::revocation_of(&revoked).expect("certificate");
+    let outcome = apply_revocation(&mut db, &certificate, &KeyPolicy::default(), earlier()).expect("apply");
     assert!(
         matches!(outcome, KeyOutcome::Applied { revoked: true, .. }),
         "{outcome:?}"
@@ -299,12 +292,12 @@ fn a_revoked_key_is_refused_when_new_and_keeps_its_addresses_until_a_successor()
         .record(&Query::Fingerprint(carol.fingerprint()))
         .expect("read")
         .expect("stored");
-    assert!(openpgp::read_stored_key(&stored.key_armor)
+    assert!(openpgp::read_stored_key(&stored.key_armor, &KeyPolicy::default())
         .expect("stored")
         .is_revoked());
     // Again: nothing new.
     let before = db.clone();
-    let outcome = apply_revocation(&mut db, &certificate, Utc::now()).expect("apply");
+    let outcome = apply_revocation(&mut db, &certificate, &KeyPolicy::default(), Utc::now()).expect("apply");
     assert!(!outcome.changed(), "{outcome:?}");
     assert_eq!(db, before);
 
@@ -325,7 +318,8 @@ fn a_revoked_key_is_refused_when_new_and_keeps_its_addresses_until_a_successor()
     // A revocation certificate of no registered key is refused.
     let stranger = Holder::new(&["Stranger <stranger@example.org>"]);
     let other = openpgp::revoke_key(&stranger.secret, &stranger.public).expect("revoke");
-    let outcome = apply_revocation(&mut db, &other.details.revocation_signatures[0], Utc::now()).expect("apply");
+    let other = openpgp::revocation_of(&other).expect("certificate");
+    let outcome = apply_revocation(&mut db, &other, &KeyPolicy::default(), Utc::now()).expect("apply");
     assert!(matches!(outcome, KeyOutcome::Refused { .. }));
 }
 
@@ -426,16 +420,30 @@ fn a_signed_remove_deletes_the_key_and_its_replay_is_refused() {
         ),
     ];
     for (parts, refusal) in refusals {
-        let outcome = apply_remove(&mut db, &parts, Utc::now(), MAX_AGE).expect("apply");
+        let outcome = apply_remove(&mut db, &parts, &KeyPolicy::default(), Utc::now(), MAX_AGE).expect("apply");
         assert_eq!(outcome.lines, vec![format!("refused: {refusal}")]);
         assert_eq!(db, before);
     }
-    let outcome = apply_remove(&mut db, &[stranger.clearsign("RemoveKey\n")], Utc::now(), MAX_AGE).expect("apply");
+    let outcome = apply_remove(
+        &mut db,
+        &[stranger.clearsign("RemoveKey\n")],
+        &KeyPolicy::default(),
+        Utc::now(),
+        MAX_AGE,
+    )
+    .expect("apply");
     assert!(outcome.lines[0].starts_with("refused: it is signed by a key that is not registered here"));
     assert_eq!(db, before);
     // Signed long before it arrives: too old.
     let late = Utc::now() + chrono::Duration::days(20);
-    let outcome = apply_remove(&mut db, &[hal.clearsign("RemoveKey\n")], late, MAX_AGE).expect("apply");
+    let outcome = apply_remove(
+        &mut db,
+        &[hal.clearsign("RemoveKey\n")],
+        &KeyPolicy::default(),
+        late,
+        MAX_AGE,
+    )
+    .expect("apply");
     assert!(
         outcome.lines[0].contains("is older than 14 days"),
         "{:?}",
@@ -444,7 +452,7 @@ fn a_signed_remove_deletes_the_key_and_its_replay_is_refused() {
     assert_eq!(db, before);
 
     let remove = [hal.clearsign("RemoveKey\n")];
-    let outcome = apply_remove(&mut db, &remove, Utc::now(), MAX_AGE).expect("apply");
+    let outcome = apply_remove(&mut db, &remove, &KeyPolicy::default(), Utc::now(), MAX_AGE).expect("apply");
     assert_eq!(outcome.signer, Some(hal.fingerprint()));
     assert_eq!(
         outcome.lines,
@@ -461,7 +469,7 @@ fn a_signed_remove_deletes_the_key_and_its_replay_is_refused() {
     register(&mut db, &hal.checked(), Utc::now() + chrono::Duration::minutes(1));
     let before = db.clone();
     let replay = Utc::now() + chrono::Duration::minutes(2);
-    let outcome = apply_remove(&mut db, &remove, replay, MAX_AGE).expect("apply");
+    let outcome = apply_remove(&mut db, &remove, &KeyPolicy::default(), replay, MAX_AGE).expect("apply");
     assert!(outcome.lines[0].contains("stale or replayed"), "{:?}", outcome.lines);
     assert_eq!(db, before);
 }
