@@ -20,6 +20,9 @@ use pgp::armor::{BlockType, Dearmor, DearmorOptions};
 
 use crate::error::{guarded, unreadable, KeyError};
 
+/// The largest signed content read from a request (a key or `RemoveKey`).
+pub const MAX_SIGNED_CONTENT: usize = 4 << 20;
+
 /// The armor line that opens a public key block.
 pub const BEGIN_PUBLIC_KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
 /// The armor line that closes a public key block.

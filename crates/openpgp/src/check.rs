@@ -11,7 +11,7 @@
 //! every one that verifies. [`has_expired`] asks the cheap question of a
 //! key before the full check.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use pgp::composed::{SignedKeyDetails, SignedPublicKey, SignedPublicSubKey};
 use pgp::errors::Error as PgpError;
 use pgp::packet::{PublicKey, Signature, SignatureType, UserId};
@@ -20,38 +20,13 @@ use pgp::types::{KeyDetails as _, KeyVersion, Tag};
 use ripem_core::types::Fingerprint;
 
 use crate::error::{guarded, KeyError};
-use crate::key::dedup_sigs;
-use crate::key::{CheckedKey, KeyIds};
+use crate::key::CheckedKey;
+use crate::key_id::KeyIds;
 use crate::parse::ParsedKey;
 use crate::policy::{check_algorithm, KeyPolicy};
 use crate::rsa_verify::Checked;
+use crate::sigs::{by_primary, expiry_set_by, newest_first, newest_verified, sig_time, to_utc, verified, Budget};
 use crate::user_ids::{self, check_user_id};
-
-/// Counts signature verifications against the policy's limit.
-pub(crate) struct Budget {
-    left: usize,
-    limit: usize,
-}
-
-impl Budget {
-    pub(crate) fn spend(&mut self) -> Result<(), KeyError> {
-        if self.left == 0 {
-            return Err(KeyError::TooManySignatures(self.limit));
-        }
-        self.left -= 1;
-        Ok(())
-    }
-}
-
-pub(crate) fn sig_time(sig: &Signature) -> u32 {
-    sig.created().map_or(0, |t| t.as_secs())
-}
-
-pub(crate) fn to_utc(secs: u32) -> DateTime<Utc> {
-    Utc.timestamp_opt(i64::from(secs), 0)
-        .single()
-        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
-}
 
 /// Checks one parsed key and strips it (see [`CheckedKey`]). Refuses keys
 /// whose primary algorithm is not accepted (DSA, Elgamal, RSA below
@@ -69,10 +44,7 @@ pub fn check_key(key: impl Into<ParsedKey>, policy: &KeyPolicy) -> Result<Checke
 fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKey, KeyError> {
     let primary = key.primary_key;
     let (ids, fingerprint) = check_primary(&primary, &key.details, key.public_subkeys.len(), policy)?;
-    let mut budget = Budget {
-        left: policy.max_signature_checks,
-        limit: policy.max_signature_checks,
-    };
+    let mut budget = Budget::new(policy.max_signature_checks);
     let signer = Checked::new(&primary);
     let details = key.details;
     let (revocations, directs) = check_key_signatures(
@@ -227,17 +199,6 @@ fn check_subkeys(
     Ok(subkeys)
 }
 
-/// When a self-signature says a key created at `created_secs` expires;
-/// `None` if never.
-pub(crate) fn expiry_set_by(sig: &Signature, created_secs: u32) -> Option<DateTime<Utc>> {
-    let lifetime = sig.key_expiration_time()?.as_secs();
-    (lifetime != 0).then(|| {
-        Utc.timestamp_opt(i64::from(created_secs) + i64::from(lifetime), 0)
-            .single()
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
-    })
-}
-
 /// Most signatures [`has_expired`] checks before leaving the question to
 /// [`check_key`].
 const EXPIRY_PROBE_CHECKS: usize = 8;
@@ -305,54 +266,4 @@ fn expired_by_newest_self_signature(key: &SignedPublicKey, now: DateTime<Utc>) -
         }
     }
     false
-}
-
-/// The signatures the primary key may have made, deduplicated, newest
-/// first.
-pub(crate) fn newest_first(sigs: Vec<Signature>, ids: &KeyIds) -> Vec<Signature> {
-    let mut sigs = dedup_sigs(sigs.into_iter().filter(|sig| ids.may_have_issued(sig)).collect());
-    sigs.sort_by_key(|sig| std::cmp::Reverse(sig_time(sig)));
-    sigs
-}
-
-/// The signatures of type `wanted` that the primary key may have made,
-/// newest first.
-fn by_primary(sigs: Vec<Signature>, ids: &KeyIds, wanted: SignatureType) -> Vec<Signature> {
-    newest_first(sigs, ids)
-        .into_iter()
-        .filter(|sig| sig.typ() == Some(wanted))
-        .collect()
-}
-
-/// Every signature that `verify` accepts, each check paid from `budget`.
-pub(crate) fn verified(
-    sigs: Vec<Signature>,
-    budget: &mut Budget,
-    verify: impl Fn(&Signature) -> pgp::errors::Result<()>,
-) -> Result<Vec<Signature>, KeyError> {
-    let mut kept = Vec::new();
-    for sig in sigs {
-        budget.spend()?;
-        if verify(&sig).is_ok() {
-            kept.push(sig);
-        }
-    }
-    Ok(kept)
-}
-
-/// The first signature (of `sigs`, newest first) that `verify` accepts,
-/// alone: a newer self-signature supersedes the older ones (RFC 9580,
-/// 5.2.3.10), so they are neither checked nor published.
-pub(crate) fn newest_verified(
-    sigs: Vec<Signature>,
-    budget: &mut Budget,
-    verify: impl Fn(&Signature) -> pgp::errors::Result<()>,
-) -> Result<Vec<Signature>, KeyError> {
-    for sig in sigs {
-        budget.spend()?;
-        if verify(&sig).is_ok() {
-            return Ok(vec![sig]);
-        }
-    }
-    Ok(Vec::new())
 }

@@ -7,12 +7,13 @@
 //! [`guarded`], which turns a panic into an error of the caller's type
 //! ([`FromPanic`]) instead of taking the process down.
 
+use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use ripem_core::types::Fingerprint;
+use chrono::{DateTime, Utc};
+use pgp::packet::{RevocationCode, Signature};
 
-use crate::signed::SignatureError;
-use crate::user_ids::{self, StrippedUserId};
+use ripem_core::types::Fingerprint;
 
 /// Why a key is refused, or why key data could not be read. `Display`
 /// strings are plain English for a reply mail.
@@ -51,8 +52,8 @@ pub enum KeyError {
     #[error("none of the key's self-signed user IDs holds an email address")]
     NoEmail,
     /// The user IDs that would give an address may not be published
-    /// ([`check_user_id`]); the stripped ones, with their reasons.
-    #[error("no user ID with an email address can be published: {}", user_ids::describe_stripped(.0))]
+    /// ([`check_user_id`](crate::check_user_id)); the stripped ones, with their reasons.
+    #[error("no user ID with an email address can be published: {}", describe_stripped(.0))]
     NoCleanEmail(Vec<StrippedUserId>),
     /// More user IDs than the policy allows.
     #[error("the key has {count} user IDs; at most {max} are accepted")]
@@ -138,4 +139,201 @@ impl FromPanic for SignatureError {
 /// process down (a last line of defence against hostile packets).
 pub(crate) fn guarded<T, E: FromPanic>(f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(E::from_panic()))
+}
+
+/// Why a signed part could not be verified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The signed part does not parse.
+    #[error("the signed message could not be read: {0}")]
+    Unreadable(String),
+    /// No signature in it verifies with the key.
+    #[error("the signature does not verify with the registered key (was the text changed after signing?)")]
+    DoesNotVerify,
+    /// The signature carries no creation time, so its age can't be judged.
+    #[error("the signature has no creation time")]
+    NoTime,
+    /// The signature verifies, but the registered key says the key that
+    /// made it could not sign then ([`check_signer`](crate::check_signer)).
+    #[error("{0}")]
+    InvalidSigner(InvalidSigner),
+}
+
+/// One of a registered key's keys, named in a refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignerKey {
+    /// The primary key.
+    Primary(Fingerprint),
+    /// A subkey.
+    Subkey(Fingerprint),
+}
+
+impl fmt::Display for SignerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignerKey::Primary(fingerprint) => write!(f, "key {fingerprint}"),
+            SignerKey::Subkey(fingerprint) => write!(f, "subkey {fingerprint}"),
+        }
+    }
+}
+
+/// The reason a revocation gives, as far as the rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationReason {
+    /// No reason subpacket, or reason 0.
+    Unspecified,
+    /// The key was superseded by another (soft).
+    Superseded,
+    /// The key's secret was compromised.
+    Compromised,
+    /// The key is no longer used (soft).
+    Retired,
+    /// Any other code (treated as hard).
+    Other(u8),
+}
+
+impl RevocationReason {
+    pub(crate) fn of(sig: &Signature) -> RevocationReason {
+        match sig.revocation_reason_code() {
+            None | Some(RevocationCode::NoReason) => RevocationReason::Unspecified,
+            Some(RevocationCode::KeySuperseded) => RevocationReason::Superseded,
+            Some(RevocationCode::KeyCompromised) => RevocationReason::Compromised,
+            Some(RevocationCode::KeyRetired) => RevocationReason::Retired,
+            Some(other) => RevocationReason::Other(u8::from(*other)),
+        }
+    }
+
+    /// Whether the revocation says the key was not compromised, so that
+    /// signatures made before it still stand.
+    pub fn is_soft(self) -> bool {
+        matches!(self, RevocationReason::Superseded | RevocationReason::Retired)
+    }
+}
+
+impl fmt::Display for RevocationReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RevocationReason::Unspecified => f.write_str("no reason given"),
+            RevocationReason::Superseded => f.write_str("superseded by another key"),
+            RevocationReason::Compromised => f.write_str("the secret key was compromised"),
+            RevocationReason::Retired => f.write_str("no longer used"),
+            RevocationReason::Other(code) => write!(f, "reason code {code}"),
+        }
+    }
+}
+
+/// Why a key registered here may not have made a signature, in plain
+/// English for the reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSigner {
+    /// The signer is neither the primary key nor a subkey of the key.
+    #[error("signed by key {0}, which is not part of the registered key")]
+    NotPartOfKey(Fingerprint),
+    /// Dated before the signing key existed.
+    #[error("signed by {signer} on {signed_at}, before the key was created on {created}")]
+    BeforeCreation {
+        /// The key that signed.
+        signer: SignerKey,
+        /// When the signature says it was made.
+        signed_at: DateTime<Utc>,
+        /// When that key was created.
+        created: DateTime<Utc>,
+    },
+    /// The signing key itself is revoked.
+    #[error("signed by {signer}, which was revoked on {on} ({reason})")]
+    Revoked {
+        /// The key that signed.
+        signer: SignerKey,
+        /// When the revocation was made.
+        on: DateTime<Utc>,
+        /// The revocation's reason.
+        reason: RevocationReason,
+    },
+    /// A subkey signed, but its primary key is revoked.
+    #[error("signed by subkey {subkey} of key {primary}, which was revoked on {on} ({reason})")]
+    PrimaryRevoked {
+        /// The subkey that signed.
+        subkey: Fingerprint,
+        /// The revoked primary key.
+        primary: Fingerprint,
+        /// When the revocation was made.
+        on: DateTime<Utc>,
+        /// The revocation's reason.
+        reason: RevocationReason,
+    },
+    /// The signing key had expired when it signed.
+    #[error("signed by {signer} after it expired on {on}")]
+    Expired {
+        /// The key that signed.
+        signer: SignerKey,
+        /// When it expired.
+        on: DateTime<Utc>,
+    },
+    /// A subkey signed after its primary key had expired.
+    #[error("signed by subkey {subkey} after its key {primary} expired on {on}")]
+    PrimaryExpired {
+        /// The subkey that signed.
+        subkey: Fingerprint,
+        /// The expired primary key.
+        primary: Fingerprint,
+        /// When the primary key expired.
+        on: DateTime<Utc>,
+    },
+    /// The subkey's binding does not allow signing.
+    #[error("signed by subkey {0}, which the registered key does not bind for signing")]
+    NotSigningSubkey(Fingerprint),
+    /// The subkey's binding is newer than the signature.
+    #[error("signed by subkey {subkey} on {signed_at}, before the registered key bound it for signing on {bound}")]
+    NotYetBound {
+        /// The subkey that signed.
+        subkey: Fingerprint,
+        /// When the signature says it was made.
+        signed_at: DateTime<Utc>,
+        /// When the binding that is registered was made.
+        bound: DateTime<Utc>,
+    },
+}
+
+/// Why a self-signed user ID is not published. `Display` completes the
+/// sentence "the user ID is not published: …".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UncleanUserId {
+    /// The user ID's bytes are not UTF-8 text.
+    #[error("it is not UTF-8 text")]
+    NotUtf8,
+    /// A control character: a line break, a tab, an escape, DEL, a C1
+    /// control, a Unicode line or paragraph separator, or a bidirectional
+    /// embedding, override or isolate.
+    #[error("it holds a control character (a line break, a tab or the like)")]
+    ControlCharacter,
+    /// More than one email address.
+    #[error("it holds {0} email addresses; a user ID may hold only one")]
+    SeveralAddresses(usize),
+    /// An address that this server does not accept (see
+    /// [`Email::parse`](ripem_core::types::Email::parse)), or one outside the `<…>` that holds something else.
+    #[error("its email address is not one this server accepts (a plain ASCII address such as name@example.org, in <…> or alone)")]
+    UnusableAddress,
+}
+
+/// A self-signed user ID that [`check_key`](super::check_key) took out of
+/// the key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrippedUserId {
+    /// The user ID made safe to quote on one line: control characters and
+    /// quotes escaped as Rust does (`\n`, `\t`, `\"`, `\u{1b}`), bytes
+    /// that are not UTF-8 replaced, at most 100 characters (then `…`).
+    pub user_id: String,
+    /// Why it was stripped.
+    pub reason: UncleanUserId,
+}
+
+impl fmt::Display for StrippedUserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "user ID \"{}\" is not published: {}", self.user_id, self.reason)
+    }
+}
+
+/// The stripped user IDs of a refusal, as one phrase.
+fn describe_stripped(stripped: &[StrippedUserId]) -> String {
+    stripped.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }

@@ -24,7 +24,7 @@ use pgp::types::{
 use rand::{CryptoRng, Rng};
 
 use crate::error::{guarded, unreadable, KeyError};
-use crate::key::Revocation;
+use crate::parse::Revocation;
 
 /// Primary key algorithm of a generated key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

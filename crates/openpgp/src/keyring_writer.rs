@@ -47,8 +47,8 @@ impl<W: Write> ArmoredKeyringWriter<W> {
             .ok_or_else(|| io::Error::other("keyring writer already finished"))
     }
 
-    /// Appends one key's binary packets (e.g. [`CheckedKey::to_bytes`] or
-    /// [`dearmor`] of a stored record).
+    /// Appends one key's binary packets (e.g. [`CheckedKey::to_bytes`](crate::CheckedKey::to_bytes) or
+    /// [`dearmor`](crate::dearmor) of a stored record).
     pub fn write_key(&mut self, binary_key: &[u8]) -> io::Result<()> {
         for &byte in binary_key {
             self.crc = crc24_update(self.crc, byte);

@@ -19,10 +19,10 @@
 //! flooding. Self-signatures are verified newest first, one at a time,
 //! until one verifies (rPGP's `verify_bindings` checks them all and refuses
 //! a whole key for one third-party certification); RSA ones through
-//! OpenSSL ([`rsa_verify`]). Expired and revoked keys are *reported*, not
+//! OpenSSL (`rsa_verify`). Expired and revoked keys are *reported*, not
 //! refused: the caller decides. A signed request's signature counts only
 //! from a key that could sign when it did, by the registered copy:
-//! [`validity`].
+//! [`check_signer`].
 //!
 //! The crate also writes armored keyrings in a streaming way
 //! ([`ArmoredKeyringWriter`]) for the flat file `pubkeys.asc`, and, with
@@ -32,44 +32,59 @@
 //! rPGP's types stay inside: a key as parsed is a [`ParsedKey`], a
 //! revocation certificate a [`Revocation`], a checked key a [`CheckedKey`].
 //!
-//! One file per step: [`armor`] finds armored blocks in text and dearmors
-//! them, [`keyring_writer`] writes them, [`parse`] reads keys, [`policy`]
-//! says which algorithms and sizes pass, [`check`] checks and strips a key
-//! (with [`user_ids`] for its user IDs), [`key`] is the checked key (merge,
-//! revocation, re-reading a stored copy, key IDs), [`signed`] verifies
-//! signed requests and [`validity`] whether the signer could sign then.
+//! One file per step, each depending only on those listed before it:
+//! `error` (every error type and the panic guard), `key_id` (how a
+//! signature names its issuer), `rsa_verify` (RSA through OpenSSL),
+//! `sigs` (trying self-signatures newest first, within a budget), `armor`
+//! (finding and dearmoring armored blocks), `keyring_writer`, `policy`
+//! (which algorithms and sizes pass), `parse` (reading keys and revocation
+//! certificates), `user_ids` (which user IDs may be published), `key` (the
+//! checked key and what it says), `check` (checking and stripping a key:
+//! primary key, user IDs, subkeys), `merge` (another copy, a revocation, a
+//! stored copy read back), `validity` (whether a signer could sign then),
+//! `signed` (verifying signed requests) and `keygen` (test keys).
+//! Everything public is re-exported here, so each item has one path.
 
-pub mod armor;
-pub mod check;
+mod armor;
+mod check;
 mod error;
-pub mod key;
+mod key;
+mod key_id;
 #[cfg(any(test, feature = "keygen"))]
 mod keygen;
-pub mod keyring_writer;
-pub mod parse;
-pub mod policy;
+mod keyring_writer;
+mod merge;
+mod parse;
+mod policy;
 mod rsa_verify;
-pub mod signed;
+mod signed;
+mod sigs;
 #[cfg(test)]
 mod tests;
-pub mod user_ids;
-pub mod validity;
+mod user_ids;
+mod validity;
 
-pub use armor::{dearmor, find_armored_keys, public_key_blocks, PublicKeyBlocks, BEGIN_PUBLIC_KEY, END_PUBLIC_KEY};
+pub use armor::{
+    dearmor, find_armored_keys, public_key_blocks, PublicKeyBlocks, BEGIN_PUBLIC_KEY, END_PUBLIC_KEY,
+    MAX_SIGNED_CONTENT,
+};
 pub use check::{check_key, has_expired};
-pub use error::KeyError;
-pub use key::{read_stored_key, CheckedKey, Revocation};
+pub use error::{InvalidSigner, KeyError, RevocationReason, SignatureError, SignerKey, StrippedUserId, UncleanUserId};
+pub use key::CheckedKey;
 #[cfg(any(test, feature = "keygen"))]
 pub use keygen::{
     armor_public_key, armor_secret_key, certify_user_ids, clearsign, generate_key, generate_material,
     key_from_material, read_secret_key, revocation_of, revoke_key, revoke_user_id, GenAlgorithm, KeyMaterial, KeySpec,
 };
 pub use keyring_writer::ArmoredKeyringWriter;
-pub use parse::{parse_armored_keys, parse_binary_keys, parse_revocation_certificate, read_keyring, ParsedKey};
+pub use merge::read_stored_key;
+pub use parse::{
+    parse_armored_keys, parse_binary_keys, parse_revocation_certificate, read_keyring, ParsedKey, Revocation,
+};
 /// rPGP's key types, for code that makes test keys (the `keygen` feature).
 #[cfg(any(test, feature = "keygen"))]
 pub use pgp::composed::{SignedPublicKey, SignedSecretKey};
 pub use policy::KeyPolicy;
-pub use signed::{find_signed_parts, SignatureError, SignedPart, Verified, MAX_SIGNED_CONTENT};
-pub use user_ids::{check_user_id, email_of_user_id, StrippedUserId, UncleanUserId};
-pub use validity::{check_signer, InvalidSigner};
+pub use signed::{find_signed_parts, SignedPart, Verified};
+pub use user_ids::{check_user_id, email_of_user_id};
+pub use validity::check_signer;

@@ -12,15 +12,14 @@ use std::io::{self, BufRead};
 
 use pgp::armor::DearmorOptions;
 use pgp::composed::{Deserializable, SignedPublicKey};
-use pgp::packet::SignatureType;
+use pgp::packet::{Signature, SignatureType};
 use pgp::types::KeyDetails as _;
 
 use ripem_core::types::Fingerprint;
 
-use crate::armor::{dearmor_payload, ARMOR_HEADER_LIMIT};
+use crate::armor::{dearmor_payload, ARMOR_HEADER_LIMIT, MAX_SIGNED_CONTENT};
 use crate::error::{guarded, unreadable, KeyError};
-use crate::key::Revocation;
-use crate::signed::MAX_SIGNED_CONTENT;
+use crate::key_id::issuer_key_ids_of;
 
 /// A public key as parsed from the input, not checked: what
 /// [`check_key`](crate::check_key) and [`has_expired`](crate::has_expired)
@@ -147,4 +146,18 @@ pub fn parse_revocation_certificate(block: &str) -> Option<Revocation> {
         }
     })
     .ok()
+}
+
+/// A key revocation signature on its own, as a revocation certificate
+/// holds it ([`parse_revocation_certificate`](crate::parse_revocation_certificate)),
+/// to be added to the key it revokes ([`CheckedKey::with_revocation`](crate::CheckedKey::with_revocation)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation(pub(crate) Signature);
+
+impl Revocation {
+    /// The key IDs the revocation names as its issuer (16 upper-case hex
+    /// digits each).
+    pub fn issuer_key_ids(&self) -> Vec<String> {
+        issuer_key_ids_of(&self.0)
+    }
 }

@@ -70,7 +70,7 @@ impl<K: KeyDetails> KeyDetails for Checked<'_, K> {
 
     fn legacy_key_id(&self) -> KeyId {
         match self.key.version() {
-            KeyVersion::V4 | KeyVersion::V6 => match crate::key::key_id_bytes_of(&self.fingerprint()) {
+            KeyVersion::V4 | KeyVersion::V6 => match crate::key_id::key_id_bytes_of(&self.fingerprint()) {
                 Some(raw) => KeyId::from(raw),
                 None => self.key.legacy_key_id(),
             },

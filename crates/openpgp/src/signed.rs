@@ -15,25 +15,19 @@ use std::io::Read;
 
 use chrono::{DateTime, Utc};
 use pgp::composed::{Deserializable, SignedPublicKey};
-use pgp::packet::{PublicKey, PublicSubkey, Signature};
-use pgp::types::KeyDetails as _;
+use pgp::packet::Signature;
 
-use ripem_core::types::Fingerprint;
-
-use crate::armor::armored_blocks;
-use crate::check::to_utc;
-use crate::error::guarded;
-use crate::key::{issuer_key_ids_of, CheckedKey, KeyIds};
-use crate::rsa_verify::Checked;
-use crate::validity::{InvalidSigner, Judge};
+use crate::armor::{armored_blocks, MAX_SIGNED_CONTENT};
+use crate::error::{guarded, SignatureError};
+use crate::key::CheckedKey;
+use crate::key_id::issuer_key_ids_of;
+use crate::sigs::Verifier;
+use crate::validity::Judge;
 
 const SIGNED_BEGIN: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
 const SIGNATURE_END: &str = "-----END PGP SIGNATURE-----";
 const MESSAGE_BEGIN: &str = "-----BEGIN PGP MESSAGE-----";
 const MESSAGE_END: &str = "-----END PGP MESSAGE-----";
-
-/// The largest signed content read from a request (a key or `RemoveKey`).
-pub const MAX_SIGNED_CONTENT: usize = 4 << 20;
 
 /// A part of a request mail that carries a signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,24 +48,6 @@ pub enum SignedPart {
         /// The armored `application/pgp-signature` part.
         signature: String,
     },
-}
-
-/// Why a signed part could not be verified.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    /// The signed part does not parse.
-    #[error("the signed message could not be read: {0}")]
-    Unreadable(String),
-    /// No signature in it verifies with the key.
-    #[error("the signature does not verify with the registered key (was the text changed after signing?)")]
-    DoesNotVerify,
-    /// The signature carries no creation time, so its age can't be judged.
-    #[error("the signature has no creation time")]
-    NoTime,
-    /// The signature verifies, but the registered key says the key that
-    /// made it could not sign then ([`check_signer`]).
-    #[error("{0}")]
-    InvalidSigner(InvalidSigner),
 }
 
 /// What a verified signed part says.
@@ -101,44 +77,6 @@ fn signature_error(err: impl std::fmt::Display) -> SignatureError {
     SignatureError::Unreadable(err.to_string())
 }
 
-/// A key a signature may be checked against.
-pub(crate) enum Verifier<'a> {
-    Primary(&'a PublicKey),
-    Subkey(&'a PublicSubkey),
-}
-
-impl Verifier<'_> {
-    fn ids(&self) -> KeyIds {
-        match self {
-            Verifier::Primary(key) => KeyIds::of(*key),
-            Verifier::Subkey(key) => KeyIds::of(*key),
-        }
-    }
-
-    fn as_dyn(&self) -> &dyn pgp::types::VerifyingKey {
-        match self {
-            Verifier::Primary(key) => *key,
-            Verifier::Subkey(key) => *key,
-        }
-    }
-
-    pub(crate) fn fingerprint(&self) -> Option<Fingerprint> {
-        let fingerprint = match self {
-            Verifier::Primary(key) => key.fingerprint(),
-            Verifier::Subkey(key) => key.fingerprint(),
-        };
-        Fingerprint::from_bytes(fingerprint.as_bytes()).ok()
-    }
-
-    fn verifies(&self, sig: &Signature, data: &[u8]) -> bool {
-        self.ids().may_have_issued(sig)
-            && match self {
-                Verifier::Primary(key) => sig.verify(&Checked::new(*key), data).is_ok(),
-                Verifier::Subkey(key) => sig.verify(&Checked::new(*key), data).is_ok(),
-            }
-    }
-}
-
 /// The keys a signature may be checked against: the primary key and every
 /// subkey. Whether the one that verifies may have signed is
 /// [`check_signer`]'s to say, so that the refusal can name the reason (a
@@ -147,10 +85,6 @@ fn verifying_keys(key: &SignedPublicKey) -> Vec<Verifier<'_>> {
     let mut keys = vec![Verifier::Primary(&key.primary_key)];
     keys.extend(key.public_subkeys.iter().map(|sub| Verifier::Subkey(&sub.key)));
     keys
-}
-
-pub(crate) fn utc_of(sig: &Signature) -> Result<DateTime<Utc>, SignatureError> {
-    sig.created().map(|t| to_utc(t.as_secs())).ok_or(SignatureError::NoTime)
 }
 
 /// Normalises line ends to `\n`.
@@ -217,7 +151,7 @@ impl SignedPart {
 
     /// Verifies the part with `key`'s primary key or any of its subkeys,
     /// and checks that the one that signed could sign then
-    /// ([`check_signer`]); returns the signed text and when it was signed.
+    /// ([`check_signer`](crate::check_signer)); returns the signed text and when it was signed.
     pub fn verify(&self, key: &CheckedKey) -> Result<Verified, SignatureError> {
         guarded(|| {
             let candidates = verifying_keys(&key.key);

@@ -19,15 +19,13 @@
 //! address. A user ID without a valid self-signature is dropped silently,
 //! as before: it was never the key owner's word.
 
-use std::fmt;
-
 use pgp::packet::{PublicKey, Signature, SignatureType, UserId};
 use pgp::types::{SignedUser, Tag};
 
 use super::rsa_verify::Checked;
-use crate::check::{newest_first, newest_verified, sig_time, verified, Budget};
-use crate::error::KeyError;
-use crate::key::KeyIds;
+use crate::error::{KeyError, StrippedUserId, UncleanUserId};
+use crate::key_id::KeyIds;
+use crate::sigs::{newest_first, newest_verified, sig_time, verified, Budget};
 use ripem_core::types::Email;
 
 /// Most characters of a stripped user ID quoted back in a reply.
@@ -42,50 +40,6 @@ pub fn email_of_user_id(user_id: &str) -> Option<Email> {
         return Email::parse(rest.get(..close)?).ok();
     }
     Email::parse(user_id).ok()
-}
-
-/// Why a self-signed user ID is not published. `Display` completes the
-/// sentence "the user ID is not published: …".
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UncleanUserId {
-    /// The user ID's bytes are not UTF-8 text.
-    #[error("it is not UTF-8 text")]
-    NotUtf8,
-    /// A control character: a line break, a tab, an escape, DEL, a C1
-    /// control, a Unicode line or paragraph separator, or a bidirectional
-    /// embedding, override or isolate.
-    #[error("it holds a control character (a line break, a tab or the like)")]
-    ControlCharacter,
-    /// More than one email address.
-    #[error("it holds {0} email addresses; a user ID may hold only one")]
-    SeveralAddresses(usize),
-    /// An address that this server does not accept (see
-    /// [`Email::parse`]), or one outside the `<…>` that holds something else.
-    #[error("its email address is not one this server accepts (a plain ASCII address such as name@example.org, in <…> or alone)")]
-    UnusableAddress,
-}
-
-/// A self-signed user ID that [`check_key`](super::check_key) took out of
-/// the key, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StrippedUserId {
-    /// The user ID made safe to quote on one line: control characters and
-    /// quotes escaped as Rust does (`\n`, `\t`, `\"`, `\u{1b}`), bytes
-    /// that are not UTF-8 replaced, at most 100 characters (then `…`).
-    pub user_id: String,
-    /// Why it was stripped.
-    pub reason: UncleanUserId,
-}
-
-impl fmt::Display for StrippedUserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "user ID \"{}\" is not published: {}", self.user_id, self.reason)
-    }
-}
-
-/// The stripped user IDs of a refusal, as one phrase.
-pub(super) fn describe_stripped(stripped: &[StrippedUserId]) -> String {
-    stripped.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Whether a user ID may be published (see the module's rules); `bytes` is
@@ -238,26 +192,6 @@ fn user_self_sigs(
         verify,
     )?;
     Ok((id, Some(certification), revocations))
-}
-
-impl super::CheckedKey {
-    /// The key with only the user IDs whose address `keep` accepts (user
-    /// IDs without an address stay). A record publishes only the user IDs
-    /// its own addresses vouch for: one for an address another key holds
-    /// stays out of the block, or `gpg --list-keys victim@example.org` on
-    /// the flat keyring would list whoever added victim's address to their
-    /// key.
-    pub fn keeping_user_ids(&self, keep: impl Fn(&Email) -> bool) -> super::CheckedKey {
-        let mut kept = self.clone();
-        kept.key.details.users.retain(|user| {
-            std::str::from_utf8(user.id.id())
-                .ok()
-                .and_then(email_of_user_id)
-                .is_none_or(|email| keep(&email))
-        });
-        kept.emails.retain(|email| keep(email));
-        kept
-    }
 }
 
 #[cfg(test)]

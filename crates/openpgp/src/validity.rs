@@ -35,152 +35,15 @@
 //! of a request that verifies to [`check_signer`] (through `Judge`): the
 //! first that passes counts.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use pgp::composed::SignedPublicSubKey;
-use pgp::packet::{RevocationCode, Signature, SignatureType};
+use pgp::packet::{Signature, SignatureType};
 use pgp::types::KeyDetails as _;
 
-use crate::check::{expiry_set_by, sig_time, to_utc};
+use crate::error::{InvalidSigner, RevocationReason, SignatureError, SignerKey};
 use crate::key::CheckedKey;
-use crate::signed::{utc_of, SignatureError, Verifier};
+use crate::sigs::{expiry_set_by, sig_time, to_utc, utc_of, Verifier};
 use ripem_core::types::Fingerprint;
-
-/// One of a registered key's keys, named in a refusal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignerKey {
-    /// The primary key.
-    Primary(Fingerprint),
-    /// A subkey.
-    Subkey(Fingerprint),
-}
-
-impl fmt::Display for SignerKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SignerKey::Primary(fingerprint) => write!(f, "key {fingerprint}"),
-            SignerKey::Subkey(fingerprint) => write!(f, "subkey {fingerprint}"),
-        }
-    }
-}
-
-/// The reason a revocation gives, as far as the rules care.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RevocationReason {
-    /// No reason subpacket, or reason 0.
-    Unspecified,
-    /// The key was superseded by another (soft).
-    Superseded,
-    /// The key's secret was compromised.
-    Compromised,
-    /// The key is no longer used (soft).
-    Retired,
-    /// Any other code (treated as hard).
-    Other(u8),
-}
-
-impl RevocationReason {
-    fn of(sig: &Signature) -> RevocationReason {
-        match sig.revocation_reason_code() {
-            None | Some(RevocationCode::NoReason) => RevocationReason::Unspecified,
-            Some(RevocationCode::KeySuperseded) => RevocationReason::Superseded,
-            Some(RevocationCode::KeyCompromised) => RevocationReason::Compromised,
-            Some(RevocationCode::KeyRetired) => RevocationReason::Retired,
-            Some(other) => RevocationReason::Other(u8::from(*other)),
-        }
-    }
-
-    /// Whether the revocation says the key was not compromised, so that
-    /// signatures made before it still stand.
-    pub fn is_soft(self) -> bool {
-        matches!(self, RevocationReason::Superseded | RevocationReason::Retired)
-    }
-}
-
-impl fmt::Display for RevocationReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RevocationReason::Unspecified => f.write_str("no reason given"),
-            RevocationReason::Superseded => f.write_str("superseded by another key"),
-            RevocationReason::Compromised => f.write_str("the secret key was compromised"),
-            RevocationReason::Retired => f.write_str("no longer used"),
-            RevocationReason::Other(code) => write!(f, "reason code {code}"),
-        }
-    }
-}
-
-/// Why a key registered here may not have made a signature, in plain
-/// English for the reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidSigner {
-    /// The signer is neither the primary key nor a subkey of the key.
-    #[error("signed by key {0}, which is not part of the registered key")]
-    NotPartOfKey(Fingerprint),
-    /// Dated before the signing key existed.
-    #[error("signed by {signer} on {signed_at}, before the key was created on {created}")]
-    BeforeCreation {
-        /// The key that signed.
-        signer: SignerKey,
-        /// When the signature says it was made.
-        signed_at: DateTime<Utc>,
-        /// When that key was created.
-        created: DateTime<Utc>,
-    },
-    /// The signing key itself is revoked.
-    #[error("signed by {signer}, which was revoked on {on} ({reason})")]
-    Revoked {
-        /// The key that signed.
-        signer: SignerKey,
-        /// When the revocation was made.
-        on: DateTime<Utc>,
-        /// The revocation's reason.
-        reason: RevocationReason,
-    },
-    /// A subkey signed, but its primary key is revoked.
-    #[error("signed by subkey {subkey} of key {primary}, which was revoked on {on} ({reason})")]
-    PrimaryRevoked {
-        /// The subkey that signed.
-        subkey: Fingerprint,
-        /// The revoked primary key.
-        primary: Fingerprint,
-        /// When the revocation was made.
-        on: DateTime<Utc>,
-        /// The revocation's reason.
-        reason: RevocationReason,
-    },
-    /// The signing key had expired when it signed.
-    #[error("signed by {signer} after it expired on {on}")]
-    Expired {
-        /// The key that signed.
-        signer: SignerKey,
-        /// When it expired.
-        on: DateTime<Utc>,
-    },
-    /// A subkey signed after its primary key had expired.
-    #[error("signed by subkey {subkey} after its key {primary} expired on {on}")]
-    PrimaryExpired {
-        /// The subkey that signed.
-        subkey: Fingerprint,
-        /// The expired primary key.
-        primary: Fingerprint,
-        /// When the primary key expired.
-        on: DateTime<Utc>,
-    },
-    /// The subkey's binding does not allow signing.
-    #[error("signed by subkey {0}, which the registered key does not bind for signing")]
-    NotSigningSubkey(Fingerprint),
-    /// The subkey's binding is newer than the signature.
-    #[error("signed by subkey {subkey} on {signed_at}, before the registered key bound it for signing on {bound}")]
-    NotYetBound {
-        /// The subkey that signed.
-        subkey: Fingerprint,
-        /// When the signature says it was made.
-        signed_at: DateTime<Utc>,
-        /// When the binding that is registered was made.
-        bound: DateTime<Utc>,
-    },
-}
 
 /// Whether `signer` (the fingerprint of `key`'s primary key or of one of
 /// its subkeys) may have made a signature at `signed_at`, judged by the
@@ -350,7 +213,9 @@ mod tests {
     use pgp::composed::{KeyType, SignedPublicKey, SignedSecretKey};
     use pgp::crypto::hash::HashAlgorithm;
     use pgp::crypto::public_key::PublicKeyAlgorithm;
-    use pgp::packet::{KeyFlags, PubKeyInner, PublicSubkey, SecretSubkey, SignatureConfig, Subpacket, SubpacketData};
+    use pgp::packet::{
+        KeyFlags, PubKeyInner, PublicSubkey, RevocationCode, SecretSubkey, SignatureConfig, Subpacket, SubpacketData,
+    };
     use pgp::types::{Duration as PgpDuration, KeyVersion, Password};
 
     use super::*;
