@@ -211,6 +211,12 @@ async fn lookup(service: &Arc<Service>, parameters: &BTreeMap<String, String>) -
     let Some(op) = parameters.get("op") else {
         return text(StatusCode::BAD_REQUEST, "op= is missing");
     };
+    if !matches!(op.as_str(), "get" | "index" | "vindex") {
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "op not implemented: use get, index or vindex",
+        );
+    }
     let raw = parameters.get("search").map_or("", String::as_str);
     let search = match Search::parse_hkp(raw) {
         Ok(search) => search,

@@ -5,8 +5,8 @@
 //! TLS when `tls_cert`/`tls_key` are set. Limits: at most
 //! `max_connections` connections at once (one more is answered 503 and
 //! closed at once), request headers within `timeout` (a slowloris client
-//! is cut off), bodies within `timeout` and `max_request_bytes`, headers
-//! within 64 KiB, a connection's whole life within 30 timeouts, and
+//! is cut off), bodies within `timeout` and `max_request_bytes`, request heads
+//! within 32 KiB, a connection's whole life within 30 timeouts, and
 //! requests per source network (`rate_limit`, [`ripem_core::ratelimit`]).
 //! SIGHUP reloads the configuration (limits, WKD domains, logging, the
 //! TLS certificate) and reopens the database; the listening addresses
@@ -290,6 +290,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
         .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES / 2)
         .serve_connection(TokioIo::new(stream), service);
     let _ = tokio::time::timeout(timeout * LIFETIME_TIMEOUTS, served).await;
 }
