@@ -6,7 +6,7 @@
 //! and [`reply`] (sending mail), [`txlog`] (the transaction log),
 //! [`protocol`] (the UDP lookup protocol's wire format) with the server
 //! [`cookie`]s, [`ratelimit`] (requests per source network, for keyserv
-//! and hkpd), and what every daemon's `main` needs: [`cli`] (flags,
+//! and hkpd), [`wkd`] (Web Key Directory names), and what every daemon's `main` needs: [`cli`] (flags,
 //! [`exit`] codes), [`pidfile`], [`signals`] and [`sdnotify`].
 //!
 //! The rules live elsewhere, each in its own crate: the OpenPGP checks in
@@ -31,3 +31,4 @@ pub mod signals;
 pub mod spool;
 pub mod txlog;
 pub mod types;
+pub mod wkd;
