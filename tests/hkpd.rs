@@ -811,3 +811,88 @@ fn a_bad_configuration_is_refused_at_start() {
     assert_eq!(run.code, 69, "{}", run.stderr);
     assert!(run.stderr.contains("cannot listen on"), "{}", run.stderr);
 }
+
+#[test]
+fn web_uploads_notify_each_newly_registered_address_at_most_hourly() {
+    let (server, port) = server_with("");
+    let keys = tempfile::tempdir().unwrap();
+    let taken = rpgp_key(keys.path(), "t", &["--uid", "Tom <tom@example.org>"]);
+    register(&server, "tom@example.org", &taken);
+    let hkpd = Hkpd::start(&server, port);
+    // pat was told within the hour (the record keyreg keeps).
+    std::fs::write(
+        server.path("web-notices"),
+        format!("{} pat@example.org\n", now_secs() - 60),
+    )
+    .unwrap();
+    let key = rpgp_key(
+        keys.path(),
+        "u",
+        &[
+            "--uid",
+            "Una <una@example.org>",
+            "--uid",
+            "Una <una@example.net>",
+            "--uid",
+            "Pat <pat@example.org>",
+            "--uid",
+            "Not Tom <tom@example.org>",
+        ],
+    );
+    let form = format!("keytext={}", form_encode(&key));
+    let added = hkpd.post("/pks/add", "application/x-www-form-urlencoded", form.as_bytes());
+    assert_eq!(added.status, 200, "{}", added.text());
+    assert!(added.text().contains("una@example.org (pending)"), "{}", added.text());
+    assert!(
+        added.text().contains("tom@example.org (unpublished)"),
+        "{}",
+        added.text()
+    );
+    let before = server.outbox().len();
+    server.keyreg_once();
+    let notices: Vec<SentMail> = server
+        .outbox()
+        .into_iter()
+        .filter(|m| m.subject.contains("web upload"))
+        .collect();
+    let mut told: Vec<String> = notices.iter().map(|m| m.to.clone()).collect();
+    told.sort();
+    assert_eq!(
+        told,
+        ["una@example.net", "una@example.org"],
+        "pat was told lately, tom's address is not this key's"
+    );
+    assert_eq!(server.outbox().len(), before + 2, "no reply to the upload itself");
+    let notice = &notices[0];
+    assert!(
+        notice.body.contains("from a web upload") && notice.body.contains("If it was not you"),
+        "{}",
+        notice.body
+    );
+    assert!(notice.auto_submitted.is_some());
+    let record = std::fs::read_to_string(server.path("web-notices")).unwrap();
+    assert!(
+        record.contains("una@example.org") && record.contains("pat@example.org"),
+        "{record}"
+    );
+
+    // The same key again registers nothing new: nobody is told again.
+    let again = hkpd.post("/pks/add", "application/x-www-form-urlencoded", form.as_bytes());
+    assert_eq!(again.status, 200);
+    assert!(again.text().contains("una@example.org (published)"), "{}", again.text());
+    server.keyreg_once();
+    assert_eq!(server.outbox().len(), before + 2);
+}
+
+/// `text` %-encoded for an `application/x-www-form-urlencoded` body.
+fn form_encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(byte)),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
