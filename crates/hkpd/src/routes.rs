@@ -369,14 +369,18 @@ async fn hkp_add(service: &Arc<Service>, request: Request<Incoming>) -> Response
                         .iter()
                         .map(|(email, state)| format!("{email} ({state})"))
                         .collect();
-                    format!(
+                    let mut line = format!(
                         "key {} queued for registration: {}",
                         key.fingerprint,
                         addresses.join(", ")
-                    )
+                    );
+                    if !key.refused.is_empty() {
+                        line.push_str(&format!("; refused: {}", key.refused.join("; ")));
+                    }
+                    line
                 })
                 .collect();
-            text(StatusCode::OK, &lines.join("; "))
+            text(StatusCode::OK, &lines.join("; ").replace('\n', " "))
         }
         Err(response) => response,
     }
