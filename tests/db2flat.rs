@@ -75,3 +75,56 @@ fn empty_database_gives_empty_files() {
     let run = gpg.run(&["--import", server.path("pub/pubkeys.asc").to_str().unwrap()], b"");
     assert!(!run.stderr.contains("imported:"), "{}", run.stderr);
 }
+
+#[test]
+fn wkd_tree_for_the_configured_domains() {
+    let server = Server::new();
+    let keys = tempfile::tempdir().unwrap();
+    let key = rpgp_key(
+        keys.path(),
+        "w",
+        &["--uid", "Wim <Wim@example.org>", "--uid", "Wim <wim@elsewhere.net>"],
+    );
+    server.mail("add", &plain_mail("wim@example.org", &key));
+    let other = rpgp_key(keys.path(), "o", &["--uid", "Olga <olga@elsewhere.net>"]);
+    server.mail("add", &plain_mail("olga@elsewhere.net", &other));
+    server.keyreg_once();
+    let tree = tempfile::tempdir().unwrap();
+    let wkd = tree.path().to_str().unwrap();
+
+    // Without domains to write, --wkd is a configuration error.
+    let run = server.run("db2flat", &["--wkd", wkd], b"");
+    assert_eq!(run.code, 78, "{}", run.stderr);
+    assert!(run.stderr.contains("wkd_domains"), "{}", run.stderr);
+
+    let mut config = std::fs::read_to_string(&server.config).unwrap();
+    config.push_str("\n[hkpd]\nwkd_domains = [\"example.org\"]\n");
+    std::fs::write(&server.config, config).unwrap();
+    let dir = tree.path().join(".well-known/openpgpkey/example.org");
+    std::fs::create_dir_all(dir.join("hu")).unwrap();
+    // A stale key file (an address no longer registered) goes.
+    let stale = dir.join("hu/iy9q119eutrkn8s1mk4r39qejnbu3n5q");
+    std::fs::write(&stale, b"old").unwrap();
+    let run = server.run("db2flat", &["--wkd", wkd], b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("1 keys, 1 stale files removed"), "{}", run.stderr);
+    assert!(!stale.exists());
+    assert_eq!(std::fs::read(dir.join("policy")).unwrap(), b"");
+    let submission = std::fs::read_to_string(dir.join("submission-address")).unwrap();
+    assert!(submission.starts_with("ripem-register-keys@"), "{submission}");
+    assert!(!tree.path().join(".well-known/openpgpkey/elsewhere.net").exists());
+
+    // The file gpg-wks-client would ask for (its --print-wkd-hash of wim@example.org).
+    let names: Vec<String> = std::fs::read_dir(dir.join("hu"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["m719pgn7h8i9nzq6yuopatuerrcgtqz4"], "{names:?}");
+    let client = Gpg::new();
+    let file = dir.join("hu").join(&names[0]);
+    let imported = client.run(&["--import", file.to_str().unwrap()], b"");
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    let (uids, listing) = client.count_listed("wim@example.org", "uid");
+    assert_eq!(uids, 1, "{listing}");
+    assert!(!listing.contains("elsewhere.net"), "{listing}");
+}

@@ -9,7 +9,15 @@ use std::path::Path;
 
 use common::*;
 
-const PROGRAMS: [&str; 6] = ["copymail", "keyreg", "keyserv", "db2flat", "givepubs", "keylookup"];
+const PROGRAMS: [&str; 7] = [
+    "copymail",
+    "keyreg",
+    "keyserv",
+    "hkpd",
+    "db2flat",
+    "givepubs",
+    "keylookup",
+];
 
 fn page(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(name);
@@ -63,7 +71,7 @@ fn every_page_has_the_sections_an_operator_reads() {
         if program != "keylookup" {
             wanted.push("FILES");
         }
-        if matches!(program, "keyserv" | "keyreg") {
+        if matches!(program, "keyserv" | "keyreg" | "hkpd") {
             wanted.push("SIGNALS");
         }
         for section in wanted {
@@ -81,6 +89,11 @@ fn every_page_has_the_sections_an_operator_reads() {
         "log_answers",
         "transport",
         "register",
+        "wkd_domains",
+        "tls_cert",
+        "max_request_bytes",
+        "max_connections",
+        "timeout_seconds",
     ] {
         assert!(config.contains(key), "keyserver.toml.5 does not document {key}");
     }

@@ -14,10 +14,11 @@ use common::*;
 /// Every program that keeps files in the state directory, with the
 /// arguments that make it do its normal work and the exit code it gives
 /// for a configuration error.
-const PROGRAMS: [(&str, &[&str], i32); 5] = [
+const PROGRAMS: [(&str, &[&str], i32); 6] = [
     ("copymail", &["--queue", "add"], 75),
     ("keyreg", &["--once"], 78),
     ("keyserv", &[], 78),
+    ("hkpd", &[], 78),
     ("db2flat", &[], 78),
     ("givepubs", &[], 78),
 ];
@@ -61,6 +62,7 @@ fn unwritable_state_dir_names_the_file_and_the_user() {
     for (program, args, code) in [
         ("keyreg", &["--once"][..], 77),
         ("keyserv", &[][..], 77),
+        ("hkpd", &[][..], 77),
         ("db2flat", &[][..], 77),
         ("copymail", &["--queue", "add"][..], 75),
     ] {

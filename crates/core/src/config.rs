@@ -100,6 +100,24 @@ struct FileConfig {
     addresses: FileAddresses,
     #[serde(default)]
     keylookup: FileKeylookup,
+    #[serde(default)]
+    hkpd: FileHkpd,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHkpd {
+    listen: Option<Vec<String>>,
+    wkd_domains: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_request_bytes: Option<u64>,
+    max_connections: Option<usize>,
+    timeout_seconds: Option<u64>,
+    rate_limit: Option<u32>,
+    rate_burst: Option<u32>,
+    log_requests: Option<bool>,
+    pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +244,87 @@ pub struct KeyservConfig {
     pub cookies: bool,
 }
 
+/// hkpd's settings: HKP, WKD and VKS over HTTP(S).
+#[derive(Debug, Clone)]
+pub struct HkpdConfig {
+    /// Addresses to answer on (default `127.0.0.1:11371`: a public server
+    /// names its public address, or sits behind a reverse proxy).
+    pub listen: Vec<SocketAddr>,
+    /// Lower-cased domains whose Web Key Directory is served.
+    pub wkd_domains: Vec<String>,
+    /// PEM certificate chain for HTTPS (hkps); with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS; with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body (a submitted key) accepted; larger gets 413.
+    pub max_request_bytes: u64,
+    /// Connections served at once; more wait in the kernel's queue.
+    pub max_connections: usize,
+    /// How long a client may take to send its request headers, and how
+    /// long an idle connection is kept (slow clients are cut off).
+    pub timeout: Duration,
+    /// Requests per second per source network; 0 turns limiting off.
+    pub rate_limit: u32,
+    /// How many requests a network may send in a burst.
+    pub rate_burst: u32,
+    /// Log each request with the client's address (off for privacy).
+    pub log_requests: bool,
+    /// hkpd's pid file (locked while it runs).
+    pub pid_file: PathBuf,
+}
+
+impl HkpdConfig {
+    /// The `[hkpd]` section with its defaults, or what is out of range.
+    fn from_file(file: FileHkpd, state_dir: &Path) -> Result<HkpdConfig, String> {
+        let listen = file
+            .listen
+            .unwrap_or_else(|| vec!["127.0.0.1:11371".to_string()])
+            .iter()
+            .map(|addr| {
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| format!("hkpd.listen: {addr:?} is not ADDRESS:PORT"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut wkd_domains = Vec::new();
+        for domain in file.wkd_domains.unwrap_or_default() {
+            let lower = domain.trim().to_ascii_lowercase();
+            // A domain is valid where an address at it is.
+            if crate::types::Email::parse(&format!("x@{lower}")).is_err() {
+                return Err(format!("hkpd.wkd_domains: {domain:?} is not a domain name"));
+            }
+            if !wkd_domains.contains(&lower) {
+                wkd_domains.push(lower);
+            }
+        }
+        if file.tls_cert.is_some() != file.tls_key.is_some() {
+            return Err("hkpd.tls_cert and hkpd.tls_key go together: set both or neither".into());
+        }
+        let hkpd = HkpdConfig {
+            listen,
+            wkd_domains,
+            tls_cert: file.tls_cert,
+            tls_key: file.tls_key,
+            max_request_bytes: file.max_request_bytes.unwrap_or(1 << 20),
+            max_connections: file.max_connections.unwrap_or(1024),
+            timeout: Duration::from_secs(file.timeout_seconds.unwrap_or(10)),
+            rate_limit: file.rate_limit.unwrap_or(20),
+            rate_burst: file.rate_burst.unwrap_or(40),
+            log_requests: file.log_requests.unwrap_or(false),
+            pid_file: file.pid_file.unwrap_or_else(|| state_dir.join("hkpd.pid")),
+        };
+        if hkpd.max_request_bytes < 1024 {
+            return Err("hkpd.max_request_bytes must be at least 1024".into());
+        }
+        if hkpd.max_connections == 0 {
+            return Err("hkpd.max_connections must be at least 1".into());
+        }
+        if hkpd.timeout.is_zero() {
+            return Err("hkpd.timeout_seconds must be at least 1".into());
+        }
+        Ok(hkpd)
+    }
+}
+
 /// keylookup's settings.
 #[derive(Debug, Clone)]
 pub struct KeylookupConfig {
@@ -324,6 +423,8 @@ pub struct Config {
     pub addresses: Addresses,
     /// keylookup.
     pub keylookup: KeylookupConfig,
+    /// hkpd.
+    pub hkpd: HkpdConfig,
 }
 
 impl KeyservConfig {
@@ -441,6 +542,7 @@ impl Config {
 
         let keyserv = KeyservConfig::from_file(file.keyserv).map_err(invalid)?;
         let keyreg = KeyregConfig::from_file(&file.keyreg).map_err(invalid)?;
+        let hkpd = HkpdConfig::from_file(file.hkpd, &state_dir).map_err(invalid)?;
 
         let host = hostname();
         let mail = MailConfig::from_file(file.mail, &host);
@@ -455,6 +557,7 @@ impl Config {
             keylookup: KeylookupConfig {
                 servers: file.keylookup.servers.unwrap_or_else(|| vec!["localhost".to_string()]),
             },
+            hkpd,
         })
     }
 
@@ -548,6 +651,31 @@ from = "keys@example.org"
         assert!(!config.keyserv.cookies);
         assert_eq!((config.keyserv.rate_bytes, config.keyserv.rate_burst_bytes), (0, 9));
         assert_eq!(config.keylookup.servers, ["keys.example.org", "127.0.0.1:16110"]);
+    }
+
+    #[test]
+    fn hkpd_section() {
+        let config = Config::from_toml("state_dir = \"/srv/ks\"\n", None, None).unwrap();
+        assert_eq!(config.hkpd.listen, ["127.0.0.1:11371".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(config.hkpd.pid_file, PathBuf::from("/srv/ks/hkpd.pid"));
+        assert_eq!(config.hkpd.max_request_bytes, 1 << 20);
+        assert!(config.hkpd.wkd_domains.is_empty() && config.hkpd.tls_cert.is_none());
+        assert!(!config.hkpd.log_requests);
+        let text = "[hkpd]\nlisten = [\"[::1]:8080\"]\nwkd_domains = [\"Example.ORG\", \"example.org\", \"lists.example.net\"]\nmax_request_bytes = 4096\nrate_limit = 0\n";
+        let config = Config::from_toml(text, None, None).unwrap();
+        assert_eq!(config.hkpd.wkd_domains, ["example.org", "lists.example.net"]);
+        assert_eq!((config.hkpd.max_request_bytes, config.hkpd.rate_limit), (4096, 0));
+        for bad in [
+            "[hkpd]\nlisten = [\"nowhere\"]\n",
+            "[hkpd]\nwkd_domains = [\"not a domain\"]\n",
+            "[hkpd]\ntls_cert = \"/etc/cert.pem\"\n",
+            "[hkpd]\nmax_request_bytes = 10\n",
+            "[hkpd]\nmax_connections = 0\n",
+            "[hkpd]\ntimeout_seconds = 0\n",
+            "[hkpd]\nlisen = []\n",
+        ] {
+            assert!(Config::from_toml(bad, None, None).is_err(), "{bad}");
+        }
     }
 
     #[test]

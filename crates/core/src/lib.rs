@@ -5,7 +5,8 @@
 //! queues) with [`atomic`] file writes, [`mail`] (reading a request mail)
 //! and [`reply`] (sending mail), [`txlog`] (the transaction log),
 //! [`protocol`] (the UDP lookup protocol's wire format) with the server
-//! [`cookie`]s, and what every daemon's `main` needs: [`cli`] (flags,
+//! [`cookie`]s, [`ratelimit`] (requests per source network, for keyserv
+//! and hkpd), [`wkd`] (Web Key Directory names), and what every daemon's `main` needs: [`cli`] (flags,
 //! [`exit`] codes), [`pidfile`], [`signals`] and [`sdnotify`].
 //!
 //! The rules live elsewhere, each in its own crate: the OpenPGP checks in
@@ -22,6 +23,7 @@ pub mod exit;
 pub mod mail;
 pub mod pidfile;
 pub mod protocol;
+pub mod ratelimit;
 pub mod record;
 pub mod reply;
 pub mod sdnotify;
@@ -29,3 +31,4 @@ pub mod signals;
 pub mod spool;
 pub mod txlog;
 pub mod types;
+pub mod wkd;

@@ -19,6 +19,12 @@ use mailparse::{addrparse, MailAddr, MailHeaderMap, ParsedMail};
 use crate::exit::{self, ExitStatus};
 use crate::types::Email;
 
+/// The header hkpd writes into the request it spools for a key
+/// submitted over HTTP (`hkp` or `vks`); such a request has no return
+/// address, and keyreg tells each address it newly registers instead.
+/// Anyone may write the header into a mail: it only adds those notices.
+pub const WEB_SUBMISSION_HEADER: &str = "X-Ripem-Web-Submission";
+
 /// At most this many MIME parts are looked at in one message.
 pub const MAX_PARTS: usize = 1000;
 /// A longer Message-ID is dropped: `In-Reply-To: ` and `References: `
@@ -63,6 +69,9 @@ pub struct RequestMail {
     pub subject: String,
     /// Whether and where to reply.
     pub return_address: ReturnAddress,
+    /// The [`WEB_SUBMISSION_HEADER`]'s value (cut to 20 printable
+    /// characters), when hkpd spooled this request.
+    pub web_submission: Option<String>,
     /// The decoded text of each part that may hold armored data.
     pub texts: Vec<String>,
     /// Non-armored `application/pgp-keys` attachments.
@@ -214,6 +223,14 @@ impl RequestMail {
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
         let return_address = return_address(&mail, envelope);
+        let web_submission = headers.get_first_value(WEB_SUBMISSION_HEADER).map(|value| {
+            value
+                .trim()
+                .chars()
+                .filter(char::is_ascii_graphic)
+                .take(20)
+                .collect::<String>()
+        });
 
         let mut texts = Vec::new();
         let mut binary_keys = Vec::new();
@@ -252,6 +269,7 @@ impl RequestMail {
             message_id,
             subject,
             return_address,
+            web_submission,
             texts,
             binary_keys,
             detached_signed,

@@ -7,6 +7,7 @@ use anyhow::Context;
 use db2flat::flat;
 use db2flat::flat::FlatError;
 use ripem_core::cli::{finish, parse_args, CommonArgs, Progress};
+use ripem_core::config::ConfigError;
 use ripem_core::exit;
 use ripem_core::exit::probe;
 use ripem_keydb::{KeyStore, StoreError};
@@ -20,10 +21,23 @@ struct Args {
     /// Path of the text file [default: STATE_DIR/pub/pubkeys.txt]; the .asc file goes beside it
     #[arg(long, value_name = "PATH")]
     output: Option<PathBuf>,
+    /// Also write a static Web Key Directory for [hkpd] wkd_domains under DIR (DIR/.well-known/openpgpkey/<domain>/...)
+    #[arg(long, value_name = "DIR")]
+    wkd: Option<PathBuf>,
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.common.load()?;
+    if args.wkd.is_some() && config.hkpd.wkd_domains.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: config
+                .source
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("(built-in defaults)")),
+            message: "--wkd needs the domains to write in [hkpd] wkd_domains".into(),
+        }
+        .into());
+    }
     let text = args.output.unwrap_or_else(|| config.paths.flat_text());
     let armored = text.with_extension("asc");
     if let Some(dir) = text.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -53,6 +67,21 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             String::new()
         }
     );
+    if let Some(root) = &args.wkd {
+        let written = db2flat::wkd::write_tree(
+            store.as_ref(),
+            root,
+            &config.hkpd.wkd_domains,
+            &config.addresses.register,
+        )?;
+        eprintln!(
+            "db2flat: wrote the WKD of {} under {}: {} keys, {} stale files removed",
+            config.hkpd.wkd_domains.join(", "),
+            root.join(".well-known/openpgpkey").display(),
+            written.keys,
+            written.removed
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -36,6 +36,15 @@ pub enum RegistrarError {
         /// The system error.
         source: std::io::Error,
     },
+    /// The record of the notices sent for web submissions could not be
+    /// read or written.
+    #[error("{path}: {source}")]
+    NoticeRecord {
+        /// The record file.
+        path: PathBuf,
+        /// The system error.
+        source: std::io::Error,
+    },
     /// An import file could not be read.
     #[error("{path}: {source}")]
     Import {
@@ -53,9 +62,9 @@ impl ExitStatus for RegistrarError {
             RegistrarError::Store(inner) => inner.exit_code(),
             RegistrarError::PidFile(inner) => inner.exit_code(),
             RegistrarError::Reply(inner) => inner.exit_code(),
-            RegistrarError::Log { source, .. } | RegistrarError::Import { source, .. } => {
-                io_exit_code(source, exit::IOERR)
-            }
+            RegistrarError::Log { source, .. }
+            | RegistrarError::Import { source, .. }
+            | RegistrarError::NoticeRecord { source, .. } => io_exit_code(source, exit::IOERR),
         }
     }
 }

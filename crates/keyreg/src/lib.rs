@@ -3,7 +3,8 @@
 //! A mail's path: [`registrar`] takes the spooled request files a batch at
 //! a time (read, apply, commit); [`request`] decides what each asks for
 //! (add, change, remove) and applies it first come, first served;
-//! [`import`] is `keyreg --import`, the same rules at bulk speed. The key
+//! [`import`] is `keyreg --import`, the same rules at bulk speed;
+//! [`web_notice`] tells the owners of addresses registered from the web. The key
 //! checks are `ripem-openpgp`'s, the database `ripem-keydb`'s.
 #![warn(missing_docs)]
 
@@ -11,3 +12,4 @@ pub mod error;
 pub mod import;
 pub mod registrar;
 pub mod request;
+pub mod web_notice;

@@ -6,7 +6,9 @@
 //!    as writer, applies the whole batch, syncs and closes it (one short
 //!    write window per batch, not per file);
 //! 3. for each request, appends it with its outcome to the transaction log,
-//!    queues its reply, and only then deletes the spool file;
+//!    queues its reply (and the notices: to the addresses a change or
+//!    removal took, to the addresses a web submission registered), and
+//!    only then deletes the spool file;
 //! 4. sends the queued replies.
 //!
 //! A crash anywhere loses nothing: the file is processed again, applying
@@ -35,12 +37,14 @@ use ripem_core::pidfile;
 use ripem_core::reply::{Mailer, Reply};
 use ripem_core::spool::{self, QueueName, Spool, SpoolError, SpoolFile};
 use ripem_core::txlog::{LogEntry, TransactionLog};
+use ripem_core::types::{Email, Fingerprint};
 use ripem_keydb::{KeyStore, RepairReport, StoreError};
 use ripem_openpgp::{KeyPolicy, SignedPart};
 
 use crate::error::RegistrarError;
 use crate::import::{ImportProgress, Importer};
-use crate::request::{self, AddRequest, Candidate, SignedOutcome, Tally};
+use crate::request::{self, AddRequest, AddressOutcome, Candidate, KeyOutcome, SignedOutcome, Tally};
+use crate::web_notice;
 
 /// At most this many requests share one write window.
 pub const MAX_BATCH: usize = 500;
@@ -113,6 +117,9 @@ struct Applied {
     tally: Tally,
     /// A change or removal: the addresses it took from the signing key.
     notices: SignedOutcome,
+    /// A registration: the addresses it newly registered, and to which key
+    /// (told by [`web_notice`] when the request came from the web).
+    registered: Vec<(Email, Fingerprint)>,
 }
 
 /// keyreg: the spool, the database, the log and the mailer.
@@ -281,12 +288,26 @@ impl Registrar {
     ) -> Result<Applied, StoreError> {
         let max_age = chrono::Duration::from_std(self.config.keyreg.max_request_age).unwrap_or(chrono::Duration::MAX);
         let mut tally = Tally::default();
+        let mut registered = Vec::new();
         let lines = match (item, queue) {
             (Prepared::Add { add, .. }, _) => {
                 let mut lines = Vec::new();
                 for candidate in &add.candidates {
                     let outcome = request::apply_candidate(store, candidate, &self.policy, now)?;
                     tally.count(&outcome);
+                    if let KeyOutcome::Applied {
+                        fingerprint, addresses, ..
+                    } = &outcome
+                    {
+                        registered.extend(
+                            addresses
+                                .iter()
+                                .filter(|(_, happened)| {
+                                    matches!(happened, AddressOutcome::Registered | AddressOutcome::TakenOver(_))
+                                })
+                                .map(|(email, _)| (email.clone(), fingerprint.clone())),
+                        );
+                    }
                     lines.extend(outcome.lines());
                 }
                 lines.extend(add.not_considered_line());
@@ -299,7 +320,12 @@ impl Registrar {
                     request::apply_remove(store, parts, &self.policy, now, max_age)?
                 };
                 let lines = std::mem::take(&mut notices.lines);
-                return Ok(Applied { lines, tally, notices });
+                return Ok(Applied {
+                    lines,
+                    tally,
+                    notices,
+                    registered,
+                });
             }
             (Prepared::Unprocessable(_), _) => Vec::new(),
         };
@@ -307,6 +333,7 @@ impl Registrar {
             lines,
             tally,
             notices: SignedOutcome::default(),
+            registered,
         })
     }
 
@@ -437,6 +464,26 @@ impl Registrar {
             self.mailer.queue(&self.spool, &file.name(), &reply)?;
         }
         self.queue_notices(file, &mail.return_address, &applied.notices)?;
+        if let Some(via) = &mail.web_submission {
+            let notices: Vec<web_notice::Notice<'_>> = applied
+                .registered
+                .iter()
+                .filter(|(email, _)| !matches!(&mail.return_address, ReturnAddress::Reply(to) if to == email))
+                .map(|(email, fingerprint)| web_notice::Notice { email, fingerprint })
+                .collect();
+            let paths = &self.config.paths;
+            let register = &self.config.addresses.register;
+            web_notice::queue_notices(
+                &self.mailer,
+                &self.spool,
+                &paths.state_dir,
+                register,
+                file,
+                via,
+                &notices,
+                Utc::now(),
+            )?;
+        }
         self.spool.remove(file)?;
         Ok(report)
     }
@@ -684,7 +731,7 @@ fn without_store(item: &Prepared) -> Applied {
     Applied {
         lines,
         tally,
-        notices: SignedOutcome::default(),
+        ..Applied::default()
     }
 }
 

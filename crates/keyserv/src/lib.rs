@@ -2,13 +2,12 @@
 //!
 //! A datagram's path: [`server`] runs one worker per core on each socket,
 //! reading and answering datagrams in batches ([`udp`]); each request is
-//! refused by the [`ratelimit`] table or answered from the
+//! refused by the rate limit table (`ripem_core::ratelimit`) or answered from the
 //! [`answer_cache`], else by [`lookup`] from the key database
 //! (`ripem-keydb`). The wire format is `ripem_core::protocol`.
 #![warn(missing_docs)]
 
 pub mod answer_cache;
 pub mod lookup;
-pub mod ratelimit;
 pub mod server;
 pub mod udp;

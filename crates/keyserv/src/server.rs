@@ -17,7 +17,7 @@
 //! ([`AnswerCache`], bounded), so a repeated lookup skips parsing and
 //! GDBM; a write makes them forget only the answers about the keys it
 //! changed (the change journal). Answers and their bytes are rate limited
-//! per source network ([`RateLimiter`]), and an answer more than three
+//! per source network ([`RateLimiter`], shared with hkpd), and an answer more than three
 //! times as large as its request goes only to a source that sent a valid
 //! cookie ([`ripem_core::cookie`]); the others get the cookie. The cookie is
 //! checked only for such answers, a cached one before it is copied.
@@ -38,12 +38,12 @@ use std::time::{Duration, Instant};
 
 use crate::answer_cache::AnswerCache;
 use crate::lookup::{self, Handled};
-use crate::ratelimit::{Limits, RateLimiter};
 use crate::udp::{self, Batch};
 use ripem_core::config::Config;
 use ripem_core::cookie::{self, CookieGate, CookieJar};
 use ripem_core::exit::{self, ExitStatus};
 use ripem_core::pidfile::{PidFile, PidFileError};
+use ripem_core::ratelimit::{source_network, Limits, RateLimiter};
 use ripem_core::signals;
 use ripem_keydb::journal;
 use ripem_keydb::LiveReader;
@@ -316,7 +316,7 @@ impl Turn<'_> {
         self.settings
             .limiter
             .as_ref()
-            .is_none_or(|limiter| limiter.allow(udp::source_network(peer), self.now))
+            .is_none_or(|limiter| limiter.allow(source_network(peer), self.now))
     }
 
     /// Whether `peer`'s network has spent its bytes since the first pass
@@ -325,13 +325,13 @@ impl Turn<'_> {
         self.settings
             .limiter
             .as_ref()
-            .is_some_and(|limiter| limiter.overdrawn(udp::source_network(peer), self.now))
+            .is_some_and(|limiter| limiter.overdrawn(source_network(peer), self.now))
     }
 
     /// Counts the bytes of `answer` against `peer`'s network and logs it.
     fn account(&self, peer: &SocketAddr, answer: &[u8]) {
         if let Some(limiter) = &self.settings.limiter {
-            limiter.spend(udp::source_network(peer), answer.len(), self.now);
+            limiter.spend(source_network(peer), answer.len(), self.now);
         }
         log_answer(self.settings, peer, answer);
     }

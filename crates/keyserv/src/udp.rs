@@ -15,7 +15,7 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 
@@ -299,19 +299,6 @@ fn write_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> li
     }
 }
 
-/// The source network a peer belongs to for rate limiting: IPv4 /24 or
-/// IPv6 /56 (an IPv4-mapped IPv6 address counts as IPv4), as one number.
-pub fn source_network(peer: &SocketAddr) -> u128 {
-    let ip = match peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xFFFF_FF00),
-        IpAddr::V6(v6) => (u128::from(v6) & !((1u128 << 72) - 1)) | 1,
-    }
-}
-
 /// Asks the kernel for a receive buffer of `bytes` (it may grant less;
 /// see `net.core.rmem_max`), so a burst waits in the queue instead of
 /// being dropped.
@@ -360,15 +347,5 @@ mod tests {
             batch.receive(&server, false).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
-    }
-
-    #[test]
-    fn networks_are_slash_24_and_slash_56() {
-        let net = |s: &str| source_network(&s.parse().unwrap());
-        assert_eq!(net("127.0.0.2:1"), net("127.0.0.3:9"));
-        assert_ne!(net("127.0.0.2:1"), net("127.0.1.2:1"));
-        assert_eq!(net("[::ffff:127.0.0.9]:1"), net("127.0.0.2:1"));
-        assert_eq!(net("[2001:db8:0:ab::1]:1"), net("[2001:db8:0:ff::2]:1"));
-        assert_ne!(net("[2001:db8:0:100::1]:1"), net("[2001:db8:0:200::1]:1"));
     }
 }

@@ -3,7 +3,7 @@
 //! A lookup is a small datagram that can draw a large answer, and a UDP
 //! source address can be forged, so keyserv could be used to flood a third
 //! party. The limiter caps answers per source network (IPv4 /24, IPv6 /56;
-//! see [`udp::source_network`](crate::udp::source_network)) at `rate` per
+//! see [`source_network`]) at `rate` per
 //! second with bursts of up to `burst`, and the bytes of those answers at
 //! `byte_rate` per second with bursts of `byte_burst`; requests over either
 //! limit get no answer. Counting answers alone would let a network draw a
@@ -21,6 +21,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -180,6 +181,19 @@ impl RateLimiter {
     }
 }
 
+/// The source network a peer belongs to for rate limiting: IPv4 /24 or
+/// IPv6 /56 (an IPv4-mapped IPv6 address counts as IPv4), as one number.
+pub fn source_network(peer: &SocketAddr) -> u128 {
+    let ip = match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xFFFF_FF00),
+        IpAddr::V6(v6) => (u128::from(v6) & !((1u128 << 72) - 1)) | 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +280,15 @@ mod tests {
             assert!(bytes_only.allow(3, start));
             bytes_only.spend(3, 1, start);
         }
+    }
+
+    #[test]
+    fn networks_are_slash_24_and_slash_56() {
+        let net = |s: &str| source_network(&s.parse().unwrap());
+        assert_eq!(net("127.0.0.2:1"), net("127.0.0.3:9"));
+        assert_ne!(net("127.0.0.2:1"), net("127.0.1.2:1"));
+        assert_eq!(net("[::ffff:127.0.0.9]:1"), net("127.0.0.2:1"));
+        assert_eq!(net("[2001:db8:0:ab::1]:1"), net("[2001:db8:0:ff::2]:1"));
+        assert_ne!(net("[2001:db8:0:100::1]:1"), net("[2001:db8:0:200::1]:1"));
     }
 }
