@@ -11,6 +11,7 @@ use ripem_core::config::ConfigError;
 use ripem_core::exit;
 use ripem_core::exit::probe;
 use ripem_keydb::{KeyStore, StoreError};
+use ripem_openpgp::KeyPolicy;
 
 /// Write the key database to pubkeys.txt and pubkeys.asc, atomically.
 #[derive(clap::Parser)]
@@ -73,6 +74,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             root,
             &config.hkpd.wkd_domains,
             &config.addresses.register,
+            &KeyPolicy::configured(&config.keyreg),
         )?;
         eprintln!(
             "db2flat: wrote the WKD of {} under {}: {} keys, {} stale files removed",

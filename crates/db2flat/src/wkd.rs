@@ -17,7 +17,7 @@ use ripem_core::atomic::write_atomically;
 use ripem_core::types::Query;
 use ripem_core::wkd::{is_hash, local_part_hash};
 use ripem_keydb::KeyStore;
-use ripem_openpgp::read_stored_key;
+use ripem_openpgp::{read_stored_key, KeyPolicy};
 
 use crate::flat::FlatError;
 
@@ -43,12 +43,14 @@ pub fn domain_dir(root: &Path, domain: &str) -> PathBuf {
 }
 
 /// Writes the WKD tree of `domains` under `root` from `store` (`None`:
-/// no database yet, so no key files).
+/// no database yet, so no key files), reading keys back under `policy`
+/// (the configured one).
 pub fn write_tree(
     store: Option<&KeyStore>,
     root: &Path,
     domains: &[String],
     submission_address: &str,
+    policy: &KeyPolicy,
 ) -> Result<WkdSummary, FlatError> {
     // (domain, hash) → the binary key; collected first, so that a
     // database error leaves the old tree as it was.
@@ -68,7 +70,7 @@ pub fn write_tree(
                 }
                 let key = match &key {
                     Some(key) => key,
-                    None => match read_stored_key(&record.key_armor) {
+                    None => match read_stored_key(&record.key_armor, policy) {
                         Ok(parsed) => key.insert(parsed),
                         Err(_) => break,
                     },

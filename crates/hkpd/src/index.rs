@@ -7,7 +7,6 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use pgp::packet::SignatureType;
 use ripem_core::record::Record;
 use ripem_openpgp::{dearmor, ArmoredKeyringWriter, CheckedKey};
 
@@ -62,56 +61,17 @@ pub struct UidEntry {
     pub revoked: bool,
 }
 
-/// The algorithm number and size of a key from its description
-/// ([`CheckedKey::algorithm`]: `"RSA 3072"`, `"EdDSA"`, `"ECDSA NIST P-256"`…).
-fn algorithm_and_bits(description: &str) -> (u8, u32) {
-    let digits = |text: &str| -> u32 {
-        let tail: String = text.chars().rev().take_while(char::is_ascii_digit).collect();
-        tail.chars().rev().collect::<String>().parse().unwrap_or(0)
-    };
-    let name = description.split_whitespace().next().unwrap_or("");
-    let curve_bits = match digits(description) {
-        0 if description.contains("25519") || name == "EdDSA" => 255,
-        0 if description.contains("448") => 448,
-        bits => bits,
-    };
-    match name {
-        "RSA" => (1, digits(description)),
-        "Elgamal" => (16, 0),
-        "DSA" => (17, 0),
-        "ECDH" => (18, curve_bits),
-        "ECDSA" => (19, curve_bits),
-        "EdDSA" => (22, 255),
-        "X25519" => (25, 255),
-        "X448" => (26, 448),
-        "Ed25519" => (27, 255),
-        "Ed448" => (28, 448),
-        _ => (0, 0),
-    }
-}
-
 impl IndexEntry {
     /// The index entry of a stored key.
     pub fn of(key: &CheckedKey, now: DateTime<Utc>) -> IndexEntry {
-        let (algorithm, bits) = algorithm_and_bits(&key.algorithm());
+        let (algorithm, bits) = key.algorithm_number_and_bits();
         let uids = key
-            .signed_public_key()
-            .details
-            .users
-            .iter()
-            .map(|user| UidEntry {
-                text: user.id.id().to_vec(),
-                created: user
-                    .signatures
-                    .iter()
-                    .filter(|sig| sig.typ() != Some(SignatureType::CertRevocation))
-                    .filter_map(|sig| sig.created())
-                    .map(|time| i64::from(time.as_secs()))
-                    .max(),
-                revoked: user
-                    .signatures
-                    .iter()
-                    .any(|sig| sig.typ() == Some(SignatureType::CertRevocation)),
+            .user_id_summaries()
+            .into_iter()
+            .map(|uid| UidEntry {
+                text: uid.text,
+                created: uid.created.map(|at| at.timestamp()),
+                revoked: uid.revoked,
             })
             .collect();
         IndexEntry {
@@ -232,14 +192,6 @@ pub fn wkd_binary(key: &CheckedKey, domain: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn algorithms() {
-        assert_eq!(algorithm_and_bits("RSA 3072"), (1, 3072));
-        assert_eq!(algorithm_and_bits("EdDSA"), (22, 255));
-        assert_eq!(algorithm_and_bits("ECDSA NIST P-384"), (19, 384));
-        assert_eq!(algorithm_and_bits("Ed25519"), (27, 255));
-    }
 
     #[test]
     fn machine_readable_lines() {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use ripem_core::record::Record;
 use ripem_core::types::{Email, Fingerprint, Query};
 use ripem_keydb::{KeyStore, LiveReader, StoreError};
-use ripem_openpgp::{read_stored_key, CheckedKey};
+use ripem_openpgp::{read_stored_key, CheckedKey, KeyPolicy};
 
 use crate::search::Search;
 use crate::wkd;
@@ -42,6 +42,7 @@ struct WkdTable {
 
 /// The key database as hkpd reads it.
 pub struct Database {
+    policy: KeyPolicy,
     path: PathBuf,
     lock: PathBuf,
     pool: Mutex<Vec<LiveReader>>,
@@ -50,9 +51,11 @@ pub struct Database {
 }
 
 impl Database {
-    /// The database at `path` with its lock file `lock`, opened on first use.
-    pub fn new(path: &Path, lock: &Path) -> Database {
+    /// The database at `path` with its lock file `lock`, opened on first
+    /// use; stored keys are read back under `policy` (the configured one).
+    pub fn new(path: &Path, lock: &Path, policy: KeyPolicy) -> Database {
         Database {
+            policy,
             path: path.to_path_buf(),
             lock: lock.to_path_buf(),
             pool: Mutex::new(Vec::new()),
@@ -131,7 +134,7 @@ impl Database {
         if let Some(found) = self.cache.lock().ok().and_then(|cache| cache.get(&id).cloned()) {
             return Some(found);
         }
-        let checked = Arc::new(read_stored_key(&record.key_armor).ok()?);
+        let checked = Arc::new(read_stored_key(&record.key_armor, &self.policy).ok()?);
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_KEYS {
                 cache.clear();

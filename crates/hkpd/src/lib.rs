@@ -7,7 +7,8 @@
 //! request ([`submit`]), and keyreg, the only writer, registers it. What
 //! a client asks for is read once into a [`search::Search`]; [`routes`]
 //! answers each request, [`index`] formats keys and indexes, [`wkd`] knows
-//! WKD's hashes and paths, and [`server`] runs the listeners with their
+//! WKD's hashes and paths, [`service`] is what one request is answered
+//! with (replaced whole on SIGHUP), and [`server`] runs the listeners with their
 //! limits, signals and pid file.
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod routes;
 pub mod search;
 pub mod server;
+pub mod service;
 pub mod submit;
 pub mod wkd;
 

@@ -29,7 +29,7 @@ use ripem_core::types::{Email, Fingerprint};
 
 use crate::index::{self, IndexEntry};
 use crate::search::{Search, SearchError};
-use crate::server::Service;
+use crate::service::Service;
 use crate::submit;
 use crate::wkd::{self, WkdPath};
 

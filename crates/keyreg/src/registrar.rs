@@ -137,10 +137,7 @@ impl Registrar {
         let spool = Spool::new(&config.paths.spool_dir);
         spool.create_dirs()?;
         let mailer = Mailer::from_config(&config.mail, &config.paths)?;
-        let policy = KeyPolicy {
-            min_rsa_bits: config.keyreg.min_rsa_bits,
-            ..KeyPolicy::default()
-        };
+        let policy = KeyPolicy::configured(&config.keyreg);
         Ok(Registrar {
             log: TransactionLog::new(&config.paths.transaction_log),
             config,

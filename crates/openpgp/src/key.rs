@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use pgp::composed::SignedPublicKey;
+use pgp::packet::SignatureType;
 use pgp::ser::Serialize;
 use pgp::types::KeyDetails;
 
@@ -15,8 +16,20 @@ use ripem_core::types::{Email, Fingerprint};
 use crate::error::StrippedUserId;
 use crate::key_id::hex_upper;
 use crate::keyring_writer::ArmoredKeyringWriter;
-use crate::policy::describe_algorithm;
+use crate::policy::{algorithm_number_and_bits, describe_algorithm};
+use crate::sigs::to_utc;
 use crate::user_ids::email_of_user_id;
+
+/// One published user ID of a key, as an index lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserIdSummary {
+    /// The user ID's bytes (UTF-8 by convention, not by guarantee).
+    pub text: Vec<u8>,
+    /// When its newest self-signature was made.
+    pub created: Option<DateTime<Utc>>,
+    /// Whether its owner revoked it.
+    pub revoked: bool,
+}
 
 /// A key that passed the structural checks of [`check_key`](crate::check_key), stripped to
 /// what the server publishes: the primary key; user IDs that carry a valid
@@ -140,6 +153,36 @@ impl CheckedKey {
         });
         kept.emails.retain(|email| keep(email));
         kept
+    }
+
+    /// The primary key's OpenPGP algorithm number (1 RSA, 19 ECDSA, 22
+    /// EdDSA, …) and size in bits, as HKP's index lines give them.
+    pub fn algorithm_number_and_bits(&self) -> (u8, u32) {
+        algorithm_number_and_bits(&self.key.primary_key)
+    }
+
+    /// Each published user ID with when it was last self-signed and whether
+    /// it is revoked: the `uid:` lines of an HKP index.
+    pub fn user_id_summaries(&self) -> Vec<UserIdSummary> {
+        self.key
+            .details
+            .users
+            .iter()
+            .map(|user| UserIdSummary {
+                text: user.id.id().to_vec(),
+                created: user
+                    .signatures
+                    .iter()
+                    .filter(|sig| sig.typ() != Some(SignatureType::CertRevocation))
+                    .filter_map(|sig| sig.created())
+                    .map(|time| to_utc(time.as_secs()))
+                    .max(),
+                revoked: user
+                    .signatures
+                    .iter()
+                    .any(|sig| sig.typ() == Some(SignatureType::CertRevocation)),
+            })
+            .collect()
     }
 }
 

@@ -70,7 +70,7 @@ pub use armor::{
 };
 pub use check::{check_key, has_expired};
 pub use error::{InvalidSigner, KeyError, RevocationReason, SignatureError, SignerKey, StrippedUserId, UncleanUserId};
-pub use key::CheckedKey;
+pub use key::{CheckedKey, UserIdSummary};
 #[cfg(any(test, feature = "keygen"))]
 pub use keygen::{
     armor_public_key, armor_secret_key, certify_user_ids, clearsign, generate_key, generate_material,

@@ -9,6 +9,8 @@ use pgp::packet::PublicKey;
 use pgp::ser::Serialize;
 use pgp::types::{KeyDetails as _, PublicParams};
 
+use ripem_core::config::KeyregConfig;
+
 use crate::error::KeyError;
 
 /// Limits that make a key eligible.
@@ -37,6 +39,19 @@ impl Default for KeyPolicy {
     }
 }
 
+impl KeyPolicy {
+    /// The policy `keyserver.toml` sets (`[keyreg] min_rsa_bits`), the
+    /// defaults for the rest: the one every program that checks a key for
+    /// the database uses (keyreg, hkpd), at registration and at every
+    /// re-check.
+    pub fn configured(keyreg: &KeyregConfig) -> KeyPolicy {
+        KeyPolicy {
+            min_rsa_bits: keyreg.min_rsa_bits,
+            ..KeyPolicy::default()
+        }
+    }
+}
+
 pub(crate) fn describe_algorithm(key: &PublicKey) -> String {
     match key.public_params() {
         PublicParams::RSA(_) => match rsa_bits(key) {
@@ -59,6 +74,20 @@ pub(crate) fn describe_algorithm(key: &PublicKey) -> String {
 
 /// Bit length of an RSA key's modulus, read from the MPI bit count that
 /// starts its serialised public parameters.
+/// The key's OpenPGP algorithm number and its size in bits (RSA modulus,
+/// curve size), as HKP's machine-readable index gives them.
+pub(crate) fn algorithm_number_and_bits(key: &PublicKey) -> (u8, u32) {
+    let bits = match key.public_params() {
+        PublicParams::RSA(_) => rsa_bits(key).and_then(|bits| u32::try_from(bits).ok()).unwrap_or(0),
+        PublicParams::ECDSA(p) => u32::from(p.curve().nbits()),
+        PublicParams::ECDH(p) => u32::from(p.curve().nbits()),
+        PublicParams::EdDSALegacy(_) | PublicParams::Ed25519(_) | PublicParams::X25519(_) => 255,
+        PublicParams::Ed448(_) | PublicParams::X448(_) => 448,
+        _ => 0,
+    };
+    (u8::from(key.algorithm()), bits)
+}
+
 fn rsa_bits(key: &PublicKey) -> Option<usize> {
     match key.public_params() {
         PublicParams::RSA(params) => {

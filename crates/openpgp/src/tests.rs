@@ -111,6 +111,11 @@ fn rpgp_ed25519_key_passes() {
     let emails: Vec<&str> = checked.emails().iter().map(Email::as_str).collect();
     assert_eq!(emails, ["alice@example.org", "alice@work.example.com"]);
     assert_eq!(checked.algorithm(), "EdDSA");
+    assert_eq!(checked.algorithm_number_and_bits(), (22, 255));
+    let uids = checked.user_id_summaries();
+    assert_eq!(uids.len(), 2);
+    assert_eq!(uids[0].text, b"Alice <Alice@Example.org>");
+    assert!(uids.iter().all(|uid| !uid.revoked && uid.created.is_some()));
     assert!(!checked.is_revoked());
     assert_eq!(checked.expires_at(), None);
     assert!(!checked.is_expired(Utc::now()));
@@ -125,6 +130,7 @@ fn rpgp_ed25519_key_passes() {
 fn rpgp_rsa_key_passes_and_rsa1024_is_refused() {
     let checked = check_key(rsa2048().to_public_key(), &KeyPolicy::default()).expect("rsa2048 accepted");
     assert_eq!(checked.algorithm(), "RSA 2048");
+    assert_eq!(checked.algorithm_number_and_bits(), (1, 2048));
     assert_eq!(checked.emails()[0].as_str(), "rita@example.org");
 
     let err = check_key(rsa1024().to_public_key(), &KeyPolicy::default()).unwrap_err();
