@@ -12,7 +12,7 @@
 //! The rules live elsewhere, each in its own crate: the OpenPGP checks in
 //! `ripem-openpgp`, the key database in `ripem-keydb`, and each program's
 //! logic in the crate named after it (`keyreg`, `keyserv`, `keylookup`,
-//! `db2flat`, `givepubs`). Nothing here knows rPGP or GDBM.
+//! `db2flat`, `givepubs`, `hkpd`). Nothing here knows rPGP or GDBM.
 #![warn(missing_docs)]
 
 pub mod atomic;
