@@ -8,7 +8,7 @@ use ripem_core::mail::RequestMail;
 use ripem_openpgp::KeyPolicy;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(mail) = RequestMail::parse(data) {
+    if let Ok(mut mail) = RequestMail::parse(data) {
         let _ = request::prepare_add(
             &mail.texts,
             &mail.binary_keys,
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             chrono::Utc::now(),
             100,
         );
-        for part in &request::signed_parts(&mail) {
+        for part in &request::signed_parts(&mut mail) {
             let _ = part.issuer_key_ids();
         }
     }

@@ -264,10 +264,9 @@ impl Registrar {
                 Prepared::Add { mail, add }
             }
             Ok(mut mail) => {
-                let parts = request::signed_parts(&mail);
+                let parts = request::signed_parts(&mut mail);
                 mail.texts = Vec::new();
                 mail.binary_keys = Vec::new();
-                mail.detached_signed = Vec::new();
                 Prepared::Signed { mail, parts }
             }
         };

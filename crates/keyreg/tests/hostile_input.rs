@@ -32,9 +32,9 @@ proptest! {
 
     #[test]
     fn mail_reader_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
-        if let Ok(mail) = RequestMail::parse(&bytes) {
+        if let Ok(mut mail) = RequestMail::parse(&bytes) {
             let _ = request::prepare_add(&mail.texts, &mail.binary_keys, &KeyPolicy::default(), Utc::now(), 100);
-            for part in &request::signed_parts(&mail) {
+            for part in &request::signed_parts(&mut mail) {
                 let _ = part.issuer_key_ids();
             }
         }

@@ -72,13 +72,16 @@ struct Authenticated {
 
 /// Every signed part of a request mail, at most
 /// [`MAX_SIGNED_PARTS`](ripem_core::mail::MAX_SIGNED_PARTS): its PGP/MIME
-/// parts, then the cleartext- and inline-signed armor in its texts.
-pub fn signed_parts(mail: &RequestMail) -> Vec<SignedPart> {
-    let detached = mail.detached_signed.iter().map(|part| SignedPart::Detached {
-        content: part.content.clone(),
-        text: part.text.clone(),
-        signature: part.signature.clone(),
-    });
+/// parts (moved out of the mail, not copied: each may be megabytes), then
+/// the cleartext- and inline-signed armor in its texts.
+pub fn signed_parts(mail: &mut RequestMail) -> Vec<SignedPart> {
+    let detached = std::mem::take(&mut mail.detached_signed)
+        .into_iter()
+        .map(|part| SignedPart::Detached {
+            content: part.content,
+            text: part.text,
+            signature: part.signature,
+        });
     let armored = mail.texts.iter().flat_map(|text| openpgp::find_signed_parts(text));
     detached.chain(armored).take(MAX_SIGNED_PARTS).collect()
 }
