@@ -1,4 +1,4 @@
-//! A key database in memory: the layout of the GDBM store in three maps.
+//! A key database in memory: the layout of the GDBM store in maps.
 //!
 //! [`MemoryDb`] keeps what [`KeyStore`](crate::KeyStore) keeps — records by
 //! fingerprint, addresses pointing at fingerprints, the key-ID index, the
