@@ -36,6 +36,17 @@ pub enum RegistrarError {
         /// The system error.
         source: std::io::Error,
     },
+    /// An update could not be handed to keysync, or one from it read.
+    #[error("{path}: {source}")]
+    SyncQueue {
+        /// The queue directory.
+        path: PathBuf,
+        /// The system error.
+        source: std::io::Error,
+    },
+    /// The `[sync]` settings can't be used.
+    #[error("[sync]: {0}")]
+    SyncConfig(String),
     /// The record of the notices sent for web submissions could not be
     /// read or written.
     #[error("{path}: {source}")]
@@ -62,8 +73,10 @@ impl ExitStatus for RegistrarError {
             RegistrarError::Store(inner) => inner.exit_code(),
             RegistrarError::PidFile(inner) => inner.exit_code(),
             RegistrarError::Reply(inner) => inner.exit_code(),
+            RegistrarError::SyncConfig(_) => exit::CONFIG,
             RegistrarError::Log { source, .. }
             | RegistrarError::Import { source, .. }
+            | RegistrarError::SyncQueue { source, .. }
             | RegistrarError::NoticeRecord { source, .. } => io_exit_code(source, exit::IOERR),
         }
     }

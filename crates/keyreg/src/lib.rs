@@ -4,12 +4,16 @@
 //! a time (read, apply, commit); [`request`] decides what each asks for
 //! (add, change, remove) and applies it first come, first served;
 //! [`import`] is `keyreg --import`, the same rules at bulk speed;
-//! [`web_notice`] tells the owners of addresses registered from the web. The key
+//! [`web_notice`] tells the owners of addresses registered from the web;
+//! [`replication`] makes every change an update that keysync spreads, and
+//! applies the updates of other servers in the one order. The key
 //! checks are `ripem-openpgp`'s, the database `ripem-keydb`'s.
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod import;
+pub mod received;
 pub mod registrar;
+pub mod replication;
 pub mod request;
 pub mod web_notice;

@@ -40,9 +40,12 @@ use ripem_core::txlog::{LogEntry, TransactionLog};
 use ripem_core::types::{Email, Fingerprint};
 use ripem_keydb::{KeyStore, RepairReport, StoreError};
 use ripem_openpgp::{KeyPolicy, SignedPart};
+use ripem_update::{time_of, Clock, Update};
 
 use crate::error::RegistrarError;
 use crate::import::{ImportProgress, Importer};
+use crate::replication::handoff::{Outbound, SettleError};
+use crate::replication::{self, ReceivedSummary, Replication};
 use crate::request::{self, AddRequest, AddressOutcome, Candidate, KeyOutcome, SignedOutcome, Tally};
 use crate::web_notice;
 
@@ -83,6 +86,8 @@ pub struct CycleSummary {
     /// Entries of `spool/outgoing/` that were not queued replies, moved
     /// to `spool/failed/`: one line each.
     pub outgoing_moved_aside: Vec<String>,
+    /// Updates from other servers.
+    pub received: ReceivedSummary,
 }
 
 /// One line on a repair, for the operator's log.
@@ -124,11 +129,13 @@ struct Applied {
 
 /// keyreg: the spool, the database, the log and the mailer.
 pub struct Registrar {
-    config: Config,
-    spool: Spool,
+    pub(crate) config: Config,
+    pub(crate) spool: Spool,
     log: TransactionLog,
-    mailer: Mailer,
-    policy: KeyPolicy,
+    pub(crate) mailer: Mailer,
+    pub(crate) policy: KeyPolicy,
+    pub(crate) replication: Replication,
+    pub(crate) outbound: Outbound,
 }
 
 impl Registrar {
@@ -138,12 +145,19 @@ impl Registrar {
         spool.create_dirs()?;
         let mailer = Mailer::from_config(&config.mail, &config.paths)?;
         let policy = KeyPolicy::configured(&config.keyreg);
+        let replication = Replication::from_config(&config)?;
+        let outbound = Outbound::new(&config.paths.state_dir).map_err(|source| RegistrarError::SyncQueue {
+            path: config.paths.state_dir.join("sync/queue"),
+            source,
+        })?;
         Ok(Registrar {
             log: TransactionLog::new(&config.paths.transaction_log),
             config,
             spool,
             mailer,
             policy,
+            replication,
+            outbound,
         })
     }
 
@@ -174,11 +188,31 @@ impl Registrar {
         store.end_window_announced(&|| self.announce_window())
     }
 
-    /// Opens the database as writer with a write window begun.
-    fn open_for_writing(&self) -> Result<KeyStore, RegistrarError> {
+    /// Opens the database as writer with a write window begun, after
+    /// settling the updates a crash left half handed to keysync.
+    pub(crate) fn open_for_writing(&self) -> Result<KeyStore, RegistrarError> {
         let mut store = self.open_writer()?;
+        self.outbound.settle(&store).map_err(|err| match err {
+            SettleError::Store(err) => RegistrarError::Store(err),
+            SettleError::Io(source) => self.queue_error(source),
+        })?;
         store.begin_window()?;
         Ok(store)
+    }
+
+    pub(crate) fn queue_error(&self, source: std::io::Error) -> RegistrarError {
+        RegistrarError::SyncQueue {
+            path: self.config.paths.state_dir.join("sync/queue"),
+            source,
+        }
+    }
+
+    /// Switches the window in and hands its updates to keysync.
+    pub(crate) fn end_window_and_hand_off(&self, store: &mut KeyStore, clock: &Clock) -> Result<(), RegistrarError> {
+        replication::log::save_clock(store, clock)?;
+        self.end_window(store)?;
+        self.outbound.release().map_err(|source| self.queue_error(source))?;
+        Ok(())
     }
 
     /// Rebuilds the database (see [`KeyStore::repair`]): `damaged` when
@@ -207,7 +241,10 @@ impl Registrar {
     /// nothing spooled, the database is still opened once, so what a crash
     /// left is settled and damage repaired without waiting for a request.
     pub fn process_pending(&self) -> Result<CycleSummary, RegistrarError> {
-        let mut total = CycleSummary::default();
+        let mut total = CycleSummary {
+            received: self.process_received()?,
+            ..CycleSummary::default()
+        };
         let mut idle = true;
         loop {
             let mut bytes = 0u64;
@@ -274,23 +311,48 @@ impl Registrar {
             .unwrap_or_else(|_| Prepared::Unprocessable("internal error while reading the request".into()))
     }
 
-    /// Applies one prepared request inside the write window.
+    /// Applies one prepared request inside the write window, each key or
+    /// signed request at a new time of the clock, and records (and stages
+    /// for keysync) the update of each change it made.
     fn apply(
         &self,
         queue: QueueName,
         item: &Prepared,
         store: &mut KeyStore,
+        clock: &mut Clock,
         now: DateTime<Utc>,
-    ) -> Result<Applied, StoreError> {
-        let max_age = chrono::Duration::from_std(self.config.keyreg.max_request_age).unwrap_or(chrono::Duration::MAX);
+    ) -> Result<Applied, RegistrarError> {
+        if self.replication.replica && !matches!(item, Prepared::Unprocessable(_)) {
+            return Ok(Applied {
+                lines: vec![format!(
+                    "refused: this server ({}) is a lookup-only replica and accepts no requests; send yours to a server that takes mail",
+                    self.replication.server_id
+                )],
+                ..Applied::default()
+            });
+        }
+        let max_age = self.replication.max_request_age;
         let mut tally = Tally::default();
         let mut registered = Vec::new();
+        let mut updates = Vec::new();
         let lines = match (item, queue) {
-            (Prepared::Add { add, .. }, _) => {
+            (Prepared::Add { add, mail }, _) => {
                 let mut lines = Vec::new();
                 for candidate in &add.candidates {
-                    let outcome = request::apply_candidate(store, candidate, &self.policy, now)?;
+                    let time = clock.tick(now);
+                    let outcome = request::apply_candidate(store, candidate, &self.policy, time_of(time))?;
                     tally.count(&outcome);
+                    if let Some(update) = self
+                        .replication
+                        .key_update(store, candidate, &outcome, time, &self.policy)?
+                    {
+                        if let (ReturnAddress::Reply(to), false) =
+                            (&mail.return_address, update.fields().claims.is_empty())
+                        {
+                            replication::log::set_sender(store, update.id(), to.as_str())?;
+                        }
+                        updates.push(update);
+                    }
                     if let KeyOutcome::Applied {
                         fingerprint, addresses, ..
                     } = &outcome
@@ -310,11 +372,14 @@ impl Registrar {
                 lines
             }
             (Prepared::Signed { parts, .. }, queue) => {
+                let time = clock.tick(now);
                 let mut notices = if queue == QueueName::Change {
-                    request::apply_change(store, parts, &self.policy, now, max_age)?
+                    request::apply_change(store, parts, &self.policy, time_of(time), max_age)?
                 } else {
-                    request::apply_remove(store, parts, &self.policy, now, max_age)?
+                    request::apply_remove(store, parts, &self.policy, time_of(time), max_age)?
                 };
+                updates.extend(self.replication.signed_update(store, &notices, time, &self.policy)?);
+                self.stage(&updates)?;
                 let lines = std::mem::take(&mut notices.lines);
                 return Ok(Applied {
                     lines,
@@ -325,12 +390,21 @@ impl Registrar {
             }
             (Prepared::Unprocessable(_), _) => Vec::new(),
         };
+        self.stage(&updates)?;
         Ok(Applied {
             lines,
             tally,
             notices: SignedOutcome::default(),
             registered,
         })
+    }
+
+    /// Stages updates for keysync (see [`Outbound`]).
+    fn stage(&self, updates: &[Update]) -> Result<(), RegistrarError> {
+        for update in updates {
+            self.outbound.stage(update).map_err(|source| self.queue_error(source))?;
+        }
+        Ok(())
     }
 
     /// Reads and prepares each file of a batch: step one of a cycle. A file
@@ -379,10 +453,16 @@ impl Registrar {
         } else {
             None
         };
+        let mut clock = match &store {
+            Some(store) => replication::log::clock(store)?,
+            None => Clock::default(),
+        };
         let mut results = Vec::with_capacity(prepared.len());
         for (file, _, item) in &mut prepared {
             let applied = match store.as_mut() {
-                Some(store) => match catch_unwind(AssertUnwindSafe(|| self.apply(file.queue, item, store, now))) {
+                Some(store) => match catch_unwind(AssertUnwindSafe(|| {
+                    self.apply(file.queue, item, store, &mut clock, now)
+                })) {
                     Ok(applied) => applied?,
                     Err(_) => {
                         *item = Prepared::Unprocessable("internal error while applying the request".into());
@@ -394,7 +474,7 @@ impl Registrar {
             results.push(applied);
         }
         if let Some(store) = store.as_mut() {
-            self.end_window(store)?;
+            self.end_window_and_hand_off(store, &clock)?;
         }
         drop(store);
 

@@ -38,7 +38,9 @@ mod signed;
 
 pub(crate) use add::candidate;
 pub use add::{apply_candidate, apply_key, apply_revocation, prepare_add, AddRequest, Candidate};
-pub use signed::{apply_change, apply_remove, signed_parts, SignedOutcome, SignedRefusal, MAX_CLOCK_SKEW};
+pub use signed::{
+    apply_change, apply_remove, signed_parts, SignedEffect, SignedOutcome, SignedRefusal, MAX_CLOCK_SKEW,
+};
 
 /// What happened to one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +132,7 @@ impl KeyOutcome {
 }
 
 /// Deletes a key's record, its addresses and its key-ID index entries.
-fn delete_key<D: KeyDb>(store: &mut D, record: &Record, policy: &KeyPolicy) -> Result<(), D::Error> {
+pub(crate) fn delete_key<D: KeyDb>(store: &mut D, record: &Record, policy: &KeyPolicy) -> Result<(), D::Error> {
     if let Ok(key) = openpgp::read_stored_key(&record.key_armor, policy) {
         store.unindex_key_ids(&record.fingerprint, &key.key_ids())?;
     }

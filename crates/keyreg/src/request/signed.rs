@@ -68,6 +68,29 @@ struct Authenticated {
     record: Record,
     key: CheckedKey,
     verified: Verified,
+    /// The part that verified.
+    part: SignedPart,
+}
+
+/// What an applied change or removal did, as its update records it: the
+/// signed part that authenticated it (the only one a replay needs), the
+/// signing key as it was registered, and the addresses it moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedEffect {
+    /// The signed part that verified.
+    pub part: SignedPart,
+    /// The signing key's registered record's key, armored.
+    pub old_key: String,
+    /// The signing key.
+    pub old_fingerprint: Fingerprint,
+    /// A change: the new key and its stripped armor.
+    pub new_key: Option<(Fingerprint, String)>,
+    /// A change: the addresses the new key newly registered.
+    pub claims: Vec<Email>,
+    /// A change: the addresses passed from the old key to the new one.
+    pub transfers: Vec<Email>,
+    /// The addresses set free.
+    pub releases: Vec<Email>,
 }
 
 /// Every signed part of a request mail, at most
@@ -144,7 +167,12 @@ fn authenticate<D: KeyDb>(
                     updated: stamp(record.updated),
                 }));
             }
-            return Ok(Ok(Authenticated { record, key, verified }));
+            return Ok(Ok(Authenticated {
+                record,
+                key,
+                verified,
+                part: part.clone(),
+            }));
         }
     }
     Ok(Err(refusal))
@@ -167,6 +195,10 @@ pub struct SignedOutcome {
     pub notify: Vec<(Email, String)>,
     /// The key that signed the request, when it was applied.
     pub signer: Option<Fingerprint>,
+    /// What it did, when it was applied as a change or removal.
+    pub effect: Option<SignedEffect>,
+    /// A "change" to the registered key itself, merged into it: that key.
+    pub merged: Option<CheckedKey>,
 }
 
 impl SignedOutcome {
@@ -200,9 +232,11 @@ pub fn apply_change<D: KeyDb>(
     let old = &auth.record;
     if new_key.fingerprint() == &old.fingerprint {
         let mut lines = vec!["the new key is the registered key itself; merged into it".to_string()];
-        lines.extend(apply_key(store, &new_key, policy, now)?.lines());
+        let outcome = apply_key(store, &new_key, policy, now)?;
+        lines.extend(outcome.lines());
         return Ok(SignedOutcome {
             lines,
+            merged: outcome.changed().then_some(new_key),
             ..SignedOutcome::default()
         });
     }
@@ -220,10 +254,26 @@ pub fn apply_change<D: KeyDb>(
     )];
     lines.extend(new_key.stripped_user_ids().iter().map(|user_id| format!("  {user_id}")));
     let mut notify = Vec::new();
+    let mut effect = SignedEffect {
+        part: auth.part.clone(),
+        old_key: old.key_armor.clone(),
+        old_fingerprint: old.fingerprint.clone(),
+        new_key: Some((
+            new_key.fingerprint().clone(),
+            new_key.to_armored().trim_end().to_string(),
+        )),
+        claims: Vec::new(),
+        transfers: Vec::new(),
+        releases: Vec::new(),
+    };
     for user in &old.users {
         let moved = addresses
             .iter()
             .any(|(email, o)| email == user && *o == AddressOutcome::Registered);
+        match moved {
+            true => effect.transfers.push(user.clone()),
+            false => effect.releases.push(user.clone()),
+        }
         let what = if moved {
             format!("moved to the new key {}", new_key.fingerprint())
         } else {
@@ -234,11 +284,19 @@ pub fn apply_change<D: KeyDb>(
     }
     for (email, address_outcome) in addresses.iter().filter(|(email, _)| !old.users.contains(email)) {
         lines.push(format!("  {email}: {address_outcome}"));
+        if matches!(
+            address_outcome,
+            AddressOutcome::Registered | AddressOutcome::TakenOver(_)
+        ) {
+            effect.claims.push(email.clone());
+        }
     }
     Ok(SignedOutcome {
         lines,
         notify,
         signer: Some(old.fingerprint.clone()),
+        effect: Some(effect),
+        merged: None,
     })
 }
 
@@ -303,6 +361,15 @@ pub fn apply_remove<D: KeyDb>(
         return Ok(SignedOutcome::refused(&SignedRefusal::NotRemoveKey));
     }
     delete_key(store, &auth.record, policy)?;
+    let effect = SignedEffect {
+        part: auth.part.clone(),
+        old_key: auth.record.key_armor.clone(),
+        old_fingerprint: auth.record.fingerprint.clone(),
+        new_key: None,
+        claims: Vec::new(),
+        transfers: Vec::new(),
+        releases: auth.record.users.clone(),
+    };
     let mut lines = vec![format!("key {} removed:", auth.record.fingerprint)];
     lines.extend(auth.record.users.iter().map(|user| format!("  {user}: removed")));
     Ok(SignedOutcome {
@@ -314,5 +381,7 @@ pub fn apply_remove<D: KeyDb>(
             .map(|user| (user.clone(), "removed".to_string()))
             .collect(),
         signer: Some(auth.record.fingerprint.clone()),
+        effect: Some(effect),
+        merged: None,
     })
 }
