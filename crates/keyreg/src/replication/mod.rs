@@ -322,3 +322,6 @@ impl Replication {
         ripem_update::time_of(time_ms) > now + self.max_clock_skew
     }
 }
+
+#[cfg(test)]
+mod tests;
