@@ -54,6 +54,10 @@ pub trait KeyDb {
     /// How many records are stored.
     fn key_count(&self) -> Result<usize, Self::Error>;
 
+    /// The fingerprint of every stored record, in no particular order
+    /// (a replay empties the database with it).
+    fn all_fingerprints(&self) -> Result<Vec<Fingerprint>, Self::Error>;
+
     /// Stores a record, replacing any earlier one of the same fingerprint,
     /// and points each of its addresses at it (an address another key held
     /// now points here; the caller decides first whether it may). Addresses
@@ -109,6 +113,10 @@ impl KeyDb for crate::KeyStore {
 
     fn key_count(&self) -> Result<usize, Self::Error> {
         crate::KeyStore::key_count(self)
+    }
+
+    fn all_fingerprints(&self) -> Result<Vec<Fingerprint>, Self::Error> {
+        crate::KeyStore::fingerprints(self).collect()
     }
 
     fn put(&mut self, record: &Record) -> Result<(), Self::Error> {

@@ -79,6 +79,10 @@ impl KeyDb for MemoryDb {
         Ok(self.records.len())
     }
 
+    fn all_fingerprints(&self) -> Result<Vec<Fingerprint>, Infallible> {
+        Ok(self.records.keys().cloned().collect())
+    }
+
     fn put(&mut self, record: &Record) -> Result<(), Infallible> {
         if let Some(previous) = self.records.get(&record.fingerprint) {
             let released: Vec<Email> = previous
