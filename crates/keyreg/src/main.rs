@@ -28,6 +28,11 @@ struct Args {
     /// switch it in and keep the old file as keys.gdbm.replaced-<time>
     #[arg(long, conflicts_with = "import")]
     rebuild: bool,
+    /// Rebuild the database from the updates it holds (every change since
+    /// it was made), in the one order of all updates; with DIR, first add
+    /// the update files there (e.g. written by `keysync --dump DIR`)
+    #[arg(long, value_name = "DIR", num_args = 0..=1, conflicts_with_all = ["import", "rebuild", "once"])]
+    replay: Option<Option<PathBuf>>,
     /// Load armored or binary keyrings, or db2flat flat files, into the database (no replies)
     #[arg(long, value_name = "FILE", num_args = 1..)]
     import: Vec<PathBuf>,
@@ -59,6 +64,25 @@ fn report(summary: &CycleSummary, verbose: bool) {
     for line in &summary.outgoing_moved_aside {
         eprintln!("keyreg: outgoing: {line}");
     }
+    let received = &summary.received;
+    if received.applied + received.duplicates + received.deferred > 0 {
+        eprintln!(
+            "keyreg: sync: {} updates from peers applied, {} already here, {} waiting for their time",
+            received.applied, received.duplicates, received.deferred
+        );
+    }
+    for count in &received.replays {
+        eprintln!("keyreg: sync: an update arrived after later ones it touches; replayed {count} updates");
+    }
+    for line in &received.refused {
+        eprintln!("keyreg: sync: refused, moved to failed/: {line}");
+    }
+    if received.conflicts > 0 {
+        eprintln!(
+            "keyreg: sync: {} registrations overruled by earlier ones; their senders are told",
+            received.conflicts
+        );
+    }
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -70,6 +94,13 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             .repair(false)
             .with_context(|| format!("rebuilding {}", database.display()))?;
         eprintln!("keyreg: {}", describe_repair(&report));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(from) = &args.replay {
+        let count = registrar
+            .replay(from.as_deref())
+            .with_context(|| format!("replaying {}", database.display()))?;
+        eprintln!("keyreg: the database was replayed from {count} updates");
         return Ok(ExitCode::SUCCESS);
     }
     if !args.import.is_empty() {

@@ -12,6 +12,8 @@
 //! keyreg finds the same files again and applies each once (a stored id is
 //! skipped).
 
+use std::path::Path;
+
 use chrono::Utc;
 use ripem_core::reply::Reply;
 use ripem_core::types::Email;
@@ -114,6 +116,38 @@ impl Registrar {
         summary.replays.extend(received.replayed);
         summary.conflicts += received.conflicts.len();
         Ok(())
+    }
+
+    /// Rebuilds the database from the updates it holds, and from those in
+    /// `from` (a directory of update files, such as `keysync --dump`
+    /// writes: each checked like a received one), replayed in the one
+    /// order in one write window. How many updates the database holds now.
+    pub fn replay(&self, from: Option<&Path>) -> Result<usize, RegistrarError> {
+        let mut extra = Vec::new();
+        if let Some(dir) = from {
+            let files = handoff::inbound_dir(dir, usize::MAX).map_err(|source| self.queue_error(source))?;
+            for file in files {
+                let update = Update::parse(&file.bytes)
+                    .and_then(|update| ripem_update::check(&update, &self.policy).map(|()| update))
+                    .map_err(|err| RegistrarError::SyncConfig(format!("{}: {err}", file.path.display())))?;
+                extra.push(update);
+            }
+        }
+        let mut store = self.open_for_writing()?;
+        let mut clock = log::clock(&store)?;
+        for update in &extra {
+            clock.observe(update.time_ms());
+            if !log::has_update(&store, update.id())? {
+                log::store(&mut store, update)?;
+            }
+        }
+        let (count, conflicts) = self.replication.replay(&mut store, &self.policy)?;
+        self.end_window_and_hand_off(&mut store, &clock)?;
+        drop(store);
+        for conflict in &conflicts {
+            self.queue_conflict_notice(conflict)?;
+        }
+        Ok(count)
     }
 
     /// Tells the sender of a registration accepted here that a late,

@@ -146,9 +146,11 @@ impl Registrar {
         let mailer = Mailer::from_config(&config.mail, &config.paths)?;
         let policy = KeyPolicy::configured(&config.keyreg);
         let replication = Replication::from_config(&config)?;
-        let outbound = Outbound::new(&config.paths.state_dir).map_err(|source| RegistrarError::SyncQueue {
-            path: config.paths.state_dir.join("sync/queue"),
-            source,
+        let outbound = Outbound::new(&config.paths.state_dir, &config.paths.spool_dir).map_err(|source| {
+            RegistrarError::SyncQueue {
+                path: config.paths.state_dir.join("sync/queue"),
+                source,
+            }
         })?;
         Ok(Registrar {
             log: TransactionLog::new(&config.paths.transaction_log),
@@ -754,8 +756,12 @@ impl Registrar {
             path: self.config.paths.spool_dir.clone(),
             source,
         })?;
-        for queue in QueueName::ALL {
-            let dir = self.spool.new_dir(queue);
+        let received = self.config.paths.spool_dir.join("sync").join("new");
+        for dir in QueueName::ALL
+            .map(|queue| self.spool.new_dir(queue))
+            .into_iter()
+            .chain([received])
+        {
             watcher
                 .watch(&dir, RecursiveMode::NonRecursive)
                 .map_err(|source| DaemonError::Watch { path: dir, source })?;

@@ -71,8 +71,13 @@ pub fn commutes<D: KeyDb>(db: &D, update: &Update, names: &Names) -> Result<bool
 /// Records `update` as applied: stores it, moves the order reached and
 /// the touch index of its names forward.
 pub fn record<D: KeyDb>(db: &mut D, update: &Update, names: &Names) -> Result<(), D::Error> {
-    db.set_note(&format!("{UPDATE_PREFIX}{}", update.id()), update.to_bytes())?;
+    store(db, update)?;
     touch(db, update, names)
+}
+
+/// Stores `update` without applying it (a replay follows).
+pub fn store<D: KeyDb>(db: &mut D, update: &Update) -> Result<(), D::Error> {
+    db.set_note(&format!("{UPDATE_PREFIX}{}", update.id()), update.to_bytes())
 }
 
 /// Moves the order reached and the touch index forward for `update`.
