@@ -687,7 +687,9 @@ pub struct SyncConfig {
 /// written in `Origin:` lines and logs.
 fn check_server_id(what: &str, id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 255 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!("{what}: {id:?} must be 1 to 255 printable characters without spaces"));
+        return Err(format!(
+            "{what}: {id:?} must be 1 to 255 printable characters without spaces"
+        ));
     }
     Ok(())
 }
@@ -895,7 +897,10 @@ from = "keys@example.org"
             peer("b", "127.0.0.1", &pin_b),
             peer("a", "127.0.0.1:2", &pin_b),
             peer("b c", "127.0.0.1:2", &pin_b),
-            format!("{}[[sync.peer]]\nname = \"c\"\naddress = \"h:1\"\npin = \"{pin_b}\"\n", peer("b", "h:2", &pin_b)),
+            format!(
+                "{}[[sync.peer]]\nname = \"c\"\naddress = \"h:1\"\npin = \"{pin_b}\"\n",
+                peer("b", "h:2", &pin_b)
+            ),
             "[sync]\nreject = [\"not a key\"]\n".to_string(),
             "[sync]\nmax_message_bytes = 10\n".to_string(),
             "[sync]\nreconcile_interval_s = 0\n".to_string(),

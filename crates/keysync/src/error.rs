@@ -40,6 +40,9 @@ pub enum SyncError {
         /// The system error.
         source: io::Error,
     },
+    /// A received update could not be handed to keyreg.
+    #[error(transparent)]
+    Spool(#[from] ripem_core::spool::SpoolError),
     /// The tokio runtime, the signal handlers or the queue watcher could
     /// not be set up.
     #[error("cannot start: {0}")]
@@ -63,6 +66,7 @@ impl ExitStatus for SyncError {
             SyncError::Damaged { .. } => exit::DATAERR,
             SyncError::Tls { .. } => exit::CONFIG,
             SyncError::Bind { .. } => exit::UNAVAILABLE,
+            SyncError::Spool(err) => err.exit_code(),
             SyncError::Start(_) => exit::OSERR,
         }
     }

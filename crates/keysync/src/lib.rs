@@ -14,13 +14,13 @@
 //! only after what it names is stored, so a crash re-fetches and never
 //! skips.
 
-
+pub mod daemon;
 pub mod error;
-
+pub mod hub;
 pub mod peers;
-
-
-
+pub mod queue;
+pub mod session;
+pub mod status;
 pub mod store;
 pub mod tls;
 pub mod update;

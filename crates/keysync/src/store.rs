@@ -58,10 +58,17 @@ fn crc(seq: u64, flags: u8, bytes: &[u8]) -> u32 {
 
 /// One record read back, or why the file ends there.
 enum Read1 {
-    Record { seq: u64, flags: u8, bytes: Vec<u8> },
+    Record {
+        seq: u64,
+        flags: u8,
+        bytes: Vec<u8>,
+    },
     End,
     /// A bad record; `last` when nothing follows it.
-    Torn { problem: String, last: bool },
+    Torn {
+        problem: String,
+        last: bool,
+    },
 }
 
 fn read_record(reader: &mut impl Read, remaining: u64) -> std::io::Result<Read1> {
@@ -102,10 +109,20 @@ fn read_record(reader: &mut impl Read, remaining: u64) -> std::io::Result<Read1>
 impl Store {
     /// Opens (or creates) the store at `path`, rebuilding the indexes.
     pub fn open(path: &Path) -> Result<Store, SyncError> {
+        Store::open_with(path, true)
+    }
+
+    /// Opens the store only to read it (`--dump` beside a running
+    /// daemon): a torn tail is left alone, as it may be an append under way.
+    pub fn open_read_only(path: &Path) -> Result<Store, SyncError> {
+        Store::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, write: bool) -> Result<Store, SyncError> {
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
-            .create(true)
+            .append(write)
+            .create(write)
             .open(path)
             .map_err(SyncError::io(path))?;
         let size = file.metadata().map_err(SyncError::io(path))?.len();
@@ -125,8 +142,12 @@ impl Store {
             match read_record(&mut reader, size - store.end).map_err(SyncError::io(path))? {
                 Read1::End => break,
                 Read1::Torn { problem, last: false } => {
-                    return Err(damaged(format!("{problem} at byte {}, with records after it", store.end)));
+                    return Err(damaged(format!(
+                        "{problem} at byte {}, with records after it",
+                        store.end
+                    )));
                 }
+                Read1::Torn { last: true, .. } if !write => break,
                 Read1::Torn { problem, last: true } => {
                     crate::log(&format!(
                         "{}: cutting a torn last record at byte {} ({problem}; {} bytes)",
@@ -249,7 +270,11 @@ mod tests {
     use super::*;
 
     fn sample(n: u32) -> Vec<u8> {
-        format!("Update: register\nOrigin: a\nTime: {n}\nFingerprint: {}\n", "AB".repeat(20)).into_bytes()
+        format!(
+            "Update: register\nOrigin: a\nTime: {n}\nFingerprint: {}\n",
+            "AB".repeat(20)
+        )
+        .into_bytes()
     }
 
     fn add(store: &mut Store, bytes: &[u8]) -> Option<u64> {
@@ -294,6 +319,9 @@ mod tests {
         bytes[HEADER + 2] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let err = Store::open(&path).err().unwrap().to_string();
-        assert!(err.contains("checksum mismatch at byte 0, with records after it"), "{err}");
+        assert!(
+            err.contains("checksum mismatch at byte 0, with records after it"),
+            "{err}"
+        );
     }
 }

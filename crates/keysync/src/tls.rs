@@ -24,7 +24,9 @@ use tokio_rustls::rustls::crypto::{ring, verify_tls12_signature, verify_tls13_si
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use tokio_rustls::rustls::{
+    self, ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
+};
 
 use crate::error::SyncError;
 
@@ -87,7 +89,9 @@ pub fn init(dir: &Path, server_id: &str) -> Result<CertPin, SyncError> {
             "keysync.invalid".to_string()
         };
         let params = rcgen::CertificateParams::new(vec![name]).map_err(|err| tls_error(&cert_path)(err.to_string()))?;
-        let cert = params.self_signed(&key).map_err(|err| tls_error(&cert_path)(err.to_string()))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|err| tls_error(&cert_path)(err.to_string()))?;
         write_new(&cert_path, &cert.pem(), 0o644)?;
     }
     Ok(Identity::load(dir)?.pin())
@@ -96,7 +100,11 @@ pub fn init(dir: &Path, server_id: &str) -> Result<CertPin, SyncError> {
 impl Identity {
     /// Reads `key.pem` and `cert.pem` from `dir`.
     pub fn load(dir: &Path) -> Result<Identity, SyncError> {
-        let read = |path: PathBuf| std::fs::read(&path).map_err(SyncError::io(&path)).map(|bytes| (path, bytes));
+        let read = |path: PathBuf| {
+            std::fs::read(&path)
+                .map_err(SyncError::io(&path))
+                .map(|bytes| (path, bytes))
+        };
         let (key_path, key) = read(dir.join("key.pem"))?;
         let (cert_path, cert) = read(dir.join("cert.pem"))?;
         let hint = " (run keysync --init)";
@@ -132,11 +140,21 @@ impl Pinned {
         }
     }
 
-    fn tls12(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn tls12(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
 
-    fn tls13(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn tls13(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
 
@@ -154,12 +172,23 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(cert, intermediates).map(|()| ServerCertVerified::assertion())
+        self.check(cert, intermediates)
+            .map(|()| ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.tls12(m, c, d)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.tls13(m, c, d)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -177,12 +206,23 @@ impl ClientCertVerifier for Pinned {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(cert, intermediates).map(|()| ClientCertVerified::assertion())
+        self.check(cert, intermediates)
+            .map(|()| ClientCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.tls12(m, c, d)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.tls13(m, c, d)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -100,7 +100,11 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<Option<Str
     loop {
         let buffer = reader.fill_buf().await?;
         if buffer.is_empty() {
-            return if line.is_empty() { Ok(None) } else { Err(WireError::Truncated) };
+            return if line.is_empty() {
+                Ok(None)
+            } else {
+                Err(WireError::Truncated)
+            };
         }
         let (taken, done) = match buffer.iter().position(|&b| b == b'\n') {
             Some(at) => (at + 1, true),
@@ -126,7 +130,10 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<Option<Str
 
 /// Reads one whole message of at most `max_bytes`; `None` when the peer
 /// closed the connection between messages.
-pub async fn read_message<R: AsyncBufRead + Unpin>(reader: &mut R, max_bytes: u64) -> Result<Option<Message>, WireError> {
+pub async fn read_message<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max_bytes: u64,
+) -> Result<Option<Message>, WireError> {
     let Some(tag) = read_line(reader).await? else {
         return Ok(None);
     };
@@ -202,7 +209,10 @@ mod tests {
     #[tokio::test]
     async fn refuses_what_is_not_kx() {
         let long = format!("a001\r\nIHAVE\r\n{}\r\n.\r\n", "x".repeat(MAX_LINE));
-        assert!(matches!(parse(long.as_bytes(), u64::MAX).await, Err(WireError::LineTooLong)));
+        assert!(matches!(
+            parse(long.as_bytes(), u64::MAX).await,
+            Err(WireError::LineTooLong)
+        ));
         let big = encode("a001", Command::Ihave, &vec!["x".repeat(100); 20]);
         assert!(matches!(parse(&big, 1000).await, Err(WireError::TooLarge(1000))));
         for bad in [
