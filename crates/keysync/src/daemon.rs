@@ -237,7 +237,7 @@ async fn supervise(
     let mut dialling = HashSet::new();
     let status_path = dir.join("status");
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut ticks = 0u64;
+    let mut last_status = std::time::Instant::now();
     loop {
         for peer in &daemon.hub.config().peers {
             if dialling.insert(peer.name.clone()) {
@@ -245,7 +245,6 @@ async fn supervise(
             }
         }
         tick.tick().await;
-        ticks += 1;
         if signals::terminate_requested() {
             crate::log("stopping (signal)");
             return Ok(());
@@ -260,7 +259,8 @@ async fn supervise(
                 crate::log(&format!("reloaded the configuration: {} peers", names.len()));
             }
         }
-        if ticks % 10 == 0 {
+        if last_status.elapsed() >= Duration::from_secs(1) {
+            last_status = std::time::Instant::now();
             if let Err(err) = daemon.hub.save_book() {
                 crate::log(&err.to_string());
             }
