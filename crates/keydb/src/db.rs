@@ -72,6 +72,20 @@ pub trait KeyDb {
     /// Forgets that the key `fingerprint` has these key IDs; a key ID left
     /// with no key is dropped from the index.
     fn unindex_key_ids(&mut self, fingerprint: &Fingerprint, key_ids: &[String]) -> Result<(), Self::Error>;
+
+    /// The note `name` (replication state kept beside the keys: stored
+    /// updates, the clock, the order reached), if there is one.
+    fn note(&self, name: &str) -> Result<Option<Vec<u8>>, Self::Error>;
+
+    /// Writes the note `name`, replacing any earlier value.
+    fn set_note(&mut self, name: &str, value: &[u8]) -> Result<(), Self::Error>;
+
+    /// Deletes the note `name`; whether it was there.
+    fn delete_note(&mut self, name: &str) -> Result<bool, Self::Error>;
+
+    /// The names of every note starting with `prefix`, sorted. This may
+    /// read the whole database: it is for replays, not for each request.
+    fn note_names(&self, prefix: &str) -> Result<Vec<String>, Self::Error>;
 }
 
 impl KeyDb for crate::KeyStore {
@@ -111,5 +125,21 @@ impl KeyDb for crate::KeyStore {
 
     fn unindex_key_ids(&mut self, fingerprint: &Fingerprint, key_ids: &[String]) -> Result<(), Self::Error> {
         crate::KeyStore::unindex_key_ids(self, fingerprint, key_ids)
+    }
+
+    fn note(&self, name: &str) -> Result<Option<Vec<u8>>, Self::Error> {
+        crate::KeyStore::note(self, name)
+    }
+
+    fn set_note(&mut self, name: &str, value: &[u8]) -> Result<(), Self::Error> {
+        crate::KeyStore::set_note(self, name, value)
+    }
+
+    fn delete_note(&mut self, name: &str) -> Result<bool, Self::Error> {
+        crate::KeyStore::delete_note(self, name)
+    }
+
+    fn note_names(&self, prefix: &str) -> Result<Vec<String>, Self::Error> {
+        crate::KeyStore::note_names(self, prefix)
     }
 }

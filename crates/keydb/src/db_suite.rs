@@ -141,6 +141,20 @@ fn put_and_delete_leave_the_key_id_index_alone<D: KeyDb>(db: &mut D) {
     assert_eq!(db.fingerprints_with_key_id(KEY_ID).unwrap(), vec![fpr(A)]);
 }
 
+fn notes_are_kept_apart_from_the_keys<D: KeyDb>(db: &mut D) {
+    assert_eq!(db.note("clock").unwrap(), None);
+    db.set_note("update:b", b"two").unwrap();
+    db.set_note("update:a", b"one").unwrap();
+    db.set_note("clock", b"17").unwrap();
+    db.put(&record(A, &["a@example.org"])).unwrap();
+    assert_eq!(db.note("update:a").unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(db.note_names("update:").unwrap(), vec!["update:a", "update:b"]);
+    assert_eq!(db.key_count().unwrap(), 1, "notes are not keys");
+    assert!(db.delete_note("update:a").unwrap());
+    assert!(!db.delete_note("update:a").unwrap());
+    assert_eq!(db.note_names("update:").unwrap(), vec!["update:b"]);
+}
+
 /// A GDBM store in `dir`, inside a write window.
 fn gdbm_store(dir: &tempfile::TempDir) -> KeyStore {
     let mut store = KeyStore::open_write(
@@ -183,4 +197,5 @@ suite!(
     delete_removes_the_record_and_its_addresses,
     the_key_id_index_lists_each_key_once_in_order,
     put_and_delete_leave_the_key_id_index_alone,
+    notes_are_kept_apart_from_the_keys,
 );

@@ -34,6 +34,7 @@ pub mod journal;
 
 mod db;
 mod memory;
+mod notes;
 
 mod applylog;
 mod live;

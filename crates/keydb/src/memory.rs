@@ -1,7 +1,8 @@
-//! A key database in memory: the layout of the GDBM store in three maps.
+//! A key database in memory: the layout of the GDBM store in maps.
 //!
 //! [`MemoryDb`] keeps what [`KeyStore`](crate::KeyStore) keeps — records by
-//! fingerprint, addresses pointing at fingerprints, the key-ID index —
+//! fingerprint, addresses pointing at fingerprints, the key-ID index, the
+//! replication notes —
 //! with the same rules for overwriting and releasing addresses, and each
 //! record kept as its text reads back, but in `BTreeMap`s, with no files,
 //! windows or checksums. Every write is
@@ -24,6 +25,7 @@ pub struct MemoryDb {
     records: BTreeMap<Fingerprint, Record>,
     addresses: BTreeMap<Email, Fingerprint>,
     key_ids: BTreeMap<String, Vec<Fingerprint>>,
+    notes: BTreeMap<String, Vec<u8>>,
 }
 
 impl MemoryDb {
@@ -130,5 +132,27 @@ impl KeyDb for MemoryDb {
             }
         }
         Ok(())
+    }
+
+    fn note(&self, name: &str) -> Result<Option<Vec<u8>>, Infallible> {
+        Ok(self.notes.get(name).cloned())
+    }
+
+    fn set_note(&mut self, name: &str, value: &[u8]) -> Result<(), Infallible> {
+        self.notes.insert(name.to_string(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete_note(&mut self, name: &str) -> Result<bool, Infallible> {
+        Ok(self.notes.remove(name).is_some())
+    }
+
+    fn note_names(&self, prefix: &str) -> Result<Vec<String>, Infallible> {
+        Ok(self
+            .notes
+            .range(prefix.to_string()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(name, _)| name.clone())
+            .collect())
     }
 }

@@ -9,6 +9,7 @@
 //! and one lookup per address, so it is kept for those moments.
 
 use super::applylog::Op;
+use super::notes::NOTE_PREFIX;
 use super::{record_key, KeyStore, StoreError, GENERATION_KEY, KEY_ID_PREFIX, KEY_PREFIX, USER_PREFIX};
 use ripem_core::record::Record;
 use ripem_core::types::{Email, Fingerprint, Query};
@@ -55,6 +56,8 @@ fn check_item(store: &KeyStore, key: &[u8], payload: &[u8], summary: &mut Verify
                 return Err(bad(format!("lists {owner}, which is not stored")));
             }
         }
+    } else if key.starts_with(NOTE_PREFIX) {
+        // Replication notes: their checksum, checked by the caller, is all.
     } else if key != GENERATION_KEY {
         return Err(bad("not an item this database keeps".into()));
     }
