@@ -102,6 +102,8 @@ struct FileConfig {
     keylookup: FileKeylookup,
     #[serde(default)]
     hkpd: FileHkpd,
+    #[serde(default)]
+    sync: FileSync,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +178,30 @@ struct FileAddresses {
     change: Option<String>,
     remove: Option<String>,
     get: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSync {
+    server_id: Option<String>,
+    listen: Option<Vec<String>>,
+    max_clock_skew_s: Option<u64>,
+    replica: Option<bool>,
+    reject: Option<Vec<String>>,
+    reject_origin: Option<Vec<String>>,
+    max_message_bytes: Option<u64>,
+    reconcile_interval_s: Option<u64>,
+    #[serde(default)]
+    peer: Vec<FilePeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePeer {
+    name: String,
+    address: String,
+    pin: String,
+    priority: Option<u32>,
 }
 
 /// Where each file lives.
@@ -425,6 +451,8 @@ pub struct Config {
     pub keylookup: KeylookupConfig,
     /// hkpd.
     pub hkpd: HkpdConfig,
+    /// keysync, and keyreg's part in replication.
+    pub sync: SyncConfig,
 }
 
 impl KeyservConfig {
@@ -543,8 +571,9 @@ impl Config {
         let keyserv = KeyservConfig::from_file(file.keyserv).map_err(invalid)?;
         let keyreg = KeyregConfig::from_file(&file.keyreg).map_err(invalid)?;
         let hkpd = HkpdConfig::from_file(file.hkpd, &state_dir).map_err(invalid)?;
-
         let host = hostname();
+        let sync = SyncConfig::from_file(file.sync, &host).map_err(invalid)?;
+
         let mail = MailConfig::from_file(file.mail, &host);
         let addresses = Addresses::from_file(file.addresses, &host);
         Ok(Config {
@@ -558,6 +587,7 @@ impl Config {
                 servers: file.keylookup.servers.unwrap_or_else(|| vec!["localhost".to_string()]),
             },
             hkpd,
+            sync,
         })
     }
 
@@ -576,6 +606,166 @@ impl Config {
             path: path.clone(),
             problem,
         })
+    }
+}
+
+/// A peer's certificate pin: the SHA-256 of its certificate (DER),
+/// written `sha256:<64 hex digits>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertPin(pub [u8; 32]);
+
+impl CertPin {
+    /// Parses `sha256:<hex>` (hex in either case).
+    pub fn parse(raw: &str) -> Result<CertPin, String> {
+        let bad = || format!("{raw:?} is not sha256:<64 hex digits>");
+        let hex = raw.trim().strip_prefix("sha256:").ok_or_else(bad)?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let mut pin = [0u8; 32];
+        for (i, byte) in pin.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(CertPin(pin))
+    }
+}
+
+impl std::fmt::Display for CertPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("sha256:")?;
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+/// One `[[sync.peer]]`: a server keysync exchanges updates with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncPeer {
+    /// The peer's `server_id` (which side keeps a doubly dialled
+    /// connection is decided by comparing it with ours).
+    pub name: String,
+    /// Where it listens, `host:port`.
+    pub address: String,
+    /// The pin of its certificate.
+    pub pin: CertPin,
+    /// Lower first: the order peers are dialled in.
+    pub priority: u32,
+}
+
+/// An entry of `[sync] reject`: never applied or served here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// A key, by fingerprint.
+    Fingerprint(crate::types::Fingerprint),
+    /// An address.
+    Address(crate::types::Email),
+}
+
+/// The `[sync]` section: replication between servers.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// This server's id: the `Origin:` of the updates it makes.
+    pub server_id: String,
+    /// Addresses keysync listens on for peers (KX over TLS).
+    pub listen: Vec<SocketAddr>,
+    /// An update dated further in the future than this waits.
+    pub max_clock_skew: Duration,
+    /// Apply what peers send, accept no local request.
+    pub replica: bool,
+    /// Keys and addresses never applied or served here.
+    pub reject: Vec<Rejected>,
+    /// Origins whose updates are refused outright.
+    pub reject_origin: Vec<String>,
+    /// Largest KX message accepted from a peer.
+    pub max_message_bytes: u64,
+    /// How often peers reconcile their sets of updates.
+    pub reconcile_interval: Duration,
+    /// The peers, lowest priority number first.
+    pub peers: Vec<SyncPeer>,
+}
+
+/// A server id or peer name: printable ASCII without spaces, as it is
+/// written in `Origin:` lines and logs.
+fn check_server_id(what: &str, id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 255 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{what}: {id:?} must be 1 to 255 printable characters without spaces"
+        ));
+    }
+    Ok(())
+}
+
+impl SyncConfig {
+    /// The `[sync]` section with its defaults (the id defaults to the
+    /// host name), or what is out of range.
+    fn from_file(file: FileSync, host: &str) -> Result<SyncConfig, String> {
+        let server_id = file.server_id.unwrap_or_else(|| host.to_string());
+        check_server_id("sync.server_id", &server_id)?;
+        let listen = file
+            .listen
+            .unwrap_or_else(|| vec!["127.0.0.1:11611".to_string()])
+            .iter()
+            .map(|addr| {
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| format!("sync.listen: {addr:?} is not ADDRESS:PORT"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let reject = file
+            .reject
+            .unwrap_or_default()
+            .iter()
+            .map(|entry| {
+                if entry.contains('@') {
+                    crate::types::Email::parse(entry).map(Rejected::Address)
+                } else {
+                    crate::types::Fingerprint::parse(entry).map(Rejected::Fingerprint)
+                }
+                .map_err(|err| format!("sync.reject: {entry:?}: {err}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut peers = Vec::new();
+        for peer in file.peer {
+            check_server_id("sync.peer.name", &peer.name)?;
+            if peer.name == server_id || peers.iter().any(|p: &SyncPeer| p.name == peer.name) {
+                return Err(format!("sync.peer: {:?} is named twice (or is this server)", peer.name));
+            }
+            match peer.address.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => return Err(format!("sync.peer.address: {:?} is not HOST:PORT", peer.address)),
+            }
+            let pin = CertPin::parse(&peer.pin).map_err(|err| format!("sync.peer.pin: {err}"))?;
+            if peers.iter().any(|p: &SyncPeer| p.pin == pin) {
+                return Err(format!("sync.peer.pin: {pin} is given to two peers"));
+            }
+            peers.push(SyncPeer {
+                name: peer.name,
+                address: peer.address,
+                pin,
+                priority: peer.priority.unwrap_or(100),
+            });
+        }
+        peers.sort_by_key(|peer| peer.priority);
+        let reject_origin = file.reject_origin.unwrap_or_default();
+        for origin in &reject_origin {
+            check_server_id("sync.reject_origin", origin)?;
+        }
+        let sync = SyncConfig {
+            server_id,
+            listen,
+            max_clock_skew: Duration::from_secs(file.max_clock_skew_s.unwrap_or(300)),
+            replica: file.replica.unwrap_or(false),
+            reject,
+            reject_origin,
+            max_message_bytes: file.max_message_bytes.unwrap_or(1 << 20),
+            reconcile_interval: Duration::from_secs(file.reconcile_interval_s.unwrap_or(3600)),
+            peers,
+        };
+        if sync.max_message_bytes < 4096 {
+            return Err("sync.max_message_bytes must be at least 4096".into());
+        }
+        if sync.reconcile_interval.is_zero() {
+            return Err("sync.reconcile_interval_s must be at least 1".into());
+        }
+        Ok(sync)
     }
 }
 
@@ -675,6 +865,50 @@ from = "keys@example.org"
             "[hkpd]\nlisen = []\n",
         ] {
             assert!(Config::from_toml(bad, None, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sync_section() {
+        let config = Config::from_toml("", None, None).unwrap();
+        assert_eq!(config.sync.max_clock_skew, Duration::from_secs(300));
+        assert_eq!(config.sync.max_message_bytes, 1 << 20);
+        assert_eq!(config.sync.reconcile_interval, Duration::from_secs(3600));
+        assert!(!config.sync.replica && config.sync.peers.is_empty());
+        let pin_b = format!("sha256:{}", "Ab".repeat(32));
+        let pin_c = format!("sha256:{}", "0c".repeat(32));
+        let text = format!(
+            "[sync]\nserver_id = \"a.example.org\"\nlisten = [\"127.0.0.1:1\"]\nreplica = true\nreject = [\"spam@example.net\", \"0x{}\"]\nreject_origin = [\"x.example.org\"]\n[[sync.peer]]\nname = \"b\"\naddress = \"127.0.0.1:2\"\npin = \"{pin_b}\"\npriority = 20\n[[sync.peer]]\nname = \"c\"\naddress = \"keys-c.example.org:11611\"\npin = \"{pin_c}\"\npriority = 10\n",
+            "AB".repeat(20)
+        );
+        let sync = Config::from_toml(&text, None, None).unwrap().sync;
+        assert_eq!(sync.server_id, "a.example.org");
+        assert!(sync.replica);
+        assert_eq!(sync.reject.len(), 2);
+        assert_eq!(sync.reject_origin, ["x.example.org"]);
+        let names: Vec<_> = sync.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["c", "b"]);
+        assert_eq!(sync.peers[1].pin.to_string(), pin_b.to_ascii_lowercase());
+        let peer = |name: &str, address: &str, pin: &str| {
+            format!("[sync]\nserver_id = \"a\"\n[[sync.peer]]\nname = \"{name}\"\naddress = \"{address}\"\npin = \"{pin}\"\n")
+        };
+        for bad in [
+            peer("b", "127.0.0.1:2", "sha256:00"),
+            peer("b", "127.0.0.1", &pin_b),
+            peer("a", "127.0.0.1:2", &pin_b),
+            peer("b c", "127.0.0.1:2", &pin_b),
+            format!(
+                "{}[[sync.peer]]\nname = \"c\"\naddress = \"h:1\"\npin = \"{pin_b}\"\n",
+                peer("b", "h:2", &pin_b)
+            ),
+            "[sync]\nreject = [\"not a key\"]\n".to_string(),
+            "[sync]\nmax_message_bytes = 10\n".to_string(),
+            "[sync]\nreconcile_interval_s = 0\n".to_string(),
+            "[sync]\nlisten = [\"nowhere\"]\n".to_string(),
+            "[sync]\nserverid = \"a\"\n".to_string(),
+            format!("{}port = 3\n", peer("b", "h:2", &pin_b)),
+        ] {
+            assert!(Config::from_toml(&bad, None, None).is_err(), "{bad}");
         }
     }
 

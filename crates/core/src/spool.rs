@@ -29,7 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::atomic;
 use crate::exit::{self, io_exit_code, ExitStatus};
 
-/// The three request queues.
+/// The three request queues, and the queue of updates from peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QueueName {
     /// Registrations.
@@ -38,10 +38,13 @@ pub enum QueueName {
     Change,
     /// Removals signed by the registered key.
     Remove,
+    /// Updates received from peers by keysync, each named by its id; not
+    /// a mail queue, so not in [`QueueName::ALL`].
+    Sync,
 }
 
 impl QueueName {
-    /// Every queue, in processing order.
+    /// Every mail queue, in processing order.
     pub const ALL: [QueueName; 3] = [QueueName::Add, QueueName::Change, QueueName::Remove];
 
     /// The queue's directory name.
@@ -50,6 +53,7 @@ impl QueueName {
             QueueName::Add => "add",
             QueueName::Change => "change",
             QueueName::Remove => "remove",
+            QueueName::Sync => "sync",
         }
     }
 }
@@ -273,6 +277,41 @@ impl Spool {
             fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         }
         Ok(())
+    }
+
+    /// Creates `tmp/` and `new/` of one queue if they are missing.
+    pub fn create_queue_dirs(&self, queue: QueueName) -> Result<(), SpoolError> {
+        for dir in [self.tmp_dir(queue), self.new_dir(queue)] {
+            fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        }
+        Ok(())
+    }
+
+    /// Spools `bytes` under the caller's `name` (keysync names an update
+    /// by its id, so delivering one twice leaves one file): written to
+    /// `tmp/`, fsynced, renamed into `new/`, the directory fsynced.
+    /// `name` must be a plain file name.
+    pub fn deliver_named(&self, queue: QueueName, name: &str, bytes: &[u8]) -> Result<PathBuf, SpoolError> {
+        let temp = self.tmp_dir(queue).join(name);
+        let final_path = self.new_dir(queue).join(name);
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o640)
+                .open(&temp)
+                .map_err(io_error(&temp))?;
+            io::Write::write_all(&mut file, bytes).map_err(io_error(&temp))?;
+            file.sync_all().map_err(io_error(&temp))?;
+            fs::rename(&temp, &final_path).map_err(io_error(&final_path))?;
+            sync_dir(&self.new_dir(queue))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result.map(|()| final_path)
     }
 
     /// Spools one message from `input`, refusing it if it is over

@@ -640,6 +640,7 @@ impl Registrar {
             QueueName::Add => "registration request",
             QueueName::Change => "key change request",
             QueueName::Remove => "key removal request",
+            QueueName::Sync => "update from a peer",
         };
         let _ = writeln!(body, "Your {what} has been processed:\n");
         for line in &report.outcome {

@@ -1,0 +1,87 @@
+//! The status file the daemon keeps and `keysync --status` reads.
+//!
+//! `sync/status` is rewritten atomically every second: a `keysync <pid>
+//! <unix seconds> <our highest seq>` line, then `peer <name>
+//! <connected|disconnected> <their highest seen> <fetched>` lines. A file
+//! older than a few seconds, or whose pid is gone, means no daemon runs;
+//! `--status` says so and shows what the file last said.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::SyncError;
+use crate::hub::PeerStatus;
+
+/// A status older than this is stale.
+pub const STALE: Duration = Duration::from_secs(5);
+
+/// Writes the status file.
+pub fn write(path: &Path, peers: &[(String, PeerStatus)], ours: u64, running: bool) -> Result<(), SyncError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let pid = if running { std::process::id() } else { 0 };
+    let mut text = format!("keysync {pid} {now} {ours}\n");
+    for (name, status) in peers {
+        let state = if status.connected { "connected" } else { "disconnected" };
+        text.push_str(&format!(
+            "peer {name} {state} {} {}\n",
+            status.their_high, status.fetched
+        ));
+    }
+    ripem_core::atomic::write_atomically(path, text.as_bytes()).map_err(SyncError::io(path))
+}
+
+/// The lines `keysync --status` prints: one per peer, then a summary
+/// with the updates waiting (`queue`: from keyreg; `spool`: for keyreg).
+pub fn report(path: &Path, queue: usize, spool: usize) -> Result<Vec<String>, SyncError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(vec![format!(
+                "keysync has not run here (no {}); waiting: {queue} from keyreg, {spool} for keyreg",
+                path.display()
+            )])
+        }
+        Err(source) => {
+            return Err(SyncError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let damaged = || SyncError::Damaged {
+        path: path.to_path_buf(),
+        problem: "not a status file".into(),
+    };
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().ok_or_else(damaged)?.split(' ').collect();
+    let [_, pid, at, ours] = head.as_slice() else {
+        return Err(damaged());
+    };
+    let at: u64 = at.parse().map_err(|_| damaged())?;
+    let pid: i32 = pid.parse().map_err(|_| damaged())?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let alive = pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    let stale = !alive || now.saturating_sub(at) > STALE.as_secs();
+    let mut out = Vec::new();
+    for line in lines {
+        let words: Vec<&str> = line.split(' ').collect();
+        let ["peer", name, state, theirs, fetched] = words.as_slice() else {
+            return Err(damaged());
+        };
+        let state = if stale { "disconnected" } else { state };
+        out.push(format!("{name} {state} ours {ours} theirs {theirs} fetched {fetched}"));
+    }
+    let daemon = if stale {
+        format!("keysync is not running (status from {}s ago)", now.saturating_sub(at))
+    } else {
+        format!("keysync is running (pid {pid})")
+    };
+    out.push(format!("{daemon}; waiting: {queue} from keyreg, {spool} for keyreg"));
+    Ok(out)
+}
