@@ -44,9 +44,14 @@ pub enum RegistrarError {
         /// The system error.
         source: std::io::Error,
     },
-    /// The `[sync]` settings can't be used.
-    #[error("[sync]: {0}")]
-    SyncConfig(String),
+    /// An update file to be replayed is not a valid update.
+    #[error("{path}: {reason}")]
+    BadUpdate {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The record of the notices sent for web submissions could not be
     /// read or written.
     #[error("{path}: {source}")]
@@ -73,7 +78,7 @@ impl ExitStatus for RegistrarError {
             RegistrarError::Store(inner) => inner.exit_code(),
             RegistrarError::PidFile(inner) => inner.exit_code(),
             RegistrarError::Reply(inner) => inner.exit_code(),
-            RegistrarError::SyncConfig(_) => exit::CONFIG,
+            RegistrarError::BadUpdate { .. } => exit::DATAERR,
             RegistrarError::Log { source, .. }
             | RegistrarError::Import { source, .. }
             | RegistrarError::SyncQueue { source, .. }

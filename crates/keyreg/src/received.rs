@@ -129,7 +129,10 @@ impl Registrar {
             for file in files {
                 let update = Update::parse(&file.bytes)
                     .and_then(|update| ripem_update::check(&update, &self.policy).map(|()| update))
-                    .map_err(|err| RegistrarError::SyncConfig(format!("{}: {err}", file.path.display())))?;
+                    .map_err(|err| RegistrarError::BadUpdate {
+                        path: file.path.clone(),
+                        reason: err.to_string(),
+                    })?;
                 extra.push(update);
             }
         }

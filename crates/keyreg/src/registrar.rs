@@ -145,7 +145,7 @@ impl Registrar {
         spool.create_dirs()?;
         let mailer = Mailer::from_config(&config.mail, &config.paths)?;
         let policy = KeyPolicy::configured(&config.keyreg);
-        let replication = Replication::from_config(&config)?;
+        let replication = Replication::from_config(&config);
         let outbound = Outbound::new(&config.paths.state_dir, &config.paths.spool_dir).map_err(|source| {
             RegistrarError::SyncQueue {
                 path: config.paths.state_dir.join("sync/queue"),

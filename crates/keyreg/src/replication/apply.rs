@@ -14,6 +14,7 @@
 //! here (it is still stored, so the order and the history stay whole).
 
 use chrono::Duration;
+use ripem_core::config::Rejected;
 use ripem_core::types::{Email, Fingerprint};
 use ripem_keydb::KeyDb;
 use ripem_openpgp::{self as openpgp, CheckedKey, KeyPolicy};
@@ -31,23 +32,16 @@ pub struct RejectList {
 }
 
 impl RejectList {
-    /// Reads `[sync] reject` entries: `0x<fingerprint>`, a bare
-    /// fingerprint, or an address; anything else is an error naming it.
-    pub fn parse(entries: &[String]) -> Result<RejectList, String> {
+    /// The list `[sync] reject` gives.
+    pub fn from_config(entries: &[Rejected]) -> RejectList {
         let mut list = RejectList::default();
         for entry in entries {
-            let hex = entry.strip_prefix("0x").unwrap_or(entry);
-            if let Ok(fingerprint) = Fingerprint::parse(hex) {
-                list.fingerprints.push(fingerprint);
-            } else if let Ok(email) = Email::parse(entry) {
-                list.addresses.push(email);
-            } else {
-                return Err(format!(
-                    "reject entry {entry:?} is neither a fingerprint nor an address"
-                ));
+            match entry {
+                Rejected::Fingerprint(fingerprint) => list.fingerprints.push(fingerprint.clone()),
+                Rejected::Address(email) => list.addresses.push(email.clone()),
             }
         }
-        Ok(list)
+        list
     }
 
     fn refuses(&self, names: &Names) -> bool {

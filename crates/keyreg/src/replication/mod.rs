@@ -28,7 +28,6 @@ use ripem_keydb::KeyDb;
 use ripem_openpgp::KeyPolicy;
 use ripem_update::{Clock, Fields, Kind, Update};
 
-use crate::error::RegistrarError;
 use crate::request::{AddressOutcome, Candidate, KeyOutcome, SignedOutcome};
 use apply::{apply_update, Names, RejectList};
 
@@ -94,21 +93,16 @@ pub struct Received {
 
 impl Replication {
     /// This server's replication settings, from the configuration.
-    pub fn from_config(config: &Config) -> Result<Replication, RegistrarError> {
-        let server_id = nix::unistd::gethostname()
-            .ok()
-            .and_then(|name| name.into_string().ok())
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| "localhost".to_string());
-        let max_request_age =
-            chrono::Duration::from_std(config.keyreg.max_request_age).unwrap_or(chrono::Duration::MAX);
-        Ok(Replication {
-            server_id,
-            replica: false,
-            reject: RejectList::parse(&[]).map_err(RegistrarError::SyncConfig)?,
-            max_clock_skew: chrono::Duration::minutes(5),
-            max_request_age,
-        })
+    pub fn from_config(config: &Config) -> Replication {
+        let sync = &config.sync;
+        let duration = |d: std::time::Duration| Duration::from_std(d).unwrap_or(Duration::MAX);
+        Replication {
+            server_id: sync.server_id.clone(),
+            replica: sync.replica,
+            reject: RejectList::from_config(&sync.reject),
+            max_clock_skew: duration(sync.max_clock_skew),
+            max_request_age: duration(config.keyreg.max_request_age),
+        }
     }
 
     /// Records a local registration's or merge's update, if `outcome`
