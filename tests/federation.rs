@@ -1,0 +1,282 @@
+//! Several real servers on loopback — keyreg and keysync each, linked in a
+//! mesh, a chain or a ring — taking mail at random members while members
+//! crash, hang and come back; in the end every server's flat keyring is
+//! the same, line for line (but for its `# Created on` line), and holds
+//! the effect of every accepted request.
+
+mod common;
+#[path = "common/sync.rs"]
+mod sync;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sync::Node;
+use common::*;
+
+/// One server: its keysync node and its keyreg daemon.
+struct Member {
+    node: Node,
+    keyreg: Option<Child>,
+}
+
+impl Member {
+    fn new(name: &str) -> Member {
+        Member {
+            node: Node::new(name),
+            keyreg: None,
+        }
+    }
+
+    fn server(&self) -> &Server {
+        &self.node.server
+    }
+
+    fn start(&mut self) {
+        self.node.start();
+        self.start_keyreg();
+    }
+
+    fn start_keyreg(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.server().path("keyreg.log"))
+            .unwrap();
+        let child = Command::new(bin("keyreg"))
+            .arg("--config")
+            .arg(&self.server().config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.keyreg = Some(child);
+    }
+
+    fn crash_keyreg(&mut self) {
+        if let Some(mut child) = self.keyreg.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn logs(&self) -> String {
+        let keyreg = std::fs::read_to_string(self.server().path("keyreg.log")).unwrap_or_default();
+        format!("--- {} keysync:\n{}\n--- keyreg:\n{keyreg}", self.node.name, self.node.log())
+    }
+
+    /// The flat keyring without its date line.
+    fn flat(&self) -> String {
+        let run = self.server().run("db2flat", &[], b"");
+        assert_eq!(run.code, 0, "db2flat: {}", run.stderr);
+        let text = std::fs::read_to_string(self.server().path("pub/pubkeys.txt")).unwrap();
+        text.lines()
+            .filter(|line| !line.starts_with("# Created on"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn mail(&self, queue: &str, message: &[u8]) {
+        self.server().mail(queue, message);
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.crash_keyreg();
+        self.node.crash();
+    }
+}
+
+/// Links each member to the ones `edges` names (both ways).
+fn link(members: &mut [Member], edges: &[(usize, usize)], extra: &[&str]) {
+    let nodes: Vec<(String, u16, String)> = members
+        .iter()
+        .map(|m| (m.node.name.clone(), m.node.port, m.node.pin.clone()))
+        .collect();
+    for (index, member) in members.iter_mut().enumerate() {
+        let mut text = format!("{}\n", extra.get(index).copied().unwrap_or(""));
+        let peers = edges.iter().filter_map(|&(a, b)| match index {
+            _ if a == index => Some(b),
+            _ if b == index => Some(a),
+            _ => None,
+        });
+        for (priority, peer) in peers.enumerate() {
+            let (name, port, pin) = &nodes[peer];
+            text.push_str(&format!(
+                "[[sync.peer]]\nname = \"{name}\"\naddress = \"127.0.0.1:{port}\"\npin = \"{pin}\"\npriority = {priority}\n"
+            ));
+        }
+        let base = std::fs::read_to_string(&member.server().config).unwrap();
+        let base = base.split("\n[[sync.peer]]").next().unwrap().to_string();
+        std::fs::write(&member.server().config, format!("{base}\n{text}")).unwrap();
+    }
+}
+
+/// Waits until every member's flat keyring is the same and holds each of
+/// `present` and none of `absent`; the common keyring.
+fn converge(members: &[Member], present: &[&str], absent: &[&str], within: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let flats: Vec<String> = members.iter().map(Member::flat).collect();
+        let same = flats.iter().all(|flat| *flat == flats[0]);
+        let complete = present.iter().all(|p| flats[0].contains(p)) && !absent.iter().any(|a| flats[0].contains(a));
+        if same && complete {
+            return flats[0].clone();
+        }
+        if started.elapsed() > within {
+            let logs: Vec<String> = members.iter().map(Member::logs).collect();
+            panic!(
+                "no convergence in {within:?} (same: {same}, complete: {complete}):\n{}\n{}",
+                flats.join("\n=====\n"),
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn owner_in(flat: &str, address: &str) -> Option<String> {
+    flat.split("\n\n")
+        .find(|record| record.lines().any(|l| l == format!("User: {address}")))
+        .and_then(record_fingerprint)
+}
+
+fn register(member: &Member, gpg: &Gpg, from: &str, user_id: &str) -> String {
+    let key = gpg.key(user_id, "ed25519");
+    member.mail("add", &plain_mail(from, &key));
+    let email = user_id.rsplit_once('<').unwrap().1.trim_end_matches('>');
+    gpg.fingerprint(email)
+}
+
+/// A PGP/MIME change request from `old_fpr` to the key `new_armored`.
+fn pgp_mime_change(gpg: &Gpg, old_fpr: &str, new_armored: &str) -> Vec<u8> {
+    let text = format!("ChangeKey\r\n\r\n{}", new_armored.replace('\n', "\r\n"));
+    let part = format!("Content-Type: text/plain; charset=us-ascii\r\n\r\n{text}");
+    let signature = gpg.run(&["--detach-sign", "--armor", "--local-user", old_fpr], part.as_bytes());
+    assert_eq!(signature.code, 0, "{}", signature.stderr);
+    format!(
+        "From: alice@example.org\r\nSubject: new key\r\nMIME-Version: 1.0\r\nContent-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\"; boundary=\"sig\"\r\n\r\n--sig\r\n{part}\r\n--sig\r\nContent-Type: application/pgp-signature; name=\"signature.asc\"\r\n\r\n{}\r\n--sig--\r\n",
+        signature.stdout.replace('\n', "\r\n")
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_mesh_converges_through_crashes_hangs_changes_and_removals() {
+    let mut members: Vec<Member> = ["keys-a", "keys-b", "keys-c"].iter().map(|n| Member::new(n)).collect();
+    link(&mut members, &[(0, 1), (1, 2), (0, 2)], &[]);
+    members.iter_mut().for_each(Member::start);
+    let gpg = Gpg::new();
+
+    let alice = register(&members[0], &gpg, "alice@example.org", "Alice <alice@example.org>");
+    let carol = register(&members[1], &gpg, "carol@example.org", "Carol <carol@example.org>");
+    converge(&members, &[&alice, &carol], &[], Duration::from_secs(30));
+
+    // keysync of b killed and c's hung while a and c take mail.
+    members[1].node.crash();
+    members[2].node.signal("STOP");
+    let dave = register(&members[0], &gpg, "dave@example.org", "Dave <dave@example.org>");
+    let erin = register(&members[2], &gpg, "erin@example.org", "Erin <erin@example.org>");
+    std::thread::sleep(Duration::from_secs(2));
+    members[1].node.start();
+    members[2].node.signal("CONT");
+    // keyreg of a killed and restarted.
+    members[0].crash_keyreg();
+    let frank = register(&members[0], &gpg, "frank@example.org", "Frank <frank@example.org>");
+    members[0].start_keyreg();
+    converge(&members, &[&alice, &carol, &dave, &erin, &frank], &[], Duration::from_secs(40));
+
+    // Alice changes her key at c (PGP/MIME), Carol removes hers at a.
+    next_second();
+    let made = gpg.run(&["--quick-gen-key", "Alice <alice@new.example.org>", "ed25519", "sign", "never"], b"");
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let successor = gpg.fingerprint("alice@new.example.org");
+    let added = gpg.run(&["--quick-add-uid", &successor, "Alice <alice@example.org>"], b"");
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let armored = gpg.run(&["--armor", "--export", &successor], b"").stdout;
+    members[2].mail("change", &pgp_mime_change(&gpg, &alice, &armored));
+    let removal = clearsign(&gpg, &carol, "RemoveKey\n");
+    members[0].mail("remove", &mail_to("remove", "carol@example.org", &removal));
+    let flat = converge(&members, &[&successor, &dave], &[&alice, &carol], Duration::from_secs(40));
+    assert_eq!(owner_in(&flat, "alice@example.org").as_deref(), Some(successor.as_str()));
+    assert_eq!(owner_in(&flat, "carol@example.org"), None);
+
+    // Every database replayed from its updates is the live one.
+    for member in &members {
+        let before = member.flat();
+        let run = member.server().run("keyreg", &["--replay"], b"");
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(member.flat(), before, "{} after --replay", member.node.name);
+    }
+}
+
+#[test]
+fn the_same_address_claimed_at_two_servers_of_a_chain_ends_alike_and_the_loser_is_told() {
+    let mut members: Vec<Member> = ["keys-a", "keys-b", "keys-c"].iter().map(|n| Member::new(n)).collect();
+    link(&mut members, &[(0, 1), (1, 2)], &["", "", "replica = true"]);
+    members.iter_mut().for_each(Member::start);
+    let (first, second) = (Gpg::new(), Gpg::new());
+    // Both end servers of the chain take a claim of the same address at
+    // once; the one with the earlier update time wins everywhere.
+    let key_a = first.key("Bob <bob@example.org>", "ed25519");
+    let key_b = second.key("Robert <bob@example.org>", "ed25519");
+    members[0].mail("add", &plain_mail("bob@example.org", &key_a));
+    members[1].mail("add", &plain_mail("robert@example.net", &key_b));
+    let (fpr_a, fpr_b) = (first.fingerprint("bob@example.org"), second.fingerprint("bob@example.org"));
+    let flat = converge(&members, &["bob@example.org"], &[], Duration::from_secs(40));
+    let holder = owner_in(&flat, "bob@example.org").expect("held");
+    assert!(holder == fpr_a || holder == fpr_b);
+    // The sender of the other claim heard, by the reply or by a notice.
+    let (loser, at) = if holder == fpr_a { ("robert@example.net", 1) } else { ("bob@example.org", 0) };
+    let started = Instant::now();
+    loop {
+        let told = members[at]
+            .server()
+            .outbox()
+            .iter()
+            .any(|m| m.to == loser && (m.body.contains("already registered") || m.body.contains("earlier registration")));
+        if told {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{loser} was not told:\n{}", members[at].logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The replica refuses mail but holds everything.
+    let gpg = Gpg::new();
+    let zoe = register(&members[2], &gpg, "zoe@example.org", "Zoe <zoe@example.org>");
+    let started = Instant::now();
+    while !members[2].server().outbox().iter().any(|m| m.to == "zoe@example.org") {
+        assert!(started.elapsed() < Duration::from_secs(20), "no reply from the replica");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(replies_to(members[2].server(), "zoe@example.org").contains("lookup-only replica"));
+    let yann = register(&members[0], &gpg, "yann@example.org", "Yann <yann@example.org>");
+    converge(&members, &[&yann, "bob@example.org"], &[&zoe], Duration::from_secs(30));
+}
+
+#[test]
+fn a_ring_of_four_with_a_partition_heals() {
+    let mut members: Vec<Member> = ["keys-a", "keys-b", "keys-c", "keys-d"]
+        .iter()
+        .map(|n| Member::new(n))
+        .collect();
+    link(&mut members, &[(0, 1), (1, 2), (2, 3), (3, 0)], &[]);
+    members.iter_mut().for_each(Member::start);
+    let gpg = Gpg::new();
+    // Partition {a, b} from {c, d}: b's and d's keysync are stopped, so
+    // a and c are cut off from each other's side.
+    members[1].node.crash();
+    members[3].node.crash();
+    let mut expected = Vec::new();
+    for (i, at) in [0, 2, 0, 2, 1, 3].into_iter().enumerate() {
+        let email = format!("user{i}@example.org");
+        expected.push(register(&members[at], &gpg, &email, &format!("User {i} <{email}>")));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    members[1].node.start();
+    members[3].node.start();
+    let present: Vec<&str> = expected.iter().map(String::as_str).collect();
+    converge(&members, &present, &[], Duration::from_secs(40));
+}
