@@ -179,7 +179,7 @@ pub fn serve(config: &Config, reload: &dyn Fn() -> Option<Config>) -> Result<(),
     let spool = ripem_core::spool::Spool::new(&config.paths.spool_dir);
     spool.create_queue_dirs(ripem_core::spool::QueueName::Sync)?;
     let queue = crate::queue::Queue::create(&dir)?;
-    let hub = Hub::new(store, book, spool, config.sync.clone())?;
+    let hub = Hub::new(store, book, spool, config)?;
     let listeners = config
         .sync
         .listen

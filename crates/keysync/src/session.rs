@@ -404,7 +404,7 @@ impl Session {
         fingerprint: &Fingerprint,
         announced: Option<(String, String)>,
     ) -> Result<update::UpdateMeta, String> {
-        let meta = update::inspect(bytes).map_err(|err| err.to_string())?;
+        let meta = update::verify(bytes, self.hub.policy()).map_err(|err| err.to_string())?;
         if meta.id != id || announced.as_ref().is_some_and(|(a, _)| a != id) {
             return Err(format!("its bytes have id {}, not the id announced", meta.id));
         }
