@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use sync::{update_text, wait_for, Node};
+use sync::{fake_update, fingerprint_of, updates, wait_for, Node};
 
 // Generous: the machine may be loaded; a passing run takes far less.
 const LIMIT: Duration = Duration::from_secs(40);
@@ -42,7 +42,8 @@ fn a_chain_then_a_mesh_deliver_every_update_once() {
     a.set_peers(&[&b], "");
     b.set_peers(&[&a, &c], "");
     c.set_peers(&[&b], "");
-    let mut ids: Vec<String> = (0..3).map(|n| a.queue(&update_text("a", n))).collect();
+    let keys = tempfile::tempdir().unwrap();
+    let mut ids: Vec<String> = updates(keys.path(), "a", 0..3).iter().map(|u| a.queue(u)).collect();
     for node in [&mut a, &mut b, &mut c] {
         node.start();
     }
@@ -62,7 +63,7 @@ fn a_chain_then_a_mesh_deliver_every_update_once() {
     a.signal("HUP");
     c.signal("HUP");
     assert!(wait_for(LIMIT, || a.log().contains("connected to c")), "{}", a.log());
-    let from_c: Vec<String> = (10..14).map(|n| c.queue(&update_text("c", n))).collect();
+    let from_c: Vec<String> = updates(keys.path(), "c", 10..14).iter().map(|u| c.queue(u)).collect();
     assert!(wait_for(LIMIT, || has_all(&a, &from_c) && has_all(&b, &from_c)));
     for node in [&a, &b, &c] {
         assert!(
@@ -101,9 +102,12 @@ fn a_crash_or_a_hang_loses_nothing_and_duplicates_nothing() {
     }
     assert!(wait_for(LIMIT, || a.status().matches(" connected").count() == 2));
 
+    let keys = tempfile::tempdir().unwrap();
+    let stream = updates(keys.path(), "a", 0..45);
+
     // b hangs: a and c go on; b catches up once it runs again.
     b.signal("STOP");
-    let during: Vec<String> = (0..5).map(|n| a.queue(&update_text("a", n))).collect();
+    let during: Vec<String> = stream[..5].iter().map(|u| a.queue(u)).collect();
     assert!(
         wait_for(LIMIT, || has_all(&c, &during)),
         "c stalled behind a hung b:\n{}\n--- a:\n{}",
@@ -119,9 +123,9 @@ fn a_crash_or_a_hang_loses_nothing_and_duplicates_nothing() {
 
     // c is killed in the middle of a stream and restarted.
     let mut all = during.clone();
-    for n in 100..140 {
-        all.push(a.queue(&update_text("a", n)));
-        if n == 110 {
+    for (n, update) in stream[5..].iter().enumerate() {
+        all.push(a.queue(update));
+        if n == 10 {
             c.crash();
         }
     }
@@ -236,26 +240,35 @@ fn a_peer_s_bad_messages_get_error_and_nothing_is_stored() {
     a.start();
     let hello = kx("e001", "HELO", &["1.0"]);
 
-    // An update whose bytes are not the id announced.
+    // An update whose bytes are not the id announced, then one whose key
+    // fails the checks.
+    let keys = tempfile::tempdir().unwrap();
+    let real = updates(keys.path(), "evil", 0..2);
+    let fake = fake_update("evil");
     let mut client = Client::connect(&evil, a.port);
     client.send(&hello);
     assert!(client.until("HELO").is_some(), "no HELO from a:\n{}", a.log());
-    let announced = update_text("evil", 1);
-    let id = sync::id_of(&announced);
-    let entry = format!("1 {:040X} {id}", 1 + 0xABCD);
-    client.send(&kx("e002", "IHAVE", &["NOTIFY", &entry]));
-    let asked = client.until("GETUPDATE").expect("a asks for the update");
-    let tag = asked[asked.len() - 2].clone();
-    assert_eq!(client.until(".").unwrap(), ["1", "."]);
-    let forged = String::from_utf8(update_text("evil", 1))
-        .unwrap()
-        .replace("mQINBGV1", "mQINBGV9");
-    let mut lines = vec![tag.as_str(), entry.as_str()];
-    lines.extend(forged.trim_end().split('\n'));
-    client.send(&kx("e003", "UPDATE", &lines));
-    let error = client.until("ERROR").map(|_| client.until(".").unwrap_or_default());
-    assert!(format!("{error:?}").contains("not the id announced"), "{error:?}");
-    assert!(wait_for(LIMIT, || a.log().contains("refused update 1")), "{}", a.log());
+    for (seq, announced, sent, why) in [
+        (1, &real[0], &real[1], "not the id announced"),
+        (2, &fake, &fake, "key is refused"),
+    ] {
+        let entry = format!("{seq} {} {}", fingerprint_of(announced), sync::id_of(announced));
+        client.send(&kx("e002", "IHAVE", &["NOTIFY", &entry]));
+        let asked = client.until("GETUPDATE").expect("a asks for the update");
+        let tag = asked[asked.len() - 2].clone();
+        assert_eq!(client.until(".").unwrap(), [seq.to_string().as_str(), "."]);
+        let text = String::from_utf8(sent.clone()).unwrap();
+        let mut lines = vec![tag.as_str(), entry.as_str()];
+        lines.extend(text.trim_end().split('\n'));
+        client.send(&kx("e003", "UPDATE", &lines));
+        let error = client.until("ERROR").map(|_| client.until(".").unwrap_or_default());
+        assert!(format!("{error:?}").contains(why), "{error:?}");
+        assert!(
+            wait_for(LIMIT, || a.log().contains(&format!("refused update {seq}"))),
+            "{}",
+            a.log()
+        );
+    }
     drop(client);
 
     // A malformed message, then one over max_message_bytes.

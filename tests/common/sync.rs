@@ -18,15 +18,48 @@ pub fn free_tcp_port() -> u16 {
         .port()
 }
 
-/// A canonical update made by hand (the fields keysync reads, and an
-/// armored-looking block); `n` makes it unique.
-pub fn update_text(origin: &str, n: u32) -> Vec<u8> {
+/// Register updates of one real key (made by ripem-keygen in `dir`),
+/// from `origin`, one per time in `times`: each passes every check.
+pub fn updates(dir: &std::path::Path, origin: &str, times: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    let armored = crate::common::rpgp_key(dir, origin, &["--uid", "Sync Test <sync@example.org>"]);
+    let parsed = ripem_openpgp::parse_armored_keys(&armored).unwrap();
+    let fingerprint = parsed[0].fingerprint().unwrap();
+    let block = armored.replace("\r\n", "\n").trim_end().to_string();
+    times
+        .map(|n| {
+            let fields = ripem_update::Fields {
+                kind: ripem_update::Kind::Register,
+                origin: origin.to_string(),
+                time_ms: 1_700_000_000_000 + n,
+                fingerprint: fingerprint.clone(),
+                old_fingerprint: None,
+                claims: Vec::new(),
+                transfers: Vec::new(),
+                releases: Vec::new(),
+                key: Some(block.clone()),
+                old_key: None,
+                request: None,
+            };
+            ripem_update::Update::new(fields).unwrap().to_bytes().to_vec()
+        })
+        .collect()
+}
+
+/// An update in canonical form whose key is not a key: it reads, and
+/// fails the checks.
+pub fn fake_update(origin: &str) -> Vec<u8> {
     format!(
-        "Update: register\nOrigin: {origin}\nTime: {}\nFingerprint: {:040X}\nKey: -----BEGIN PGP PUBLIC KEY BLOCK-----\n \n .mQINBGV{n}=\n -----END PGP PUBLIC KEY BLOCK-----\n",
-        1_700_000_000_000u64 + u64::from(n),
-        u64::from(n) + 0xABCD
+        "Update: register\nOrigin: {origin}\nTime: 1700000000000\nFingerprint: {}\nKey:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n \n mQINBGV=\n -----END PGP PUBLIC KEY BLOCK-----\n",
+        "AB".repeat(20)
     )
     .into_bytes()
+}
+
+/// The `Fingerprint:` of an update.
+pub fn fingerprint_of(update: &[u8]) -> String {
+    let text = String::from_utf8_lossy(update);
+    let line = text.lines().find(|line| line.starts_with("Fingerprint: ")).unwrap();
+    line["Fingerprint: ".len()..].to_string()
 }
 
 /// Lower-case hex SHA-256, computed by the system's sha256sum.

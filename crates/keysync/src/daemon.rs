@@ -33,6 +33,9 @@ use crate::tls::{self, Identity};
 
 /// Longest a TCP connect plus TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes under way at once on the listener; more are closed at once,
+/// so a flood of idle connections costs a bounded number of tasks.
+const MAX_HANDSHAKES: usize = 64;
 /// First and longest wait between dials of a peer.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
 
@@ -42,6 +45,7 @@ struct Daemon {
     identity: Identity,
     server: RwLock<Arc<ServerConfig>>,
     shutdown: watch::Receiver<bool>,
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 fn pins(config: &ripem_core::config::SyncConfig) -> HashMap<ripem_core::config::CertPin, String> {
@@ -86,6 +90,11 @@ impl Daemon {
     }
 
     async fn accept_one(self: Arc<Daemon>, tcp: TcpStream, addr: SocketAddr) {
+        let Ok(permit) = Arc::clone(&self.handshakes).try_acquire_owned() else {
+            return crate::log(&format!(
+                "refused connection from {addr}: {MAX_HANDSHAKES} handshakes under way"
+            ));
+        };
         let acceptor = TlsAcceptor::from(
             self.server
                 .read()
@@ -97,6 +106,7 @@ impl Daemon {
             Ok(Err(err)) => return crate::log(&format!("refused connection from {addr}: TLS: {err}")),
             Err(_) => return crate::log(&format!("refused connection from {addr}: no TLS handshake in time")),
         };
+        drop(permit);
         let pin = stream
             .get_ref()
             .1
@@ -179,7 +189,7 @@ pub fn serve(config: &Config, reload: &dyn Fn() -> Option<Config>) -> Result<(),
     let spool = ripem_core::spool::Spool::new(&config.paths.spool_dir);
     spool.create_queue_dirs(ripem_core::spool::QueueName::Sync)?;
     let queue = crate::queue::Queue::create(&dir)?;
-    let hub = Hub::new(store, book, spool, config.sync.clone())?;
+    let hub = Hub::new(store, book, spool, config)?;
     let listeners = config
         .sync
         .listen
@@ -199,6 +209,7 @@ pub fn serve(config: &Config, reload: &dyn Fn() -> Option<Config>) -> Result<(),
         identity,
         server: RwLock::new(server),
         shutdown,
+        handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
     });
     runtime.block_on(async {
         for listener in listeners {

@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ripem_core::config::{CertPin, SyncConfig};
+use ripem_core::config::{CertPin, Config, SyncConfig};
 use ripem_core::spool::{QueueName, Spool};
+use ripem_openpgp::KeyPolicy;
 use tokio::sync::{watch, Notify};
 
 use crate::error::SyncError;
@@ -58,6 +59,7 @@ pub struct Hub {
     spool: Spool,
     newest: watch::Sender<u64>,
     config: watch::Sender<Arc<SyncConfig>>,
+    policy: KeyPolicy,
     next_connection: AtomicU64,
 }
 
@@ -92,7 +94,7 @@ impl Drop for Registration {
 impl Hub {
     /// The hub over an open store and book; `spool` is where received
     /// updates go. Hands keyreg whatever a crash left undelivered.
-    pub fn new(store: Store, book: PeerBook, spool: Spool, config: SyncConfig) -> Result<Arc<Hub>, SyncError> {
+    pub fn new(store: Store, book: PeerBook, spool: Spool, config: &Config) -> Result<Arc<Hub>, SyncError> {
         let newest = watch::Sender::new(store.max_seq());
         let hub = Arc::new(Hub {
             inner: Mutex::new(Inner {
@@ -105,7 +107,8 @@ impl Hub {
             }),
             spool,
             newest,
-            config: watch::Sender::new(Arc::new(config)),
+            config: watch::Sender::new(Arc::new(config.sync.clone())),
+            policy: KeyPolicy::configured(&config.keyreg),
             next_connection: AtomicU64::new(1),
         });
         hub.redeliver()?;
@@ -234,6 +237,12 @@ impl Hub {
     /// The configuration in force.
     pub fn config(&self) -> Arc<SyncConfig> {
         self.config.borrow().clone()
+    }
+
+    /// The key policy received updates are checked under (`[keyreg]`
+    /// as at start).
+    pub fn policy(&self) -> &KeyPolicy {
+        &self.policy
     }
 
     /// Follows the configuration (SIGHUP).

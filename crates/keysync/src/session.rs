@@ -175,10 +175,11 @@ fn parse_range(text: &str, max: u64) -> Option<(u64, u64)> {
     let number = |s: &str| s.parse::<u64>().ok().filter(|_| s.bytes().all(|b| b.is_ascii_digit()));
     let (low, high) = match text.split_once('-') {
         None => (number(text)?, number(text)?),
-        Some((low, "")) => (number(low)?, max),
+        // Open-ended: up to our newest, which may be below `low`.
+        Some((low, "")) => (number(low)?, max.max(number(low)?)),
         Some((low, high)) => (number(low)?, number(high)?),
     };
-    (low >= 1 && low <= high.max(low)).then_some((low, high.min(max)))
+    (low >= 1 && low <= high).then_some((low, high.min(max)))
 }
 
 impl Session {
@@ -404,7 +405,7 @@ impl Session {
         fingerprint: &Fingerprint,
         announced: Option<(String, String)>,
     ) -> Result<update::UpdateMeta, String> {
-        let meta = update::inspect(bytes).map_err(|err| err.to_string())?;
+        let meta = update::verify(bytes, self.hub.policy()).map_err(|err| err.to_string())?;
         if meta.id != id || announced.as_ref().is_some_and(|(a, _)| a != id) {
             return Err(format!("its bytes have id {}, not the id announced", meta.id));
         }
@@ -611,4 +612,38 @@ pub async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_and_ranges_from_a_peer_are_checked() {
+        let id = "ab".repeat(32);
+        let fingerprint = "AB".repeat(20);
+        let (seq, parsed, got) = parse_entry(&format!("7 {fingerprint} {id}")).unwrap();
+        assert_eq!(
+            (seq, parsed.as_str(), got.as_str()),
+            (7, fingerprint.as_str(), id.as_str())
+        );
+        for bad in [
+            format!("0 {fingerprint} {id}"),
+            format!("-1 {fingerprint} {id}"),
+            format!("7 {fingerprint} {}", id.to_uppercase()),
+            format!("7 nope {id}"),
+            format!("7 {fingerprint} {id} extra"),
+            format!("7 {fingerprint}"),
+            "99999999999999999999999 x y".to_string(),
+        ] {
+            assert!(parse_entry(&bad).is_none(), "{bad}");
+        }
+        assert_eq!(parse_range("5", 9), Some((5, 5)));
+        assert_eq!(parse_range("3-", 9), Some((3, 9)));
+        assert_eq!(parse_range("3-100", 9), Some((3, 9)));
+        assert_eq!(parse_range("12-", 9), Some((12, 9)), "past our newest: an empty answer");
+        for bad in ["", "0", "0-", "-5", "a-b", "5-3", "+5", "1-2-3", "1--"] {
+            assert_eq!(parse_range(bad, 9), None, "{bad}");
+        }
+    }
 }

@@ -269,13 +269,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn sample(n: u32) -> Vec<u8> {
-        format!(
-            "Update: register\nOrigin: a\nTime: {n}\nFingerprint: {}\n",
-            "AB".repeat(20)
-        )
-        .into_bytes()
-    }
+    use crate::update::tests::sample;
 
     fn add(store: &mut Store, bytes: &[u8]) -> Option<u64> {
         let meta = update::inspect(bytes).unwrap();
