@@ -59,5 +59,9 @@ pub fn reconcile_within<E: std::error::Error + 'static>(
     }
     let (lacks, other_lacks) = session.into_differences();
     stats.differences = (lacks.len() + other_lacks.len()) as u64;
-    Ok(Outcome { lacks, other_lacks, stats })
+    Ok(Outcome {
+        lacks,
+        other_lacks,
+        stats,
+    })
 }

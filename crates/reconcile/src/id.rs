@@ -68,10 +68,13 @@ pub struct Prefix {
 
 impl Prefix {
     /// The empty prefix: the whole id space.
-    pub const ROOT: Prefix = Prefix { len: 0, bytes: [0; ID_BYTES] };
+    pub const ROOT: Prefix = Prefix {
+        len: 0,
+        bytes: [0; ID_BYTES],
+    };
 
     /// How many hex digits the prefix has (0..=64).
-    pub fn len(&self) -> usize {
+    pub fn digits(&self) -> usize {
         usize::from(self.len)
     }
 
@@ -87,29 +90,32 @@ impl Prefix {
 
     /// The prefix one digit longer; `None` at full depth.
     pub fn child(&self, nibble: u8) -> Option<Prefix> {
-        let len = self.len();
+        let len = self.digits();
         if len >= NIBBLES || nibble > 15 {
             return None;
         }
         let mut bytes = self.bytes;
-        bytes[len / 2] |= if len % 2 == 0 { nibble << 4 } else { nibble };
-        Some(Prefix { len: self.len + 1, bytes })
+        bytes[len / 2] |= if len & 1 == 0 { nibble << 4 } else { nibble };
+        Some(Prefix {
+            len: self.len + 1,
+            bytes,
+        })
     }
 
     /// The prefix one digit shorter and the digit dropped; `None` at the root.
     pub fn parent(&self) -> Option<(Prefix, u8)> {
-        let len = self.len().checked_sub(1)?;
+        let len = self.digits().checked_sub(1)?;
         let nibble = self.nibble(len);
         let mut bytes = self.bytes;
-        bytes[len / 2] &= if len % 2 == 0 { 0x0f } else { 0xf0 };
+        bytes[len / 2] &= if len & 1 == 0 { 0x0f } else { 0xf0 };
         Some((Prefix { len: len as u8, bytes }, nibble))
     }
 
     /// Whether `id` starts with this prefix.
     pub fn contains(&self, id: &Id) -> bool {
-        let len = self.len();
+        let len = self.digits();
         let whole = len / 2;
-        self.bytes[..whole] == id.0[..whole] && (len % 2 == 0 || self.bytes[whole] == id.0[whole] & 0xf0)
+        self.bytes[..whole] == id.0[..whole] && (len & 1 == 0 || self.bytes[whole] == id.0[whole] & 0xf0)
     }
 
     /// Parses `/` followed by up to 64 lower-case hex digits.
@@ -129,7 +135,7 @@ impl Prefix {
     /// Appends `/` and the digits to `out`.
     pub fn write(&self, out: &mut String) {
         out.push('/');
-        for i in 0..self.len() {
+        for i in 0..self.digits() {
             out.push(char::from(HEX[usize::from(self.nibble(i))]));
         }
     }
@@ -147,7 +153,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn nibble_of(bytes: &[u8; ID_BYTES], i: usize) -> u8 {
     let byte = bytes[i / 2];
-    if i % 2 == 0 {
+    if i & 1 == 0 {
         byte >> 4
     } else {
         byte & 0x0f

@@ -41,7 +41,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message_bytes: 1 << 20, max_ids_per_message: 12_288, max_differences: 1 << 22 }
+        Limits {
+            max_message_bytes: 1 << 20,
+            max_ids_per_message: 12_288,
+            max_differences: 1 << 22,
+        }
     }
 }
 
@@ -82,7 +86,7 @@ impl Message {
 /// One entry of a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Entry {
-    Children { prefix: Prefix, kids: [NodeStats; 16] },
+    Children { prefix: Prefix, kids: Box<[NodeStats; 16]> },
     List { prefix: Prefix, ids: Vec<Id> },
     Have(Id),
     Want(Id),
@@ -104,7 +108,10 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub fn new() -> Writer {
-        Writer { text: String::new(), ids: 0 }
+        Writer {
+            text: String::new(),
+            ids: 0,
+        }
     }
 
     pub fn bytes(&self) -> usize {
@@ -172,16 +179,25 @@ impl Writer {
 pub(crate) fn parse(message: &Message, limits: &Limits) -> Result<Parsed, Error> {
     let text = message.as_str();
     if text.len() > limits.max_message_bytes {
-        return Err(Error::TooLarge { size: text.len(), limit: limits.max_message_bytes });
+        return Err(Error::TooLarge {
+            size: text.len(),
+            limit: limits.max_message_bytes,
+        });
     }
-    let body = text.strip_suffix('\n').ok_or(Error::Malformed { line: 1, what: Malformed::Lines })?;
+    let body = text.strip_suffix('\n').ok_or(Error::Malformed {
+        line: 1,
+        what: Malformed::Lines,
+    })?;
     let (body, trailer) = match body.rsplit_once('\n') {
         Some((body, trailer)) => (Some(body), trailer),
         None => (None, body),
     };
     let lines: Vec<&str> = body.map(|body| body.split('\n').collect()).unwrap_or_default();
     let trailer_line = lines.len() + 1;
-    let (ack, end) = parse_trailer(trailer).ok_or(Error::Malformed { line: trailer_line, what: Malformed::Trailer })?;
+    let (ack, end) = parse_trailer(trailer).ok_or(Error::Malformed {
+        line: trailer_line,
+        what: Malformed::Trailer,
+    })?;
     let mut entries = Vec::with_capacity(lines.len());
     let mut ids = 0;
     for (i, line) in lines.into_iter().enumerate() {
@@ -195,7 +211,10 @@ pub(crate) fn parse(message: &Message, limits: &Limits) -> Result<Parsed, Error>
             Entry::Have(_) | Entry::Want(_) => 1,
         };
         if ids > limits.max_ids_per_message {
-            return Err(Error::TooManyIds { count: ids, limit: limits.max_ids_per_message });
+            return Err(Error::TooManyIds {
+                count: ids,
+                limit: limits.max_ids_per_message,
+            });
         }
         entries.push((i + 1, entry));
     }
@@ -226,7 +245,7 @@ fn parse_entry(line: &str) -> Result<Entry, Result<Malformed, &'static str>> {
     match tag {
         "c" => {
             let prefix = Prefix::parse(fields.next().ok_or(Ok(Malformed::Fields))?).map_err(Ok)?;
-            if prefix.len() >= NIBBLES {
+            if prefix.digits() >= NIBBLES {
                 return Err(Err("a c entry at full depth (an id has no children)"));
             }
             let mut kids = [NodeStats::default(); 16];
@@ -236,7 +255,10 @@ fn parse_entry(line: &str) -> Result<Entry, Result<Malformed, &'static str>> {
             if fields.next().is_some() {
                 return Err(Ok(Malformed::Fields));
             }
-            Ok(Entry::Children { prefix, kids })
+            Ok(Entry::Children {
+                prefix,
+                kids: Box::new(kids),
+            })
         }
         "l" => {
             let prefix = Prefix::parse(fields.next().ok_or(Ok(Malformed::Fields))?).map_err(Ok)?;
@@ -291,7 +313,10 @@ mod tests {
     fn written() -> Message {
         let mut writer = Writer::new();
         let mut kids = [NodeStats::default(); 16];
-        kids[3] = NodeStats { count: 12, digest: [0xab; WIRE_DIGEST] };
+        kids[3] = NodeStats {
+            count: 12,
+            digest: [0xab; WIRE_DIGEST],
+        };
         writer.children(&Prefix::ROOT, &kids);
         let id = Id([0x5c; 32]);
         writer.list(&Prefix::parse("/5c").unwrap(), &[id]);
@@ -306,9 +331,14 @@ mod tests {
         let parsed = parse(&message, &Limits::default()).unwrap();
         assert_eq!(parsed.entries.len(), 4);
         assert_eq!((parsed.ack, parsed.end), (7, true));
-        let Entry::Children { kids, .. } = &parsed.entries[0].1 else { panic!("not a c entry") };
+        let Entry::Children { kids, .. } = &parsed.entries[0].1 else {
+            panic!("not a c entry")
+        };
         assert_eq!(kids[3].count, 12);
-        assert!(message.as_str().lines().all(|line| line.len() <= MAX_LINE && !line.starts_with('.')));
+        assert!(message
+            .as_str()
+            .lines()
+            .all(|line| line.len() <= MAX_LINE && !line.starts_with('.')));
     }
 
     #[test]
@@ -334,7 +364,10 @@ mod tests {
             "x /\nack 0\n".to_string(),
             "ack 0\nack 0\n".to_string(),
         ] {
-            assert!(parse(&Message::from_text(bad.clone()), &Limits::default()).is_err(), "{bad:?}");
+            assert!(
+                parse(&Message::from_text(bad.clone()), &Limits::default()).is_err(),
+                "{bad:?}"
+            );
         }
         assert!(parse(&Message::from_text(format!("c / {kids}\nack 0\n")), &Limits::default()).is_ok());
     }

@@ -8,7 +8,7 @@
 //! to answer; an exchange in which neither side says anything new is a
 //! stalled peer ([`Error::Stalled`]), so a peer cannot keep a session alive
 //! without moving it forward, and it cannot move it forward for ever (see
-//! [`crate::side`]). Each side learns both differences: the ids it lacks
+//! the `side` module). Each side learns both differences: the ids it lacks
 //! (to fetch by id) and the ids the peer lacks (to offer).
 
 use crate::error::Error;
@@ -28,7 +28,11 @@ pub struct Initiator {
 impl Initiator {
     /// A session within `limits`.
     pub fn new(limits: Limits) -> Initiator {
-        Initiator { side: Side::new(Role::Initiator, limits), last_news: true, over: false }
+        Initiator {
+            side: Side::new(Role::Initiator, limits),
+            last_news: true,
+            over: false,
+        }
     }
 
     /// The next message to send; `None` once the session is over.
@@ -84,7 +88,10 @@ pub struct Responder {
 impl Responder {
     /// A session within `limits` (the same as the initiator's).
     pub fn new(limits: Limits) -> Responder {
-        Responder { side: Side::new(Role::Responder, limits), over: false }
+        Responder {
+            side: Side::new(Role::Responder, limits),
+            over: false,
+        }
     }
 
     /// Reads one message of the initiator's and writes the answer.

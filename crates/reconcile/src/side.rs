@@ -53,8 +53,16 @@ enum Last {
 
 /// One of the peer's entries, awaiting our answer.
 enum Work {
-    Children { prefix: Prefix, theirs: [NodeStats; 16] },
-    List { prefix: Prefix, theirs: Vec<Id>, next: usize, after: Option<Id> },
+    Children {
+        prefix: Prefix,
+        theirs: Box<[NodeStats; 16]>,
+    },
+    List {
+        prefix: Prefix,
+        theirs: Vec<Id>,
+        next: usize,
+        after: Option<Id>,
+    },
 }
 
 /// The state of one side.
@@ -147,7 +155,7 @@ impl Side {
                     if room < 16 * MAX_LINE || id_room < 16 * LIST_MAX {
                         break;
                     }
-                    let (prefix, theirs) = (*prefix, *theirs);
+                    let (prefix, theirs) = (*prefix, **theirs);
                     self.answer_children(&mut writer, local, prefix, &theirs);
                     true
                 }
@@ -169,7 +177,7 @@ impl Side {
     /// Sends `prefix` (holding `count` of our ids): its ids if few, else
     /// its 16 children.
     fn emit(&mut self, writer: &mut Writer, local: &Summary, prefix: Prefix, count: u64) {
-        if count <= LIST_MAX as u64 || prefix.len() >= NIBBLES {
+        if count <= LIST_MAX as u64 || prefix.digits() >= NIBBLES {
             let mut ids = Vec::with_capacity(LIST_MAX);
             local.ids_after(&prefix, None, LIST_MAX, &mut ids);
             writer.list(&prefix, &ids);
@@ -200,7 +208,13 @@ impl Side {
     /// merges it with our ids under its prefix, `h` for ours it lacks, `w`
     /// for its we lack. `true` once the answer is complete.
     fn answer_list(&mut self, writer: &mut Writer, local: &Summary) -> Result<bool, Error> {
-        let Some(Work::List { prefix, theirs, next, after }) = self.inbox.front_mut() else {
+        let Some(Work::List {
+            prefix,
+            theirs,
+            next,
+            after,
+        }) = self.inbox.front_mut()
+        else {
             return Ok(true);
         };
         let mut mine = Vec::with_capacity(CHUNK);
@@ -246,7 +260,9 @@ impl Side {
                 (_, None) => unreachable!("both none returned above"),
             }
             if self.lacks.len() + self.other_lacks.len() > self.limits.max_differences {
-                return Err(Error::TooManyDifferences { limit: self.limits.max_differences });
+                return Err(Error::TooManyDifferences {
+                    limit: self.limits.max_differences,
+                });
             }
         }
     }
@@ -267,24 +283,42 @@ impl Side {
                 }
                 Entry::List { prefix, ids } => {
                     self.check_node(line, &prefix, root_allowed, parsed.end)?;
-                    self.inbox.push_back(Work::List { prefix, theirs: ids, next: 0, after: None });
+                    self.inbox.push_back(Work::List {
+                        prefix,
+                        theirs: ids,
+                        next: 0,
+                        after: None,
+                    });
                 }
                 Entry::Have(id) => {
-                    self.answers(line, |sent| matches!(sent, Sent::List(p) if p.contains(&id)), Last::Id(id))?;
+                    self.answers(
+                        line,
+                        |sent| matches!(sent, Sent::List(p) if p.contains(&id)),
+                        Last::Id(id),
+                    )?;
                     if !local.contains(&id) {
                         self.lacks.push(id);
                     }
                 }
                 Entry::Want(id) => {
-                    self.answers(line, |sent| matches!(sent, Sent::List(p) if p.contains(&id)), Last::Id(id))?;
+                    self.answers(
+                        line,
+                        |sent| matches!(sent, Sent::List(p) if p.contains(&id)),
+                        Last::Id(id),
+                    )?;
                     if !local.contains(&id) {
-                        return Err(Error::Protocol { line, what: "a w entry for an id this side never listed" });
+                        return Err(Error::Protocol {
+                            line,
+                            what: "a w entry for an id this side never listed",
+                        });
                     }
                     self.other_lacks.push(id);
                 }
             }
             if self.lacks.len() + self.other_lacks.len() > self.limits.max_differences {
-                return Err(Error::TooManyDifferences { limit: self.limits.max_differences });
+                return Err(Error::TooManyDifferences {
+                    limit: self.limits.max_differences,
+                });
             }
         }
         self.take_ack(trailer_line, parsed.ack, parsed.end)?;
@@ -295,11 +329,17 @@ impl Side {
     /// of our `c` entries (or is the initiator's root, where allowed).
     fn check_node(&mut self, line: usize, prefix: &Prefix, root_allowed: bool, end: bool) -> Result<(), Error> {
         if end {
-            return Err(Error::Protocol { line, what: "an end message asking something" });
+            return Err(Error::Protocol {
+                line,
+                what: "an end message asking something",
+            });
         }
         match prefix.parent() {
             None if root_allowed => Ok(()),
-            None => Err(Error::Protocol { line, what: "an entry for the root where none was asked" }),
+            None => Err(Error::Protocol {
+                line,
+                what: "an entry for the root where none was asked",
+            }),
             Some((parent, digit)) => self.answers(line, |sent| *sent == Sent::Children(parent), Last::Digit(digit)),
         }
     }
@@ -311,11 +351,17 @@ impl Side {
         let mut number = self.cursor;
         loop {
             let Some(sent) = self.outstanding.get((number - self.acked) as usize) else {
-                return Err(Error::Protocol { line, what: "an entry that answers nothing this side asked" });
+                return Err(Error::Protocol {
+                    line,
+                    what: "an entry that answers nothing this side asked",
+                });
             };
             if about(sent) {
                 if number == self.cursor && self.cursor_last.is_some_and(|seen| seen >= last) {
-                    return Err(Error::Protocol { line, what: "an answer repeated or out of order" });
+                    return Err(Error::Protocol {
+                        line,
+                        what: "an answer repeated or out of order",
+                    });
                 }
                 self.cursor = number;
                 self.cursor_last = Some(last);
@@ -327,10 +373,16 @@ impl Side {
 
     fn take_ack(&mut self, line: usize, ack: u64, end: bool) -> Result<(), Error> {
         if ack < self.acked || ack > self.sent {
-            return Err(Error::Protocol { line, what: "an ack of entries never sent or already acknowledged" });
+            return Err(Error::Protocol {
+                line,
+                what: "an ack of entries never sent or already acknowledged",
+            });
         }
         if end && ack != self.sent {
-            return Err(Error::Protocol { line, what: "an end message leaving entries unanswered" });
+            return Err(Error::Protocol {
+                line,
+                what: "an end message leaving entries unanswered",
+            });
         }
         for _ in self.acked..ack {
             self.outstanding.pop_front();

@@ -94,15 +94,45 @@ impl Default for Summary {
 impl Summary {
     /// An empty summary.
     pub fn new() -> Summary {
-        Summary { nodes: vec![Node { count: 0, xor: [0; ID_BYTES], kind: Kind::Leaf(Vec::new()) }] }
+        Summary {
+            nodes: vec![Node {
+                count: 0,
+                xor: [0; ID_BYTES],
+                kind: Kind::Leaf(Vec::new()),
+            }],
+        }
     }
 
     /// The summary of `ids` (duplicates count once), as built at start from
-    /// the store.
+    /// the store: sorted once, then laid out top-down, each node's range of
+    /// the sorted ids split by its next digit (a work list, not recursion).
+    /// The same tree as inserting them one by one, built faster.
     pub fn from_ids(ids: impl IntoIterator<Item = Id>) -> Summary {
+        let mut ids: Vec<Id> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
         let mut summary = Summary::new();
-        for id in ids {
-            summary.insert(id);
+        let (count, xor) = leaf_stats(ids.iter());
+        summary.nodes[0].count = count;
+        summary.nodes[0].xor = xor;
+        let mut work = vec![(0usize, 0usize, 0usize, ids.len())];
+        while let Some((index, depth, start, end)) = work.pop() {
+            if end - start <= LEAF_MAX || depth >= NIBBLES {
+                summary.nodes[index].kind = Kind::Leaf(ids[start..end].to_vec());
+                continue;
+            }
+            summary.nodes[index].kind = Kind::Inner(Box::new([0; 16]));
+            let mut from = start;
+            while from < end {
+                let nibble = ids[from].nibble(depth);
+                let to = from + ids[from..end].partition_point(|id| id.nibble(depth) == nibble);
+                let child = summary.add_leaf(index, nibble);
+                let (count, xor) = leaf_stats(ids[from..to].iter());
+                summary.nodes[child].count = count;
+                summary.nodes[child].xor = xor;
+                work.push((child, depth + 1, from, to));
+                from = to;
+            }
         }
         summary
     }
@@ -153,7 +183,11 @@ impl Summary {
                 Kind::Leaf(_) => break index,
                 Kind::Inner(children) => children[usize::from(id.nibble(depth))],
             };
-            index = if child == 0 { self.add_leaf(index, id.nibble(depth)) } else { child as usize };
+            index = if child == 0 {
+                self.add_leaf(index, id.nibble(depth))
+            } else {
+                child as usize
+            };
             depth += 1;
         };
         let Kind::Leaf(ids) = &mut self.nodes[leaf].kind else {
@@ -178,7 +212,11 @@ impl Summary {
     /// Makes an empty leaf the `nibble` child of inner node `parent`.
     fn add_leaf(&mut self, parent: usize, nibble: u8) -> usize {
         let index = self.nodes.len();
-        self.nodes.push(Node { count: 0, xor: [0; ID_BYTES], kind: Kind::Leaf(Vec::new()) });
+        self.nodes.push(Node {
+            count: 0,
+            xor: [0; ID_BYTES],
+            kind: Kind::Leaf(Vec::new()),
+        });
         if let Kind::Inner(children) = &mut self.nodes[parent].kind {
             children[usize::from(nibble)] = index as u32;
         }
@@ -201,7 +239,11 @@ impl Summary {
                 let end = start + ids[start..].iter().take_while(|id| id.nibble(depth) == nibble).count();
                 let child = self.add_leaf(index, nibble);
                 let (count, xor) = leaf_stats(ids[start..end].iter());
-                self.nodes[child] = Node { count, xor, kind: Kind::Leaf(ids[start..end].to_vec()) };
+                self.nodes[child] = Node {
+                    count,
+                    xor,
+                    kind: Kind::Leaf(ids[start..end].to_vec()),
+                };
                 if end - start > LEAF_MAX {
                     work.push((child, depth + 1));
                 }
@@ -212,11 +254,11 @@ impl Summary {
 
     fn place(&self, prefix: &Prefix) -> Place<'_> {
         let mut index = 0;
-        for depth in 0..=prefix.len() {
+        for depth in 0..=prefix.digits() {
             let node = &self.nodes[index];
             match &node.kind {
                 Kind::Leaf(ids) => return Place::Leaf(ids),
-                Kind::Inner(_) if depth == prefix.len() => return Place::Inner(node),
+                Kind::Inner(_) if depth == prefix.digits() => return Place::Inner(node),
                 Kind::Inner(children) => {
                     let child = children[usize::from(prefix.nibble(depth))];
                     if child == 0 {
@@ -245,7 +287,7 @@ impl Summary {
     /// (which must be shorter than 64 digits; all empty otherwise).
     pub fn children(&self, prefix: &Prefix) -> [NodeStats; 16] {
         let mut out = [NodeStats::default(); 16];
-        if prefix.len() >= NIBBLES {
+        if prefix.digits() >= NIBBLES {
             return out;
         }
         match self.place(prefix) {
@@ -263,7 +305,7 @@ impl Summary {
                 let mut xors = [[0u8; ID_BYTES]; 16];
                 let mut counts = [0u64; 16];
                 for id in ids.iter().filter(|id| prefix.contains(id)) {
-                    let nibble = usize::from(id.nibble(prefix.len()));
+                    let nibble = usize::from(id.nibble(prefix.digits()));
                     counts[nibble] += 1;
                     xor_into(&mut xors[nibble], id);
                 }
@@ -297,7 +339,7 @@ impl Summary {
                     stack.pop();
                 }
                 Kind::Inner(children) => {
-                    let (mut low, high) = match depth < prefix.len() {
+                    let (mut low, high) = match depth < prefix.digits() {
                         true => (usize::from(prefix.nibble(depth)), usize::from(prefix.nibble(depth))),
                         false => (0, 15),
                     };
@@ -334,7 +376,10 @@ mod tests {
     fn counts_and_digests_do_not_depend_on_order() {
         let ids: Vec<Id> = (0..5000).map(id).collect();
         let forward = Summary::from_ids(ids.iter().copied());
-        let backward = Summary::from_ids(ids.iter().rev().copied());
+        let mut backward = Summary::new();
+        for id in ids.iter().rev() {
+            backward.insert(*id);
+        }
         assert_eq!(forward.len(), 5000);
         assert_eq!(forward.root_digest(), backward.root_digest());
         let prefix = Prefix::parse("/7").unwrap();
@@ -376,9 +421,22 @@ mod tests {
             assert!(!summary.insert(Id(bytes)));
         }
         assert_eq!(summary.len(), 256);
-        assert_eq!(summary.stats(&Prefix::parse(&format!("/{}", "0".repeat(62))).unwrap()).count, 256);
-        assert_eq!(summary.stats(&Prefix::parse(&format!("/{}", "0".repeat(63))).unwrap()).count, 16);
-        assert_eq!(summary.children(&Prefix::parse(&format!("/{}", "0".repeat(63))).unwrap())[5].count, 1);
+        assert_eq!(
+            summary
+                .stats(&Prefix::parse(&format!("/{}", "0".repeat(62))).unwrap())
+                .count,
+            256
+        );
+        assert_eq!(
+            summary
+                .stats(&Prefix::parse(&format!("/{}", "0".repeat(63))).unwrap())
+                .count,
+            16
+        );
+        assert_eq!(
+            summary.children(&Prefix::parse(&format!("/{}", "0".repeat(63))).unwrap())[5].count,
+            1
+        );
         let mut all = Vec::new();
         summary.ids_after(&Prefix::ROOT, None, usize::MAX, &mut all);
         assert_eq!(all.len(), 256);
