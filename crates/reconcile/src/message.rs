@@ -25,8 +25,14 @@ use crate::summary::{NodeStats, WIRE_DIGEST};
 /// this many ids under it, and summarises the 16 children otherwise.
 pub const LIST_MAX: usize = 16;
 
-/// The longest line an entry makes (a `c` line with 20-digit counts).
-pub const MAX_LINE: usize = 2 + 1 + NIBBLES + 16 * (1 + 20 + 1 + 2 * WIRE_DIGEST) + 1;
+/// The longest `c` line: 16 children with 20-digit counts.
+const C_LINE: usize = 2 + 1 + NIBBLES + 16 * (1 + 20 + 1 + 2 * WIRE_DIGEST) + 1;
+/// The longest `l` line: 16 ids.
+const L_LINE: usize = 2 + 1 + NIBBLES + LIST_MAX * (1 + NIBBLES) + 1;
+/// The longest line an entry makes.
+pub const MAX_LINE: usize = if C_LINE > L_LINE { C_LINE } else { L_LINE };
+/// Bytes kept free in a message for its trailer line.
+pub(crate) const TRAILER: usize = 32;
 
 /// Bounds on one message, the same on both sides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +43,19 @@ pub struct Limits {
     pub max_ids_per_message: usize,
     /// Differing ids one session may find, both directions together.
     pub max_differences: usize,
+}
+
+impl Limits {
+    /// These limits, each raised to the least a session works with: room
+    /// for one whole answer to a `c` entry (16 lines) and a trailer. Both
+    /// sides of a session apply this.
+    pub fn raised(self) -> Limits {
+        Limits {
+            max_message_bytes: self.max_message_bytes.max(17 * MAX_LINE + TRAILER),
+            max_ids_per_message: self.max_ids_per_message.max(17 * LIST_MAX),
+            max_differences: self.max_differences,
+        }
+    }
 }
 
 impl Default for Limits {

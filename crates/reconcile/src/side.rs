@@ -19,11 +19,9 @@ use std::collections::VecDeque;
 
 use crate::error::Error;
 use crate::id::{Id, Prefix, NIBBLES};
-use crate::message::{parse, Entry, Limits, Message, Writer, LIST_MAX, MAX_LINE};
+use crate::message::{parse, Entry, Limits, Message, Writer, LIST_MAX, MAX_LINE, TRAILER};
 use crate::summary::{NodeStats, Summary};
 
-/// Bytes kept free in a message for its trailer line.
-const TRAILER: usize = 32;
 /// Bytes of an `h` or `w` line.
 const ID_LINE: usize = 2 + NIBBLES + 1;
 /// Ids fetched from the summary at a time while answering a list.
@@ -94,12 +92,7 @@ pub(crate) struct Side {
 
 impl Side {
     pub fn new(role: Role, limits: Limits) -> Side {
-        // Below these a message could not hold one whole answer to a `c`.
-        let limits = Limits {
-            max_message_bytes: limits.max_message_bytes.max(17 * MAX_LINE + TRAILER),
-            max_ids_per_message: limits.max_ids_per_message.max(17 * LIST_MAX),
-            max_differences: limits.max_differences,
-        };
+        let limits = limits.raised();
         Side {
             role,
             limits,
@@ -148,8 +141,8 @@ impl Side {
         }
         self.sent_any = true;
         while let Some(work) = self.inbox.front_mut() {
-            let room = self.limits.max_message_bytes - TRAILER - writer.bytes();
-            let id_room = self.limits.max_ids_per_message - writer.ids();
+            let room = self.limits.max_message_bytes.saturating_sub(TRAILER + writer.bytes());
+            let id_room = self.limits.max_ids_per_message.saturating_sub(writer.ids());
             let finished = match work {
                 Work::Children { prefix, theirs } => {
                     if room < 16 * MAX_LINE || id_room < 16 * LIST_MAX {

@@ -39,9 +39,9 @@ fn drive(
             );
             return Ok((initiator, responder, transcript));
         };
-        assert!(message.len() <= limits.max_message_bytes.max(16_000));
+        assert!(message.len() <= limits.raised().max_message_bytes);
         let reply = responder.answer(b, &message)?;
-        assert!(reply.len() <= limits.max_message_bytes.max(16_000));
+        assert!(reply.len() <= limits.raised().max_message_bytes);
         initiator.receive(a, &reply)?;
         transcript.push((message, reply));
         between(exchange, a, b);
@@ -145,6 +145,33 @@ proptest! {
         prop_assert_eq!(a.len(), b.len());
         prop_assert_eq!(a.root_digest(), b.root_digest());
     }
+}
+
+#[test]
+fn sixteen_full_lists_fit_the_smallest_message() {
+    // 16 ids under each of /00 … /0f on one side, 17 under /0f on the
+    // other: the answer to the other's c /0 is 16 l lines of 16 ids each,
+    // the largest answer there is, in messages no larger than allowed.
+    let crafted = |first: u8, seed: u64| {
+        let Id(mut bytes) = id(seed);
+        bytes[0] = first;
+        Id(bytes)
+    };
+    let only_a: Vec<Id> = (0..256u64).map(|seed| crafted((seed / 16) as u8, seed)).collect();
+    let only_b: Vec<Id> = (0..17u64).map(|seed| crafted(0x0f, 1000 + seed)).collect();
+    let filler: Vec<Id> = (0..2000).map(id).filter(|id| id.0[0] >= 0x10).collect();
+    let limits = Limits {
+        max_message_bytes: 0,
+        max_ids_per_message: 0,
+        ..Limits::default()
+    };
+    let transcript = check(&filler, &only_a, &only_b, limits);
+    let lists = |text: &str| {
+        text.lines()
+            .filter(|line| line.starts_with("l ") && line.len() > 1000)
+            .count()
+    };
+    assert!(transcript.iter().any(|(message, _)| lists(message.as_str()) == 16));
 }
 
 #[test]
