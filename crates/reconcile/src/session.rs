@@ -40,16 +40,21 @@ impl Initiator {
         if self.over {
             return Ok(None);
         }
+        self.over = true;
         let (message, news) = self.side.write(local)?;
+        self.over = false;
         self.last_news = news;
         Ok(Some(message))
     }
 
-    /// Reads the responder's answer to the last message.
+    /// Reads the responder's answer to the last message. After an error
+    /// the session is over.
     pub fn receive(&mut self, local: &Summary, reply: &Message) -> Result<(), Error> {
         if self.over {
             return Err(Error::Finished);
         }
+        // After an error the session is over: its state is not to be trusted.
+        self.over = true;
         let news = self.side.receive(local, reply)?;
         if !news && !self.last_news {
             return Err(Error::Stalled);
@@ -94,11 +99,14 @@ impl Responder {
         }
     }
 
-    /// Reads one message of the initiator's and writes the answer.
+    /// Reads one message of the initiator's and writes the answer. After
+    /// an error the session is over.
     pub fn answer(&mut self, local: &Summary, message: &Message) -> Result<Message, Error> {
         if self.over {
             return Err(Error::Finished);
         }
+        // After an error the session is over: its state is not to be trusted.
+        self.over = true;
         self.side.receive(local, message)?;
         let (reply, _) = self.side.write(local)?;
         self.over = self.side.idle();

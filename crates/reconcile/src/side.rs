@@ -15,6 +15,7 @@
 //! inserted mid-session are simply seen or not: what is missed is found by
 //! the next session.
 
+use std::cmp::Ordering;
 use std::collections::VecDeque;
 
 use crate::error::Error;
@@ -221,16 +222,18 @@ impl Side {
                 mine_done = mine.len() < CHUNK;
             }
             let (m, t) = (mine.get(at).copied(), theirs.get(*next).copied());
-            if m.is_none() && t.is_none() {
-                return Ok(true);
-            }
             let full = writer.bytes() + ID_LINE + TRAILER > self.limits.max_message_bytes
                 || writer.ids() >= self.limits.max_ids_per_message;
-            match (m, t) {
-                (Some(m), Some(t)) if m == t => {
-                    (at, *next, *after) = (at + 1, *next + 1, Some(m));
-                }
-                (Some(m), t) if t.is_none_or(|t| m < t) => {
+            // The smaller of the two heads goes next: ours → `h`, theirs → `w`.
+            let ours_first = match (m, t) {
+                (None, None) => return Ok(true),
+                (Some(m), Some(t)) => m.cmp(&t),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+            };
+            match (ours_first, m, t) {
+                (Ordering::Equal, Some(m), _) => (at, *next, *after) = (at + 1, *next + 1, Some(m)),
+                (Ordering::Less, Some(m), _) => {
                     if full {
                         return Ok(false);
                     }
@@ -238,7 +241,7 @@ impl Side {
                     self.other_lacks.push(m);
                     (at, *after) = (at + 1, Some(m));
                 }
-                (_, Some(t)) => {
+                (_, _, Some(t)) => {
                     // An id of theirs stored here since the merge passed its
                     // place is no longer missing.
                     if !local.contains(&t) {
@@ -250,7 +253,7 @@ impl Side {
                     }
                     *next += 1;
                 }
-                (_, None) => unreachable!("both none returned above"),
+                (_, _, None) => return Ok(true),
             }
             if self.lacks.len() + self.other_lacks.len() > self.limits.max_differences {
                 return Err(Error::TooManyDifferences {
