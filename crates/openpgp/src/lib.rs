@@ -38,7 +38,8 @@
 //! `sigs` (trying self-signatures newest first, within a budget), `armor`
 //! (finding and dearmoring armored blocks), `keyring_writer`, `policy`
 //! (which algorithms and sizes pass), `parse` (reading keys and revocation
-//! certificates), `user_ids` (which user IDs may be published), `key` (the
+//! certificates), `split` (a keyring key by key, third-party
+//! certifications stepped over unparsed), `user_ids` (which user IDs may be published), `key` (the
 //! checked key and what it says), `check` (checking and stripping a key:
 //! primary key, user IDs, subkeys), `merge` (another copy, a revocation, a
 //! stored copy read back), `validity` (whether a signer could sign then),
@@ -59,6 +60,7 @@ mod policy;
 mod rsa_verify;
 mod signed;
 mod sigs;
+mod split;
 #[cfg(test)]
 mod tests;
 mod user_ids;
@@ -78,13 +80,12 @@ pub use keygen::{
 };
 pub use keyring_writer::ArmoredKeyringWriter;
 pub use merge::read_stored_key;
-pub use parse::{
-    parse_armored_keys, parse_binary_keys, parse_revocation_certificate, read_keyring, ParsedKey, Revocation,
-};
+pub use parse::{parse_armored_keys, parse_binary_keys, parse_revocation_certificate, ParsedKey, Revocation};
 /// rPGP's key types, for code that makes test keys (the `keygen` feature).
 #[cfg(any(test, feature = "keygen"))]
 pub use pgp::composed::{SignedPublicKey, SignedSecretKey};
 pub use policy::KeyPolicy;
 pub use signed::{find_signed_parts, SignedPart, Verified};
+pub use split::{read_keyring, split_keyring, KeyPackets, KeySplitter};
 pub use user_ids::{check_user_id, email_of_user_id};
 pub use validity::check_signer;
