@@ -45,6 +45,15 @@ pub enum RegistrarError {
         /// The system error.
         source: std::io::Error,
     },
+    /// The store of addresses waiting for confirmation could not be read
+    /// or written.
+    #[error("{path}: {source}")]
+    Pending {
+        /// The entry or its directory.
+        path: PathBuf,
+        /// The system error.
+        source: std::io::Error,
+    },
     /// An import file could not be read.
     #[error("{path}: {source}")]
     Import {
@@ -64,7 +73,8 @@ impl ExitStatus for RegistrarError {
             RegistrarError::Reply(inner) => inner.exit_code(),
             RegistrarError::Log { source, .. }
             | RegistrarError::Import { source, .. }
-            | RegistrarError::NoticeRecord { source, .. } => io_exit_code(source, exit::IOERR),
+            | RegistrarError::NoticeRecord { source, .. }
+            | RegistrarError::Pending { source, .. } => io_exit_code(source, exit::IOERR),
         }
     }
 }

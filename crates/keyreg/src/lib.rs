@@ -4,10 +4,13 @@
 //! a time (read, apply, commit); [`request`] decides what each asks for
 //! (add, change, remove) and applies it first come, first served;
 //! [`import`] is `keyreg --import`, the same rules at bulk speed;
-//! [`web_notice`] tells the owners of addresses registered from the web. The key
+//! [`web_notice`] tells the owners of addresses registered from the web;
+//! [`confirm`] holds new addresses back until their owners confirm them
+//! (`policy = "confirm"`). The key
 //! checks are `ripem-openpgp`'s, the database `ripem-keydb`'s.
 #![warn(missing_docs)]
 
+pub mod confirm;
 pub mod error;
 pub mod import;
 pub mod registrar;

@@ -41,6 +41,7 @@ use ripem_core::types::{Email, Fingerprint};
 use ripem_keydb::{KeyStore, RepairReport, StoreError};
 use ripem_openpgp::{KeyPolicy, SignedPart};
 
+use crate::confirm::{self, Confirmation, Confirmer, ToConfirm};
 use crate::error::RegistrarError;
 use crate::import::{ImportProgress, Importer};
 use crate::request::{self, AddRequest, AddressOutcome, Candidate, KeyOutcome, SignedOutcome, Tally};
@@ -103,6 +104,12 @@ enum Prepared {
     /// A change or remove request and its signed parts, authenticated
     /// inside the write window.
     Signed { mail: RequestMail, parts: Vec<SignedPart> },
+    /// A confirmation response (`policy = "confirm"`), checked against
+    /// its pending entry.
+    Confirm {
+        mail: RequestMail,
+        confirmation: Confirmation,
+    },
     /// Not a mail message, or one that could not be processed at all.
     Unprocessable(String),
 }
@@ -120,6 +127,9 @@ struct Applied {
     /// A registration: the addresses it newly registered, and to which key
     /// (told by [`web_notice`] when the request came from the web).
     registered: Vec<(Email, Fingerprint)>,
+    /// Under `policy = "confirm"`: the new addresses to be mailed a
+    /// confirmation request ([`confirm`]).
+    to_confirm: Vec<ToConfirm>,
 }
 
 /// keyreg: the spool, the database, the log and the mailer.
@@ -129,6 +139,7 @@ pub struct Registrar {
     log: TransactionLog,
     mailer: Mailer,
     policy: KeyPolicy,
+    confirm: Option<Confirmer>,
 }
 
 impl Registrar {
@@ -138,7 +149,9 @@ impl Registrar {
         spool.create_dirs()?;
         let mailer = Mailer::from_config(&config.mail, &config.paths)?;
         let policy = KeyPolicy::configured(&config.keyreg);
+        let confirm = Confirmer::configured(&config);
         Ok(Registrar {
+            confirm,
             log: TransactionLog::new(&config.paths.transaction_log),
             config,
             spool,
@@ -254,6 +267,7 @@ impl Registrar {
     fn prepare(&self, file: &SpoolFile, raw: &[u8]) -> Prepared {
         let work = || match RequestMail::parse(raw) {
             Err(err) => Prepared::Unprocessable(err.to_string()),
+            Ok(mail) if file.queue == QueueName::Add && self.confirm.is_some() => self.prepare_confirm(raw, mail),
             Ok(mut mail) if file.queue == QueueName::Add => {
                 let max_keys = self.config.keyreg.max_keys_per_request;
                 let add = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy, Utc::now(), max_keys);
@@ -274,6 +288,44 @@ impl Registrar {
             .unwrap_or_else(|_| Prepared::Unprocessable("internal error while reading the request".into()))
     }
 
+    /// A registration mail under `policy = "confirm"`: a confirmation
+    /// response, or else a registration as under `fcfs`.
+    fn prepare_confirm(&self, raw: &[u8], mut mail: RequestMail) -> Prepared {
+        let Some(confirmer) = &self.confirm else {
+            return Prepared::Unprocessable("internal error: no confirmation policy".into());
+        };
+        let carries_keys = !mail.texts.is_empty() || !mail.binary_keys.is_empty();
+        match confirmer.classify(raw, carries_keys, Utc::now()) {
+            Ok(Some(confirmation)) => Prepared::Confirm { mail, confirmation },
+            Ok(None) => {
+                let max_keys = self.config.keyreg.max_keys_per_request;
+                let add = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy, Utc::now(), max_keys);
+                mail.texts = Vec::new();
+                mail.binary_keys = Vec::new();
+                Prepared::Add { mail, add }
+            }
+            Err(err) => Prepared::Unprocessable(err.to_string()),
+        }
+    }
+
+    /// Applies one candidate of a registration: first come, first served,
+    /// or under `policy = "confirm"` only the addresses already registered
+    /// to the key, the new ones collected in `to_confirm`.
+    fn apply_add(
+        &self,
+        store: &mut KeyStore,
+        candidate: &Candidate,
+        now: DateTime<Utc>,
+        to_confirm: &mut Vec<ToConfirm>,
+    ) -> Result<Option<KeyOutcome>, StoreError> {
+        if self.confirm.is_none() {
+            return request::apply_candidate(store, candidate, &self.policy, now).map(Some);
+        }
+        let (outcome, new) = confirm::apply_candidate(store, candidate, &self.policy, now)?;
+        to_confirm.extend(new);
+        Ok(outcome)
+    }
+
     /// Applies one prepared request inside the write window.
     fn apply(
         &self,
@@ -285,11 +337,14 @@ impl Registrar {
         let max_age = chrono::Duration::from_std(self.config.keyreg.max_request_age).unwrap_or(chrono::Duration::MAX);
         let mut tally = Tally::default();
         let mut registered = Vec::new();
+        let mut to_confirm = Vec::new();
         let lines = match (item, queue) {
             (Prepared::Add { add, .. }, _) => {
                 let mut lines = Vec::new();
                 for candidate in &add.candidates {
-                    let outcome = request::apply_candidate(store, candidate, &self.policy, now)?;
+                    let Some(outcome) = self.apply_add(store, candidate, now, &mut to_confirm)? else {
+                        continue;
+                    };
                     tally.count(&outcome);
                     if let KeyOutcome::Applied {
                         fingerprint, addresses, ..
@@ -321,7 +376,15 @@ impl Registrar {
                     tally,
                     notices,
                     registered,
+                    to_confirm,
                 });
+            }
+            (Prepared::Confirm { confirmation, .. }, _) => {
+                let (lines, outcome) = confirm::publish(store, confirmation, &self.policy, now)?;
+                if let Some(outcome) = &outcome {
+                    tally.count(outcome);
+                }
+                lines
             }
             (Prepared::Unprocessable(_), _) => Vec::new(),
         };
@@ -330,6 +393,7 @@ impl Registrar {
             tally,
             notices: SignedOutcome::default(),
             registered,
+            to_confirm,
         })
     }
 
@@ -371,7 +435,7 @@ impl Registrar {
         let now = Utc::now();
         let needs_store = prepared.iter().any(|(_, _, item)| match item {
             Prepared::Add { add, .. } => add.candidates.iter().any(|c| !matches!(c, Candidate::Refused { .. })),
-            Prepared::Signed { .. } => true,
+            Prepared::Signed { .. } | Prepared::Confirm { .. } => true,
             Prepared::Unprocessable(_) => false,
         });
         let mut store = if needs_store {
@@ -416,7 +480,7 @@ impl Registrar {
         applied: Applied,
         tally: &mut Tally,
     ) -> Result<RequestReport, RegistrarError> {
-        let (mail, queue) = match item {
+        let (mail, queue, confirmation) = match item {
             Prepared::Unprocessable(reason) => {
                 let report = RequestReport {
                     queue: file.queue,
@@ -429,10 +493,20 @@ impl Registrar {
                 self.spool.quarantine(file, &reason)?;
                 return Ok(report);
             }
-            Prepared::Add { mail, .. } | Prepared::Signed { mail, .. } => (mail, file.queue),
+            Prepared::Add { mail, .. } | Prepared::Signed { mail, .. } => (mail, file.queue, None),
+            Prepared::Confirm { mail, confirmation } => (mail, file.queue, Some(confirmation)),
         };
         *tally += applied.tally;
         let mut outcome = applied.lines;
+        if let Some(confirmer) = &self.confirm {
+            outcome.extend(confirmer.request_all(
+                &self.mailer,
+                &self.spool,
+                &file.name(),
+                &applied.to_confirm,
+                Utc::now(),
+            )?);
+        }
         let no_keys = outcome.is_empty();
         if no_keys {
             outcome.push("no public key found in the message".into());
@@ -460,6 +534,9 @@ impl Registrar {
             self.mailer.queue(&self.spool, &file.name(), &reply)?;
         }
         self.queue_notices(file, &mail.return_address, &applied.notices)?;
+        if let (Some(confirmer), Some(confirmation)) = (&self.confirm, &confirmation) {
+            confirmer.finish(confirmation)?;
+        }
         if let Some(via) = &mail.web_submission {
             let notices: Vec<web_notice::Notice<'_>> = applied
                 .registered
@@ -721,7 +798,7 @@ fn without_store(item: &Prepared) -> Applied {
             lines.extend(add.not_considered_line());
             lines
         }
-        Prepared::Signed { .. } => vec!["refused: the database is not open".into()],
+        Prepared::Signed { .. } | Prepared::Confirm { .. } => vec!["refused: the database is not open".into()],
         Prepared::Unprocessable(_) => Vec::new(),
     };
     Applied {
