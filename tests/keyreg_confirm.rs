@@ -67,13 +67,16 @@ fn confirmation_requests(server: &Server, to: &str) -> Vec<Vec<u8>> {
 }
 
 /// `gpg-wks-client --receive` on `request` in `gpg`'s home: the response
-/// mail it writes (no `--send`, so to stdout).
+/// mail it writes (no `--send`, so to stdout). Its exit status is not
+/// looked at: 2.2.40 logs an error for every MIME request ("not decrypted
+/// with target key": it checks the fingerprint only when it decrypts a
+/// bare message itself) and exits 1 after writing the response.
 fn receive(client: &Path, gpg: &Gpg, request: &[u8]) -> String {
     let mut command = Command::new(client);
     command.env("GNUPGHOME", gpg.home.path()).arg("--receive");
     let run = run_with(command, request);
     assert!(
-        run.stdout.contains("type: confirmation-response"),
+        run.stdout.contains("Subject: Key publication confirmation"),
         "gpg-wks-client --receive made no response (exit {}): {}",
         run.code,
         run.stderr
@@ -135,6 +138,7 @@ fn gpg_wks_client_confirms_and_forgeries_change_nothing() {
     );
 
     let response = receive(&client, &gpg, &requests[0]);
+    assert!(response.contains("type: confirmation-response"), "{response}");
     assert!(response.contains(&format!("To: {REGISTER}")), "{response}");
     assert!(response.contains("address: cora@example.org"), "{response}");
     let nonce = nonce_of(&response);
@@ -173,6 +177,71 @@ fn gpg_wks_client_confirms_and_forgeries_change_nothing() {
     assert!(reply.contains("no confirmation is pending"), "{reply}");
     assert!(served(&server, "cora@example.org"));
     assert_eq!(server.pending("add"), 0);
+}
+
+/// The whole WKS exchange as GnuPG makes it, without a WKD: the client
+/// is given the submission address (`--fake-submission-addr`) and has
+/// the server's public key, so both its submission and its response are
+/// encrypted to the server's key, which keyreg made on first use.
+#[test]
+fn gpg_wks_client_create_submits_and_its_encrypted_response_confirms() {
+    let Some(client) = wks_client("gpg_wks_client_create_submits_and_its_encrypted_response_confirms") else {
+        return;
+    };
+    let server = confirm_server();
+    server.keyreg_once();
+    let secret = std::fs::metadata(server.path("wks-key.asc")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        secret.permissions().mode() & 0o077,
+        0,
+        "the server's secret key is readable by others"
+    );
+    let gpg = Gpg::new();
+    wks_key(&gpg, "Wes <wes@example.org>", "wes@example.org");
+    let imported = gpg.run(&["--import", server.path("wks-key.pub.asc").to_str().unwrap()], b"");
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    let fingerprint = gpg.fingerprint("wes@example.org");
+    let mut create = Command::new(&client);
+    create.env("GNUPGHOME", gpg.home.path()).args([
+        "--create",
+        "--fake-submission-addr",
+        REGISTER,
+        &fingerprint,
+        "wes@example.org",
+    ]);
+    let submission = run_with(create, b"");
+    assert_eq!(submission.code, 0, "gpg-wks-client --create: {}", submission.stderr);
+    assert!(
+        submission.stdout.contains("multipart/encrypted"),
+        "{}",
+        submission.stdout
+    );
+    assert!(
+        !submission.stdout.contains("BEGIN PGP PUBLIC KEY"),
+        "the key went in the clear"
+    );
+    server.mail("add", submission.stdout.as_bytes());
+    server.keyreg_once();
+    assert!(!served(&server, "wes@example.org"));
+    let requests = confirmation_requests(&server, "wes@example.org");
+    assert_eq!(requests.len(), 1, "no confirmation request for the WKS submission");
+    let response = receive(&client, &gpg, &requests[0]);
+    assert!(
+        response.contains("multipart/encrypted"),
+        "the response is not encrypted: {response}"
+    );
+    server.mail("add", response.as_bytes());
+    server.keyreg_once();
+    assert!(
+        served(&server, "wes@example.org"),
+        "the encrypted response did not publish"
+    );
+    // The same encrypted response again is a replay.
+    server.mail("add", response.as_bytes());
+    server.keyreg_once();
+    let reply = last_reply(&server, "wes@example.org");
+    assert!(reply.contains("no confirmation is pending"), "{reply}");
 }
 
 #[test]

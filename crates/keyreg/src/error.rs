@@ -54,6 +54,14 @@ pub enum RegistrarError {
         /// The system error.
         source: std::io::Error,
     },
+    /// The server's key pair (`policy = "confirm"`) could not be read or made.
+    #[error("{path}: {reason}")]
+    ServerKey {
+        /// The key file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// An import file could not be read.
     #[error("{path}: {source}")]
     Import {
@@ -71,6 +79,7 @@ impl ExitStatus for RegistrarError {
             RegistrarError::Store(inner) => inner.exit_code(),
             RegistrarError::PidFile(inner) => inner.exit_code(),
             RegistrarError::Reply(inner) => inner.exit_code(),
+            RegistrarError::ServerKey { .. } => exit::CONFIG,
             RegistrarError::Log { source, .. }
             | RegistrarError::Import { source, .. }
             | RegistrarError::NoticeRecord { source, .. }

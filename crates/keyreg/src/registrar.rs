@@ -149,7 +149,7 @@ impl Registrar {
         spool.create_dirs()?;
         let mailer = Mailer::from_config(&config.mail, &config.paths)?;
         let policy = KeyPolicy::configured(&config.keyreg);
-        let confirm = Confirmer::configured(&config);
+        let confirm = Confirmer::configured(&config)?;
         Ok(Registrar {
             confirm,
             log: TransactionLog::new(&config.paths.transaction_log),
@@ -294,6 +294,13 @@ impl Registrar {
         let Some(confirmer) = &self.confirm else {
             return Prepared::Unprocessable("internal error: no confirmation policy".into());
         };
+        // An encrypted mail (to the server's key) is read as what it holds.
+        let opened = confirmer.open_encrypted(raw);
+        let raw = opened.as_deref().unwrap_or(raw);
+        if let Some(inner) = opened.as_deref().and_then(|opened| RequestMail::parse(opened).ok()) {
+            mail.texts = inner.texts;
+            mail.binary_keys = inner.binary_keys;
+        }
         let carries_keys = !mail.texts.is_empty() || !mail.binary_keys.is_empty();
         match confirmer.classify(raw, carries_keys, Utc::now()) {
             Ok(Some(confirmation)) => Prepared::Confirm { mail, confirmation },

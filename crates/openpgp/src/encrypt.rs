@@ -9,10 +9,23 @@
 //! way to prove it is held, so it can't be confirmed. The result is an
 //! armored SEIPD (v1, AES-256) message, uncompressed, which every OpenPGP
 //! implementation in use reads.
+//!
+//! The other way round, a Web Key Service server has a key pair of its
+//! own ([`ServerKey`]: Ed25519 with a Curve25519 encryption subkey, user
+//! ID the submission address), to which `gpg-wks-client` encrypts its
+//! submissions and confirmation responses. Decrypting reads at most
+//! [`MAX_DECRYPTED`] bytes: a compressed message can't inflate past it.
 
-use pgp::composed::{ArmorOptions, MessageBuilder};
+use std::io::Read;
+
+use pgp::composed::{
+    ArmorOptions, Deserializable, EncryptionCaps, KeyType, Message, MessageBuilder, SecretKeyParamsBuilder,
+    SignedSecretKey, SubkeyParamsBuilder,
+};
+use pgp::crypto::ecc_curve::ECCCurve;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::SignatureType;
+use pgp::types::Password;
 use ripem_core::exit::{self, ExitStatus};
 
 use crate::key::CheckedKey;
@@ -26,6 +39,106 @@ pub enum EncryptError {
     /// rPGP refused (an algorithm it can't encrypt to, say).
     #[error("encrypting to the key failed: {0}")]
     Pgp(String),
+    /// The server's key pair could not be made or read.
+    #[error("the server's key pair: {0}")]
+    ServerKey(String),
+    /// A message to the server could not be decrypted.
+    #[error("could not decrypt the message: {0}")]
+    Decrypt(String),
+}
+
+/// The most plaintext [`ServerKey::decrypt`] reads from one message.
+pub const MAX_DECRYPTED: u64 = 1 << 20;
+
+/// A Web Key Service server's own key pair (unprotected: the daemon uses
+/// it unattended; its file is the operator's to guard).
+pub struct ServerKey {
+    secret: SignedSecretKey,
+}
+
+impl ServerKey {
+    /// A new key pair for `user_id` (the submission address).
+    pub fn generate(user_id: &str) -> Result<ServerKey, EncryptError> {
+        let failed = |err: &dyn std::fmt::Display| EncryptError::ServerKey(err.to_string());
+        let subkey = SubkeyParamsBuilder::default()
+            .key_type(KeyType::ECDH(ECCCurve::Curve25519Legacy))
+            .can_encrypt(EncryptionCaps::All)
+            .build()
+            .map_err(|err| failed(&err))?;
+        let mut params = SecretKeyParamsBuilder::default();
+        params
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .can_sign(true)
+            .primary_user_id(user_id.to_string())
+            .preferred_symmetric_algorithms(vec![SymmetricKeyAlgorithm::AES256, SymmetricKeyAlgorithm::AES128].into())
+            .subkey(subkey);
+        let secret = params
+            .build()
+            .map_err(|err| failed(&err))?
+            .generate(rand::thread_rng())
+            .map_err(|err| failed(&err))?;
+        Ok(ServerKey { secret })
+    }
+
+    /// The key pair as [`ServerKey::to_armored_secret`] wrote it.
+    pub fn from_armored_secret(text: &str) -> Result<ServerKey, EncryptError> {
+        let (secret, _) = SignedSecretKey::from_string(text).map_err(|err| EncryptError::ServerKey(err.to_string()))?;
+        Ok(ServerKey { secret })
+    }
+
+    /// The secret key, armored, for the server's state directory.
+    pub fn to_armored_secret(&self) -> Result<String, EncryptError> {
+        self.secret
+            .to_armored_string(ArmorOptions::default())
+            .map_err(|err| EncryptError::ServerKey(err.to_string()))
+    }
+
+    /// The public key, armored: what the submission address publishes.
+    pub fn to_armored_public(&self) -> Result<String, EncryptError> {
+        self.secret
+            .to_public_key()
+            .to_armored_string(ArmorOptions::default())
+            .map_err(|err| EncryptError::ServerKey(err.to_string()))
+    }
+
+    /// The plaintext of an OpenPGP message (armored or binary) encrypted
+    /// to this key, decompressed, at most [`MAX_DECRYPTED`] bytes.
+    pub fn decrypt(&self, message: &[u8]) -> Result<Vec<u8>, EncryptError> {
+        // rPGP reads hostile input here; a panic in it is a refusal.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decrypt_unguarded(message)))
+            .unwrap_or_else(|_| Err(EncryptError::Decrypt("the message is malformed".into())))
+    }
+
+    fn decrypt_unguarded(&self, message: &[u8]) -> Result<Vec<u8>, EncryptError> {
+        let failed = |err: &dyn std::fmt::Display| EncryptError::Decrypt(err.to_string());
+        let text = String::from_utf8_lossy(message);
+        let parsed = match text.find("-----BEGIN PGP MESSAGE-----") {
+            Some(start) => {
+                Message::from_armor(std::io::Cursor::new(text[start..].as_bytes().to_vec())).map(|(message, _)| message)
+            }
+            None => Message::from_bytes(std::io::Cursor::new(message.to_vec())),
+        }
+        .map_err(|err| failed(&err))?;
+        let mut plain = parsed
+            .decrypt(&Password::empty(), &self.secret)
+            .map_err(|err| failed(&err))?;
+        if plain.is_compressed() {
+            plain = plain.decompress().map_err(|err| failed(&err))?;
+        }
+        let mut out = Vec::new();
+        plain
+            .by_ref()
+            .take(MAX_DECRYPTED + 1)
+            .read_to_end(&mut out)
+            .map_err(|err| failed(&err))?;
+        if out.len() as u64 > MAX_DECRYPTED {
+            return Err(EncryptError::Decrypt(format!(
+                "more than {MAX_DECRYPTED} bytes of plaintext"
+            )));
+        }
+        Ok(out)
+    }
 }
 
 impl ExitStatus for EncryptError {

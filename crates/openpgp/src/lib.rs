@@ -71,7 +71,7 @@ pub use armor::{
     MAX_SIGNED_CONTENT,
 };
 pub use check::{check_key, has_expired};
-pub use encrypt::{encrypt_to_key, EncryptError};
+pub use encrypt::{encrypt_to_key, EncryptError, ServerKey, MAX_DECRYPTED};
 pub use error::{InvalidSigner, KeyError, RevocationReason, SignatureError, SignerKey, StrippedUserId, UncleanUserId};
 pub use key::{CheckedKey, UserIdSummary};
 #[cfg(any(test, feature = "keygen"))]

@@ -81,6 +81,51 @@ pub fn request_message(
     text.replace('\n', "\r\n").into_bytes()
 }
 
+/// Header fields of an encrypted mail kept around its decrypted content:
+/// who it is from and the loop rules' fields.
+const KEPT_HEADERS: [&str; 8] = [
+    "From",
+    "To",
+    "Subject",
+    "Message-ID",
+    "Date",
+    "Return-Path",
+    "Auto-Submitted",
+    "Precedence",
+];
+
+/// `raw` with its first `multipart/encrypted` part opened by `decrypt`:
+/// the outer header fields (those of [`KEPT_HEADERS`]) followed by the
+/// decrypted MIME entity, or `None` if it has no such part or it does
+/// not decrypt.
+pub fn open_encrypted(raw: &[u8], decrypt: impl Fn(&[u8]) -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+    let mail = mailparse::parse_mail(raw).ok()?;
+    let encrypted = mail
+        .parts()
+        .take(MAX_PARTS)
+        .find(|part| part.ctype.mimetype == "multipart/encrypted" && part.subparts.len() >= 2)?;
+    let ciphertext = encrypted.subparts[1].get_body_raw().ok()?;
+    let plaintext = decrypt(&ciphertext)?;
+    let headers = mail.get_headers();
+    let mut out = Vec::new();
+    for name in KEPT_HEADERS {
+        if let Some(value) = headers.get_first_value(name) {
+            let value: String = value.chars().filter(|c| !c.is_control()).collect();
+            out.extend_from_slice(format!("{name}: {value}\n").as_bytes());
+        }
+    }
+    let plaintext = String::from_utf8_lossy(&plaintext).replace("\r\n", "\n");
+    // A bare payload (no MIME header of its own) is a text body.
+    if !plaintext
+        .get(..8)
+        .is_some_and(|start| start.eq_ignore_ascii_case("content-"))
+    {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(plaintext.as_bytes());
+    Some(out)
+}
+
 /// The `name: value` lines of a WKS part.
 fn wks_fields(body: &str) -> Vec<(String, String)> {
     body.lines()

@@ -26,6 +26,7 @@
 //! both or finds them done, and nothing pending is lost.
 
 pub mod mail;
+pub mod server_key;
 pub mod store;
 
 use chrono::{DateTime, Utc};
@@ -34,17 +35,19 @@ use ripem_core::reply::Mailer;
 use ripem_core::spool::Spool;
 use ripem_core::types::{Email, Fingerprint, Query};
 use ripem_keydb::KeyDb;
-use ripem_openpgp::{self as openpgp, CheckedKey, KeyPolicy};
+use ripem_openpgp::{self as openpgp, CheckedKey, KeyPolicy, ServerKey};
 
 use crate::error::RegistrarError;
 use crate::request::{self, Candidate, KeyOutcome};
 use mail::Response;
 use store::{Entry, PendingStore, EXPIRY_SECONDS, MAIL_INTERVAL};
 
-/// The pending store and the addresses confirmations go out from.
+/// The pending store, the server's key pair and the address
+/// confirmations go out from.
 pub struct Confirmer {
     store: PendingStore,
     register: String,
+    server_key: ServerKey,
 }
 
 /// A new address of a submitted key, to be mailed a confirmation request.
@@ -66,12 +69,26 @@ pub enum Confirmation {
 }
 
 impl Confirmer {
-    /// The confirmer of this configuration, or `None` under `fcfs`.
-    pub fn configured(config: &Config) -> Option<Confirmer> {
-        (config.keyreg.policy == ripem_core::config::Policy::Confirm).then(|| Confirmer {
+    /// The confirmer of this configuration, or `None` under `fcfs`. The
+    /// server's key pair is read, or made on first use.
+    pub fn configured(config: &Config) -> Result<Option<Confirmer>, RegistrarError> {
+        if config.keyreg.policy != ripem_core::config::Policy::Confirm {
+            return Ok(None);
+        }
+        let register = config.addresses.register.clone();
+        Ok(Some(Confirmer {
             store: PendingStore::new(&config.paths.state_dir, config.keyreg.max_pending),
-            register: config.addresses.register.clone(),
-        })
+            server_key: server_key::load_or_make(&config.paths.state_dir, &register)?,
+            register,
+        }))
+    }
+
+    /// `raw` with its `multipart/encrypted` part replaced by what it
+    /// decrypts to with the server's key (a `gpg-wks-client --create`
+    /// submission, an encrypted confirmation response), if it has one
+    /// that decrypts.
+    pub fn open_encrypted(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        mail::open_encrypted(raw, |message| self.server_key.decrypt(message).ok())
     }
 
     /// Whether `raw` is a confirmation response, and if so what it comes
