@@ -439,3 +439,79 @@ fn kills_lose_nothing_pending_and_publish_nothing_unconfirmed() {
     assert_eq!(server.pending("add"), 0);
     assert_eq!(std::fs::read_dir(server.path("pending")).unwrap().count(), count / 2);
 }
+
+/// A key uploaded over HKP (the request hkpd spools: no return address,
+/// the web-submission header) only starts verification: the address gets
+/// the confirmation request, not a "your key was registered" notice.
+#[test]
+fn a_web_upload_only_starts_verification() {
+    let server = confirm_server();
+    let keys = tempfile::tempdir().unwrap();
+    let key = rpgp_key(keys.path(), "w", &["--uid", "Web <web@example.org>"]);
+    let upload = format!(
+        "Subject: key submitted over the web (hkp)\nX-Ripem-Web-Submission: hkp\nMIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n{key}\n"
+    );
+    server.mail("add", upload.as_bytes());
+    server.keyreg_once();
+    assert!(!served(&server, "web@example.org"));
+    let mails: Vec<SentMail> = server
+        .outbox()
+        .into_iter()
+        .filter(|m| m.to == "web@example.org")
+        .collect();
+    assert_eq!(mails.len(), 1, "expected the confirmation request only");
+    assert_eq!(mails[0].subject, "Confirm your key publication");
+}
+
+/// Hostile responses: junk where the ciphertext goes, a WKS response for
+/// someone else's address, one without a nonce, a nonce quoted by a mail
+/// that also carries a key. None publishes; keyreg answers each and
+/// leaves nothing in the spool or in `spool/failed/`.
+#[test]
+fn hostile_responses_publish_nothing() {
+    let server = confirm_server();
+    let keys = tempfile::tempdir().unwrap();
+    let key = rpgp_key(keys.path(), "v", &["--uid", "Vic <vic@example.org>"]);
+    let other = rpgp_key(keys.path(), "x", &["--uid", "Xan <xan@example.org>"]);
+    server.mail("add", &plain_mail("vic@example.org", &key));
+    server.keyreg_once();
+    let entry = std::fs::read_dir(server.path("pending"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let nonce = nonce_of(&std::fs::read_to_string(entry).unwrap());
+    let wks = |from: &str, address: &str, nonce_line: &str| {
+        format!("From: {from}\nTo: {REGISTER}\nContent-Type: application/vnd.gnupg.wks\n\ntype: confirmation-response\nsender: {REGISTER}\naddress: {address}\n{nonce_line}\n")
+    };
+    let junk_encrypted = format!(
+        "From: vic@example.org\nTo: {REGISTER}\nMIME-Version: 1.0\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\n\n--b\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n\n--b\nContent-Type: application/octet-stream\n\n-----BEGIN PGP MESSAGE-----\n\nAAAA{}\n-----END PGP MESSAGE-----\n--b--\n",
+        "A".repeat(5000)
+    );
+    for hostile in [
+        junk_encrypted,
+        wks("xan@example.org", "vic@example.org", &format!("nonce: {nonce}")),
+        wks("vic@example.org", "vic@example.org", ""),
+        wks(
+            "vic@example.org",
+            "vic@example.org",
+            &format!("nonce: {}", "0".repeat(32)),
+        ),
+        format!("From: vic@example.org\n\nnonce: {nonce}\n\n{other}\n"),
+    ] {
+        server.mail("add", hostile.as_bytes());
+        server.keyreg_once();
+        assert!(!served(&server, "vic@example.org"), "published by: {hostile}");
+    }
+    assert_eq!(server.pending("add"), 0);
+    let failed = std::fs::read_dir(server.path("spool/failed")).map_or(0, |d| d.count());
+    assert_eq!(failed, 0, "a hostile response was quarantined");
+    // The real nonce still works afterwards.
+    server.mail(
+        "add",
+        wks("vic@example.org", "vic@example.org", &format!("nonce: {nonce}")).as_bytes(),
+    );
+    server.keyreg_once();
+    assert!(served(&server, "vic@example.org"));
+}
