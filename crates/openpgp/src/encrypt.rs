@@ -180,3 +180,36 @@ pub fn encrypt_to_key(key: &CheckedKey, plaintext: &[u8]) -> Result<String, Encr
         .to_armored_string(&mut rng, ArmorOptions::default())
         .map_err(|err| EncryptError::Pgp(err.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::KeyPolicy;
+
+    #[test]
+    fn a_message_to_a_checked_key_decrypts_and_junk_does_not() {
+        let server = ServerKey::generate("Test server <wks@example.org>").unwrap();
+        let public = server.to_armored_public().unwrap();
+        let mut keys = crate::parse::parse_armored_keys(&public).unwrap();
+        let checked = crate::check::check_key(keys.remove(0), &KeyPolicy::default()).unwrap();
+        let sealed = encrypt_to_key(&checked, b"nonce: 0123").unwrap();
+        assert!(sealed.starts_with("-----BEGIN PGP MESSAGE-----"));
+        assert_eq!(server.decrypt(sealed.as_bytes()).unwrap(), b"nonce: 0123");
+        let again = ServerKey::from_armored_secret(&server.to_armored_secret().unwrap()).unwrap();
+        assert_eq!(again.decrypt(sealed.as_bytes()).unwrap(), b"nonce: 0123");
+
+        let other = ServerKey::generate("Other <other@example.org>").unwrap();
+        assert!(other.decrypt(sealed.as_bytes()).is_err());
+        assert!(server
+            .decrypt(b"-----BEGIN PGP MESSAGE-----\n\nAAAA\n-----END PGP MESSAGE-----\n")
+            .is_err());
+        assert!(server.decrypt(&[0xc1, 0xff, 0x00, 0x13]).is_err());
+
+        let mut bare = checked.clone();
+        bare.key.public_subkeys.clear();
+        assert!(matches!(
+            encrypt_to_key(&bare, b"x"),
+            Err(EncryptError::NoEncryptionKey)
+        ));
+    }
+}
