@@ -142,6 +142,10 @@ fn gpg_wks_client_confirms_and_forgeries_change_nothing() {
     assert!(response.contains(&format!("To: {REGISTER}")), "{response}");
     assert!(response.contains("address: cora@example.org"), "{response}");
     let nonce = nonce_of(&response);
+    assert!(
+        !request.contains(&nonce),
+        "the nonce shows outside the ciphertext: {request}"
+    );
 
     // Forgeries first: each is answered and changes nothing.
     let other_sender = response.replace("From: cora@example.org", "From: mallory@example.net");

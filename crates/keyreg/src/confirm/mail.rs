@@ -65,15 +65,18 @@ pub fn request_message(
     register: &str,
     address: &Email,
     fingerprint: &Fingerprint,
-    nonce: &str,
     encrypted: &str,
     now: DateTime<Utc>,
 ) -> Vec<u8> {
-    let outer = format!("=-ripem-mixed-{nonce}");
-    let inner = format!("=-ripem-encrypted-{nonce}");
+    // The nonce must appear only inside the ciphertext: the boundaries
+    // and the Message-ID get a token of their own, shorter than a nonce
+    // so that a reply quoting them is never read as carrying one.
+    let token = &super::store::new_nonce()[..24];
+    let outer = format!("=-ripem-mixed-{token}");
+    let inner = format!("=-ripem-encrypted-{token}");
     let domain = register.rsplit_once('@').map_or("localhost", |(_, domain)| domain);
     let text = format!(
-        "From: {register}\nTo: {address}\nSubject: Confirm your key publication\nDate: {date}\nMessage-ID: <confirm.{nonce}@{domain}>\nAuto-Submitted: auto-replied\nWks-Draft-Version: {WKS_DRAFT_VERSION}\nWKS-Phase: confirm\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"{outer}\"\n\n--{outer}\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{explanation}\n--{outer}\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"{inner}\"\n\n--{inner}\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n\n--{inner}\nContent-Type: application/octet-stream\n\n{encrypted}\n--{inner}--\n\n--{outer}--\n",
+        "From: {register}\nTo: {address}\nSubject: Confirm your key publication\nDate: {date}\nMessage-ID: <confirm.{token}@{domain}>\nAuto-Submitted: auto-replied\nWks-Draft-Version: {WKS_DRAFT_VERSION}\nWKS-Phase: confirm\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"{outer}\"\n\n--{outer}\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{explanation}\n--{outer}\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"{inner}\"\n\n--{inner}\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n\n--{inner}\nContent-Type: application/octet-stream\n\n{encrypted}\n--{inner}--\n\n--{outer}--\n",
         date = now.to_rfc2822(),
         explanation = explanation(register, address, fingerprint),
         encrypted = encrypted.trim_end(),
@@ -135,11 +138,18 @@ fn wks_fields(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The first nonce-shaped word of a text: 32 hex digits standing alone.
+/// The nonce a text quotes: the first nonce-shaped word (32 hex digits
+/// standing alone) of a line that says `nonce:`, else of the text.
 fn find_nonce(text: &str) -> Option<String> {
-    text.split(|c: char| !c.is_ascii_alphanumeric())
-        .map(str::to_ascii_lowercase)
-        .find(|word| is_nonce(word))
+    let first = |text: &str| {
+        text.split(|c: char| !c.is_ascii_alphanumeric())
+            .map(str::to_ascii_lowercase)
+            .find(|word| is_nonce(word))
+    };
+    text.lines()
+        .filter(|line| line.to_ascii_lowercase().contains("nonce:"))
+        .find_map(first)
+        .or_else(|| first(text))
 }
 
 fn from_address(mail: &ParsedMail<'_>) -> Option<Email> {
@@ -214,6 +224,11 @@ mod tests {
             "0123456789abcdef0123456789abcdef"
         );
         assert_eq!(read_response(plain, true), None);
+        let quoting = b"From: a@example.org\n\n> id 11111111111111111111111111111111\n> nonce: 0123456789abcdef0123456789abcdef\n";
+        assert_eq!(
+            read_response(quoting, false).unwrap().nonce,
+            "0123456789abcdef0123456789abcdef"
+        );
         assert_eq!(
             read_response(b"From: a@example.org\n\nno nonce 0123456789abcdef here\n", false),
             None

@@ -161,14 +161,7 @@ impl Confirmer {
                 }
             };
             self.store.put(&entry, seconds)?;
-            let message = mail::request_message(
-                &self.register,
-                &entry.email,
-                &entry.fingerprint,
-                &entry.nonce,
-                &encrypted,
-                now,
-            );
+            let message = mail::request_message(&self.register, &entry.email, &entry.fingerprint, &encrypted, now);
             mailer.queue_formatted(spool, &format!("{request}.confirm{index}"), &entry.email, &message)?;
             lines.push(format!(
                 "  {}: pending: a confirmation request encrypted to this key was mailed to {}; the address is published once its owner answers it (within 3 days)",
