@@ -519,3 +519,23 @@ fn hostile_responses_publish_nothing() {
     server.keyreg_once();
     assert!(served(&server, "vic@example.org"));
 }
+
+/// A key that can't be encrypted to (gpg's sign-only key) can't prove
+/// it is held: refused, with no pending entry and no mail to the address.
+#[test]
+fn a_key_without_an_encryption_subkey_is_refused() {
+    let server = confirm_server();
+    let gpg = Gpg::new();
+    let key = gpg.key("Sig <sig@example.org>", "ed25519");
+    server.mail("add", &plain_mail("someone@example.net", &key));
+    let log = server.keyreg_once();
+    assert!(log.contains("1 to confirm"), "{log}");
+    let reply = replies_to(&server, "someone@example.net");
+    assert!(
+        reply.contains("sig@example.org: not registered: the key has no encryption subkey"),
+        "{reply}"
+    );
+    assert!(confirmation_requests(&server, "sig@example.org").is_empty());
+    assert_eq!(std::fs::read_dir(server.path("pending")).map_or(0, |d| d.count()), 0);
+    assert!(!served(&server, "sig@example.org"));
+}

@@ -522,8 +522,10 @@ impl Registrar {
             queue,
             file: file.name(),
             reply: mail.return_address.clone(),
-            summary: if queue == QueueName::Add && !no_keys {
+            summary: if queue == QueueName::Add && !no_keys && applied.to_confirm.is_empty() {
                 applied.tally.to_string()
+            } else if queue == QueueName::Add && !no_keys {
+                format!("{}; {} to confirm", applied.tally, applied.to_confirm.len())
             } else {
                 outcome.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
             },
