@@ -267,7 +267,19 @@ impl Registrar {
     fn prepare(&self, file: &SpoolFile, raw: &[u8]) -> Prepared {
         let work = || match RequestMail::parse(raw) {
             Err(err) => Prepared::Unprocessable(err.to_string()),
-            Ok(mail) if file.queue == QueueName::Add && self.confirm.is_some() => self.prepare_confirm(raw, mail),
+            Ok(mut mail) if file.queue == QueueName::Add && self.confirm.is_some() => {
+                let max_keys = self.config.keyreg.max_keys_per_request;
+                match self
+                    .confirm
+                    .as_ref()
+                    .map(|c| c.prepare(raw, &mut mail, &self.policy, max_keys))
+                {
+                    Some(Ok(confirm::Read::Response(confirmation))) => Prepared::Confirm { mail, confirmation },
+                    Some(Ok(confirm::Read::Registration(add))) => Prepared::Add { mail, add },
+                    Some(Err(err)) => Prepared::Unprocessable(err.to_string()),
+                    None => Prepared::Unprocessable("internal error: no confirmation policy".into()),
+                }
+            }
             Ok(mut mail) if file.queue == QueueName::Add => {
                 let max_keys = self.config.keyreg.max_keys_per_request;
                 let add = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy, Utc::now(), max_keys);
@@ -288,51 +300,6 @@ impl Registrar {
             .unwrap_or_else(|_| Prepared::Unprocessable("internal error while reading the request".into()))
     }
 
-    /// A registration mail under `policy = "confirm"`: a confirmation
-    /// response, or else a registration as under `fcfs`.
-    fn prepare_confirm(&self, raw: &[u8], mut mail: RequestMail) -> Prepared {
-        let Some(confirmer) = &self.confirm else {
-            return Prepared::Unprocessable("internal error: no confirmation policy".into());
-        };
-        // An encrypted mail (to the server's key) is read as what it holds.
-        let opened = confirmer.open_encrypted(raw);
-        let raw = opened.as_deref().unwrap_or(raw);
-        if let Some(inner) = opened.as_deref().and_then(|opened| RequestMail::parse(opened).ok()) {
-            mail.texts = inner.texts;
-            mail.binary_keys = inner.binary_keys;
-        }
-        let carries_keys = !mail.texts.is_empty() || !mail.binary_keys.is_empty();
-        match confirmer.classify(raw, carries_keys, Utc::now()) {
-            Ok(Some(confirmation)) => Prepared::Confirm { mail, confirmation },
-            Ok(None) => {
-                let max_keys = self.config.keyreg.max_keys_per_request;
-                let add = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy, Utc::now(), max_keys);
-                mail.texts = Vec::new();
-                mail.binary_keys = Vec::new();
-                Prepared::Add { mail, add }
-            }
-            Err(err) => Prepared::Unprocessable(err.to_string()),
-        }
-    }
-
-    /// Applies one candidate of a registration: first come, first served,
-    /// or under `policy = "confirm"` only the addresses already registered
-    /// to the key, the new ones collected in `to_confirm`.
-    fn apply_add(
-        &self,
-        store: &mut KeyStore,
-        candidate: &Candidate,
-        now: DateTime<Utc>,
-        to_confirm: &mut Vec<ToConfirm>,
-    ) -> Result<Option<KeyOutcome>, StoreError> {
-        if self.confirm.is_none() {
-            return request::apply_candidate(store, candidate, &self.policy, now).map(Some);
-        }
-        let (outcome, new) = confirm::apply_candidate(store, candidate, &self.policy, now)?;
-        to_confirm.extend(new);
-        Ok(outcome)
-    }
-
     /// Applies one prepared request inside the write window.
     fn apply(
         &self,
@@ -349,7 +316,9 @@ impl Registrar {
             (Prepared::Add { add, .. }, _) => {
                 let mut lines = Vec::new();
                 for candidate in &add.candidates {
-                    let Some(outcome) = self.apply_add(store, candidate, now, &mut to_confirm)? else {
+                    let confirming = self.confirm.is_some().then_some(&mut to_confirm);
+                    let Some(outcome) = confirm::apply_candidate(store, candidate, &self.policy, now, confirming)?
+                    else {
                         continue;
                     };
                     tally.count(&outcome);
@@ -506,13 +475,7 @@ impl Registrar {
         *tally += applied.tally;
         let mut outcome = applied.lines;
         if let Some(confirmer) = &self.confirm {
-            outcome.extend(confirmer.request_all(
-                &self.mailer,
-                &self.spool,
-                &file.name(),
-                &applied.to_confirm,
-                Utc::now(),
-            )?);
+            outcome.extend(confirmer.request_all(&self.mailer, &self.spool, &file.name(), &applied.to_confirm)?);
         }
         let no_keys = outcome.is_empty();
         if no_keys {
@@ -522,10 +485,8 @@ impl Registrar {
             queue,
             file: file.name(),
             reply: mail.return_address.clone(),
-            summary: if queue == QueueName::Add && !no_keys && applied.to_confirm.is_empty() {
-                applied.tally.to_string()
-            } else if queue == QueueName::Add && !no_keys {
-                format!("{}; {} to confirm", applied.tally, applied.to_confirm.len())
+            summary: if queue == QueueName::Add && !no_keys {
+                confirm::summary(&applied.tally, &applied.to_confirm)
             } else {
                 outcome.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
             },

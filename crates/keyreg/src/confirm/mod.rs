@@ -31,6 +31,7 @@ pub mod store;
 
 use chrono::{DateTime, Utc};
 use ripem_core::config::Config;
+use ripem_core::mail::RequestMail;
 use ripem_core::reply::Mailer;
 use ripem_core::spool::Spool;
 use ripem_core::types::{Email, Fingerprint, Query};
@@ -38,7 +39,7 @@ use ripem_keydb::KeyDb;
 use ripem_openpgp::{self as openpgp, CheckedKey, KeyPolicy, ServerKey};
 
 use crate::error::RegistrarError;
-use crate::request::{self, Candidate, KeyOutcome};
+use crate::request::{self, AddRequest, Candidate, KeyOutcome, Tally};
 use mail::Response;
 use store::{Entry, PendingStore, EXPIRY_SECONDS, MAIL_INTERVAL};
 
@@ -57,6 +58,15 @@ pub struct ToConfirm {
     pub email: Email,
     /// The key, as submitted and checked.
     pub key: CheckedKey,
+}
+
+/// A registration mail read under `confirm` ([`Confirmer::prepare`]).
+#[derive(Debug)]
+pub enum Read {
+    /// A confirmation response, checked against its pending entry.
+    Response(Confirmation),
+    /// A registration, its keys found and checked as under `fcfs`.
+    Registration(AddRequest),
 }
 
 /// What a confirmation response comes to, decided outside the window.
@@ -91,6 +101,40 @@ impl Confirmer {
         mail::open_encrypted(raw, |message| self.server_key.decrypt(message).ok())
     }
 
+    /// Reads a mail to the register address outside the write window: a
+    /// confirmation response, or a registration (an encrypted one, made by
+    /// `gpg-wks-client --create`, opened with the server's key). The
+    /// decoded bodies of `mail` are dropped once read.
+    pub fn prepare(
+        &self,
+        raw: &[u8],
+        mail: &mut RequestMail,
+        policy: &KeyPolicy,
+        max_keys: usize,
+    ) -> Result<Read, RegistrarError> {
+        let opened = self.open_encrypted(raw);
+        let raw = opened.as_deref().unwrap_or(raw);
+        if let Some(inner) = opened.as_deref().and_then(|opened| RequestMail::parse(opened).ok()) {
+            mail.texts = inner.texts;
+            mail.binary_keys = inner.binary_keys;
+        }
+        let carries_keys = !mail.texts.is_empty() || !mail.binary_keys.is_empty();
+        let now = Utc::now();
+        let read = match self.classify(raw, carries_keys, now)? {
+            Some(confirmation) => Read::Response(confirmation),
+            None => Read::Registration(request::prepare_add(
+                &mail.texts,
+                &mail.binary_keys,
+                policy,
+                now,
+                max_keys,
+            )),
+        };
+        mail.texts = Vec::new();
+        mail.binary_keys = Vec::new();
+        Ok(read)
+    }
+
     /// Whether `raw` is a confirmation response, and if so what it comes
     /// to at `now`. `carries_keys`: the mail holds key blocks.
     pub fn classify(
@@ -120,8 +164,8 @@ impl Confirmer {
         spool: &Spool,
         request: &str,
         to_confirm: &[ToConfirm],
-        now: DateTime<Utc>,
     ) -> Result<Vec<String>, RegistrarError> {
+        let now = Utc::now();
         let seconds = now.timestamp();
         let mut lines = Vec::new();
         for (index, item) in to_confirm.iter().enumerate() {
@@ -208,9 +252,36 @@ fn decide(response: &Response, entry: Option<Entry>, now: i64) -> Confirmation {
 
 /// Applies one candidate of a registration under `confirm`: only the
 /// addresses already registered to the key are applied (merged); the
-/// other addresses of a valid key are returned to be confirmed, those
-/// held by another (unrevoked) key are refused as under `fcfs`.
+/// other addresses of a valid key are added to `to_confirm`, those held
+/// by another (unrevoked) key are refused as under `fcfs`. `None`: the
+/// key has nothing to apply yet (all its addresses wait). Without
+/// `to_confirm` (`policy = "fcfs"`) this is [`request::apply_candidate`].
 pub fn apply_candidate<D: KeyDb>(
+    store: &mut D,
+    candidate: &Candidate,
+    policy: &KeyPolicy,
+    now: DateTime<Utc>,
+    to_confirm: Option<&mut Vec<ToConfirm>>,
+) -> Result<Option<KeyOutcome>, D::Error> {
+    let Some(to_confirm) = to_confirm else {
+        return request::apply_candidate(store, candidate, policy, now).map(Some);
+    };
+    let (outcome, new) = split_candidate(store, candidate, policy, now)?;
+    to_confirm.extend(new);
+    Ok(outcome)
+}
+
+/// The log's line for a registration: its tally, and how many new
+/// addresses wait for confirmation.
+pub fn summary(tally: &Tally, to_confirm: &[ToConfirm]) -> String {
+    match to_confirm.len() {
+        0 => tally.to_string(),
+        waiting => format!("{tally}; {waiting} to confirm"),
+    }
+}
+
+/// [`apply_candidate`]'s work: the outcome and the addresses to confirm.
+fn split_candidate<D: KeyDb>(
     store: &mut D,
     candidate: &Candidate,
     policy: &KeyPolicy,
