@@ -42,6 +42,7 @@ use ripem_keydb::{KeyStore, RepairReport, StoreError};
 use ripem_openpgp::{KeyPolicy, SignedPart};
 use ripem_update::{time_of, Clock, Update};
 
+use crate::confirm::{self, Confirmation, Confirmer, ToConfirm};
 use crate::error::RegistrarError;
 use crate::import::{ImportProgress, Importer};
 use crate::replication::handoff::{Outbound, SettleError};
@@ -108,6 +109,12 @@ enum Prepared {
     /// A change or remove request and its signed parts, authenticated
     /// inside the write window.
     Signed { mail: RequestMail, parts: Vec<SignedPart> },
+    /// A confirmation response (`policy = "confirm"`), checked against
+    /// its pending entry.
+    Confirm {
+        mail: RequestMail,
+        confirmation: Confirmation,
+    },
     /// Not a mail message, or one that could not be processed at all.
     Unprocessable(String),
 }
@@ -125,6 +132,9 @@ struct Applied {
     /// A registration: the addresses it newly registered, and to which key
     /// (told by [`web_notice`] when the request came from the web).
     registered: Vec<(Email, Fingerprint)>,
+    /// Under `policy = "confirm"`: the new addresses to be mailed a
+    /// confirmation request ([`confirm`]).
+    to_confirm: Vec<ToConfirm>,
 }
 
 /// keyreg: the spool, the database, the log and the mailer.
@@ -136,6 +146,7 @@ pub struct Registrar {
     pub(crate) policy: KeyPolicy,
     pub(crate) replication: Replication,
     pub(crate) outbound: Outbound,
+    confirm: Option<Confirmer>,
 }
 
 impl Registrar {
@@ -152,7 +163,9 @@ impl Registrar {
                 source,
             }
         })?;
+        let confirm = Confirmer::configured(&config)?;
         Ok(Registrar {
+            confirm,
             log: TransactionLog::new(&config.paths.transaction_log),
             config,
             spool,
@@ -293,6 +306,19 @@ impl Registrar {
     fn prepare(&self, file: &SpoolFile, raw: &[u8]) -> Prepared {
         let work = || match RequestMail::parse(raw) {
             Err(err) => Prepared::Unprocessable(err.to_string()),
+            Ok(mut mail) if file.queue == QueueName::Add && self.confirm.is_some() => {
+                let max_keys = self.config.keyreg.max_keys_per_request;
+                match self
+                    .confirm
+                    .as_ref()
+                    .map(|c| c.prepare(raw, &mut mail, &self.policy, max_keys))
+                {
+                    Some(Ok(confirm::Read::Response(confirmation))) => Prepared::Confirm { mail, confirmation },
+                    Some(Ok(confirm::Read::Registration(add))) => Prepared::Add { mail, add },
+                    Some(Err(err)) => Prepared::Unprocessable(err.to_string()),
+                    None => Prepared::Unprocessable("internal error: no confirmation policy".into()),
+                }
+            }
             Ok(mut mail) if file.queue == QueueName::Add => {
                 let max_keys = self.config.keyreg.max_keys_per_request;
                 let add = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy, Utc::now(), max_keys);
@@ -337,16 +363,26 @@ impl Registrar {
         let mut tally = Tally::default();
         let mut registered = Vec::new();
         let mut updates = Vec::new();
+        let mut to_confirm = Vec::new();
         let lines = match (item, queue) {
             (Prepared::Add { add, mail }, _) => {
                 let mut lines = Vec::new();
                 for candidate in &add.candidates {
                     let time = clock.tick(now);
-                    let outcome = request::apply_candidate(store, candidate, &self.policy, time_of(time))?;
+                    let confirming = self.confirm.is_some().then_some(&mut to_confirm);
+                    let Some((outcome, cut)) =
+                        confirm::apply_candidate(store, candidate, &self.policy, time_of(time), confirming)?
+                    else {
+                        continue;
+                    };
                     tally.count(&outcome);
+                    let offered = cut.as_ref().or(match candidate {
+                        Candidate::Key(key) => Some(&**key),
+                        _ => None,
+                    });
                     if let Some(update) = self
                         .replication
-                        .key_update(store, candidate, &outcome, time, &self.policy)?
+                        .key_update(store, offered, &outcome, time, &self.policy)?
                     {
                         if let (ReturnAddress::Reply(to), false) =
                             (&mail.return_address, update.fields().claims.is_empty())
@@ -388,7 +424,20 @@ impl Registrar {
                     tally,
                     notices,
                     registered,
+                    to_confirm,
                 });
+            }
+            (Prepared::Confirm { confirmation, .. }, _) => {
+                let time = clock.tick(now);
+                let (lines, published) = confirm::publish(store, confirmation, &self.policy, time_of(time))?;
+                if let Some((outcome, key)) = &published {
+                    tally.count(outcome);
+                    updates.extend(
+                        self.replication
+                            .key_update(store, Some(key), outcome, time, &self.policy)?,
+                    );
+                }
+                lines
             }
             (Prepared::Unprocessable(_), _) => Vec::new(),
         };
@@ -398,6 +447,7 @@ impl Registrar {
             tally,
             notices: SignedOutcome::default(),
             registered,
+            to_confirm,
         })
     }
 
@@ -447,7 +497,7 @@ impl Registrar {
         let now = Utc::now();
         let needs_store = prepared.iter().any(|(_, _, item)| match item {
             Prepared::Add { add, .. } => add.candidates.iter().any(|c| !matches!(c, Candidate::Refused { .. })),
-            Prepared::Signed { .. } => true,
+            Prepared::Signed { .. } | Prepared::Confirm { .. } => true,
             Prepared::Unprocessable(_) => false,
         });
         let mut store = if needs_store {
@@ -498,7 +548,7 @@ impl Registrar {
         applied: Applied,
         tally: &mut Tally,
     ) -> Result<RequestReport, RegistrarError> {
-        let (mail, queue) = match item {
+        let (mail, queue, confirmation) = match item {
             Prepared::Unprocessable(reason) => {
                 let report = RequestReport {
                     queue: file.queue,
@@ -511,10 +561,14 @@ impl Registrar {
                 self.spool.quarantine(file, &reason)?;
                 return Ok(report);
             }
-            Prepared::Add { mail, .. } | Prepared::Signed { mail, .. } => (mail, file.queue),
+            Prepared::Add { mail, .. } | Prepared::Signed { mail, .. } => (mail, file.queue, None),
+            Prepared::Confirm { mail, confirmation } => (mail, file.queue, Some(confirmation)),
         };
         *tally += applied.tally;
         let mut outcome = applied.lines;
+        if let Some(confirmer) = &self.confirm {
+            outcome.extend(confirmer.request_all(&self.mailer, &self.spool, &file.name(), &applied.to_confirm)?);
+        }
         let no_keys = outcome.is_empty();
         if no_keys {
             outcome.push("no public key found in the message".into());
@@ -524,7 +578,7 @@ impl Registrar {
             file: file.name(),
             reply: mail.return_address.clone(),
             summary: if queue == QueueName::Add && !no_keys {
-                applied.tally.to_string()
+                confirm::summary(&applied.tally, &applied.to_confirm)
             } else {
                 outcome.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
             },
@@ -542,6 +596,9 @@ impl Registrar {
             self.mailer.queue(&self.spool, &file.name(), &reply)?;
         }
         self.queue_notices(file, &mail.return_address, &applied.notices)?;
+        if let (Some(confirmer), Some(confirmation)) = (&self.confirm, &confirmation) {
+            confirmer.finish(confirmation)?;
+        }
         if let Some(via) = &mail.web_submission {
             let notices: Vec<web_notice::Notice<'_>> = applied
                 .registered
@@ -808,7 +865,7 @@ fn without_store(item: &Prepared) -> Applied {
             lines.extend(add.not_considered_line());
             lines
         }
-        Prepared::Signed { .. } => vec!["refused: the database is not open".into()],
+        Prepared::Signed { .. } | Prepared::Confirm { .. } => vec!["refused: the database is not open".into()],
         Prepared::Unprocessable(_) => Vec::new(),
     };
     Applied {

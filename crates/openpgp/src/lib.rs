@@ -43,11 +43,13 @@
 //! checked key and what it says), `check` (checking and stripping a key:
 //! primary key, user IDs, subkeys), `merge` (another copy, a revocation, a
 //! stored copy read back), `validity` (whether a signer could sign then),
-//! `signed` (verifying signed requests) and `keygen` (test keys).
+//! `signed` (verifying signed requests), `encrypt` (a message encrypted
+//! to a checked key: keyreg's confirmation requests) and `keygen` (test keys).
 //! Everything public is re-exported here, so each item has one path.
 
 mod armor;
 mod check;
+mod encrypt;
 mod error;
 mod key;
 mod key_id;
@@ -71,6 +73,7 @@ pub use armor::{
     MAX_SIGNED_CONTENT,
 };
 pub use check::{check_key, has_expired};
+pub use encrypt::{encrypt_to_key, EncryptError, ServerKey, MAX_DECRYPTED};
 pub use error::{InvalidSigner, KeyError, RevocationReason, SignatureError, SignerKey, StrippedUserId, UncleanUserId};
 pub use key::{CheckedKey, UserIdSummary};
 #[cfg(any(test, feature = "keygen"))]

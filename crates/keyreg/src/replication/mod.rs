@@ -25,10 +25,10 @@ use ripem_core::config::Config;
 use ripem_core::record::Record;
 use ripem_core::types::{Email, Fingerprint, Query};
 use ripem_keydb::KeyDb;
-use ripem_openpgp::KeyPolicy;
+use ripem_openpgp::{CheckedKey, KeyPolicy};
 use ripem_update::{Clock, Fields, Kind, Update};
 
-use crate::request::{AddressOutcome, Candidate, KeyOutcome, SignedOutcome};
+use crate::request::{AddressOutcome, KeyOutcome, SignedOutcome};
 use apply::{apply_update, Names, RejectList};
 
 /// This server's part in the network of servers.
@@ -106,11 +106,13 @@ impl Replication {
     }
 
     /// Records a local registration's or merge's update, if `outcome`
-    /// changed anything. `time` is the clock's time the key was applied at.
+    /// changed anything. `time` is the clock's time the key was applied
+    /// at; `offered` the key applied as it was checked (none for a
+    /// revocation certificate: the update carries the revoked key).
     pub fn key_update<D: KeyDb>(
         &self,
         db: &mut D,
-        candidate: &Candidate,
+        offered: Option<&CheckedKey>,
         outcome: &KeyOutcome,
         time: u64,
         policy: &KeyPolicy,
@@ -131,9 +133,9 @@ impl Replication {
             .collect();
         // The offered key as it was checked; a revocation certificate is
         // carried as the key it revoked, with the revocation.
-        let key = match candidate {
-            Candidate::Key(key) => key.to_armored().trim_end().to_string(),
-            _ => match db.record(&Query::Fingerprint(fingerprint.clone()))? {
+        let key = match offered {
+            Some(key) => key.to_armored().trim_end().to_string(),
+            None => match db.record(&Query::Fingerprint(fingerprint.clone()))? {
                 Some(Record { key_armor, .. }) => key_armor,
                 None => return Ok(None),
             },
