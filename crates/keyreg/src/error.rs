@@ -44,6 +44,9 @@ pub enum RegistrarError {
         /// The system error.
         source: std::io::Error,
     },
+    /// A lookup-only replica takes no keys but its peers'.
+    #[error("this server ({0}) is a lookup-only replica: it imports nothing (replica = true in [sync])")]
+    Replica(String),
     /// An update file to be replayed is not a valid update.
     #[error("{path}: {reason}")]
     BadUpdate {
@@ -96,6 +99,7 @@ impl ExitStatus for RegistrarError {
             RegistrarError::PidFile(inner) => inner.exit_code(),
             RegistrarError::Reply(inner) => inner.exit_code(),
             RegistrarError::BadUpdate { .. } => exit::DATAERR,
+            RegistrarError::Replica(_) => exit::USAGE,
             RegistrarError::ServerKey { .. } => exit::CONFIG,
             RegistrarError::Log { source, .. }
             | RegistrarError::Import { source, .. }

@@ -33,11 +33,14 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::error::RegistrarError;
+use crate::replication::handoff::Outbound;
+use crate::replication::{self, Replication};
 use crate::request::{self, Candidate, Tally};
 use ripem_core::record::Record;
 use ripem_core::txlog::{LogEntry, TransactionLog};
 use ripem_keydb::KeyStore;
 use ripem_openpgp::{self as openpgp, KeyPackets, KeyPolicy, ParsedKey, Revocation, BEGIN_PUBLIC_KEY};
+use ripem_update::{time_of, Clock};
 
 /// A window of an import is switched in once it has been open this long,
 /// so lookups see a long import's progress, and a kill loses at most this
@@ -73,6 +76,10 @@ pub struct Importer<'a> {
     pub open: &'a dyn Fn() -> Result<KeyStore, RegistrarError>,
     /// Tells keyserv a window is about to be switched in (SIGUSR1).
     pub announce: &'a dyn Fn(),
+    /// Makes each change an update, as for mail.
+    pub replication: &'a Replication,
+    /// Where the updates go for keysync.
+    pub outbound: &'a Outbound,
 }
 
 /// A key as read from the file, before checking.
@@ -132,10 +139,12 @@ struct OpenWindow {
     lines: Vec<String>,
     now: chrono::DateTime<Utc>,
     started: std::time::Instant,
+    /// The replication clock, as the database left it.
+    clock: Clock,
 }
 
 impl OpenWindow {
-    fn new(first: usize) -> OpenWindow {
+    fn new(first: usize, clock: Clock) -> OpenWindow {
         OpenWindow {
             first,
             keys: 0,
@@ -143,6 +152,7 @@ impl OpenWindow {
             lines: Vec::new(),
             now: Utc::now(),
             started: std::time::Instant::now(),
+            clock,
         }
     }
 }
@@ -408,10 +418,23 @@ impl Importer<'_> {
                         Some(open) => open,
                         None => {
                             store.begin_window()?;
-                            window.insert(OpenWindow::new(position))
+                            window.insert(OpenWindow::new(position, replication::log::clock(store)?))
                         }
                     };
-                    let outcome = request::apply_candidate(store, &candidate, self.policy, open.now)?;
+                    let time = open.clock.tick(open.now);
+                    let outcome = request::apply_candidate(store, &candidate, self.policy, time_of(time))?;
+                    let offered = match &candidate {
+                        Candidate::Key(key) => Some(&**key),
+                        _ => None,
+                    };
+                    if let Some(update) = self
+                        .replication
+                        .key_update(store, offered, &outcome, time, self.policy)?
+                    {
+                        self.outbound
+                            .stage(&update)
+                            .map_err(|source| self.queue_error(source))?;
+                    }
                     open.tally.count(&outcome);
                     open.lines.extend(outcome.lines());
                     open.keys += 1;
@@ -436,7 +459,9 @@ impl Importer<'_> {
 
     /// Switches a window in and logs its outcomes as one entry.
     fn end_window(&self, store: &mut KeyStore, path: &Path, open: OpenWindow) -> Result<Tally, RegistrarError> {
+        replication::log::save_clock(store, &open.clock)?;
         store.end_window_announced(self.announce)?;
+        self.outbound.release().map_err(|source| self.queue_error(source))?;
         let mut lines = open.lines;
         lines.push(format!(
             "keys {} to {} of the file: {}",
@@ -446,6 +471,13 @@ impl Importer<'_> {
         ));
         self.log_entry(path, &lines)?;
         Ok(open.tally)
+    }
+
+    fn queue_error(&self, source: io::Error) -> RegistrarError {
+        RegistrarError::SyncQueue {
+            path: self.outbound.dir().to_path_buf(),
+            source,
+        }
     }
 
     fn log_entry(&self, path: &Path, lines: &[String]) -> Result<(), RegistrarError> {

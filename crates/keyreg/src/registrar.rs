@@ -206,18 +206,25 @@ impl Registrar {
     /// Opens the database as writer with a write window begun, after
     /// settling the updates a crash left half handed to keysync.
     pub(crate) fn open_for_writing(&self) -> Result<KeyStore, RegistrarError> {
-        let mut store = self.open_writer()?;
+        let mut store = self.open_settled()?;
+        store.begin_window()?;
+        Ok(store)
+    }
+
+    /// Opens the database as writer, no window yet, and settles the
+    /// outbound queue (see [`Outbound::settle`]).
+    fn open_settled(&self) -> Result<KeyStore, RegistrarError> {
+        let store = self.open_writer()?;
         self.outbound.settle(&store).map_err(|err| match err {
             SettleError::Store(err) => RegistrarError::Store(err),
             SettleError::Io(source) => self.queue_error(source),
         })?;
-        store.begin_window()?;
         Ok(store)
     }
 
     pub(crate) fn queue_error(&self, source: std::io::Error) -> RegistrarError {
         RegistrarError::SyncQueue {
-            path: self.config.paths.state_dir.join("sync/queue"),
+            path: self.outbound.dir().to_path_buf(),
             source,
         }
     }
@@ -723,11 +730,16 @@ impl Registrar {
     /// same first-come-first-served rule, without replies; streaming, on
     /// every core, in short write windows (see [`crate::import`]).
     pub fn import(&self, files: &[PathBuf], progress: &dyn Fn(ImportProgress)) -> Result<Tally, RegistrarError> {
+        if self.replication.replica {
+            return Err(RegistrarError::Replica(self.replication.server_id.clone()));
+        }
         Importer {
             policy: &self.policy,
             log: &self.log,
-            open: &|| self.open_writer(),
+            open: &|| self.open_settled(),
             announce: &|| self.announce_window(),
+            replication: &self.replication,
+            outbound: &self.outbound,
         }
         .import(files, progress)
     }

@@ -150,7 +150,7 @@ impl Replication {
             key: Some(key),
             ..self.fields(Kind::Register, fingerprint.clone(), time)
         };
-        self.record_local(db, fields, policy)
+        self.record_local(db, fields, offered, policy)
     }
 
     /// Records a local change's or removal's update, if it was applied.
@@ -167,7 +167,7 @@ impl Replication {
                 key: Some(key.to_armored().trim_end().to_string()),
                 ..self.fields(Kind::Merge, key.fingerprint().clone(), time)
             };
-            return self.record_local(db, fields, policy);
+            return self.record_local(db, fields, Some(key), policy);
         }
         let Some(effect) = &outcome.effect else {
             return Ok(None);
@@ -192,7 +192,7 @@ impl Replication {
             request: Some(effect.part.clone()),
             ..self.fields(kind, fingerprint, time)
         };
-        self.record_local(db, fields, policy)
+        self.record_local(db, fields, None, policy)
     }
 
     fn fields(&self, kind: Kind, fingerprint: Fingerprint, time_ms: u64) -> Fields {
@@ -211,10 +211,13 @@ impl Replication {
         }
     }
 
+    /// Records a local update; `checked` is its key when the request's
+    /// own check already read it (else the update's keys are read again).
     fn record_local<D: KeyDb>(
         &self,
         db: &mut D,
         fields: Fields,
+        checked: Option<&CheckedKey>,
         policy: &KeyPolicy,
     ) -> Result<Option<Update>, D::Error> {
         // A request too large for an update (over 1 MiB) was applied here
@@ -222,7 +225,11 @@ impl Replication {
         let Ok(update) = Update::new(fields) else {
             return Ok(None);
         };
-        log::record(db, &update, &Names::of(&update, policy))?;
+        let names = match checked {
+            Some(key) => Names::with_keys(&update, &[key]),
+            None => Names::of(&update, policy),
+        };
+        log::record(db, &update, &names)?;
         Ok(Some(update))
     }
 
