@@ -366,96 +366,98 @@ impl Registrar {
                 ..Applied::default()
             });
         }
-        let max_age = self.replication.max_request_age;
-        let mut tally = Tally::default();
-        let mut registered = Vec::new();
-        let mut updates = Vec::new();
-        let mut to_confirm = Vec::new();
-        let lines = match (item, queue) {
-            (Prepared::Add { add, mail }, _) => {
-                let mut lines = Vec::new();
-                for candidate in &add.candidates {
-                    let time = clock.tick(now);
-                    let confirming = self.confirm.is_some().then_some(&mut to_confirm);
-                    let Some((outcome, cut)) =
-                        confirm::apply_candidate(store, candidate, &self.policy, time_of(time), confirming)?
-                    else {
-                        continue;
-                    };
-                    tally.count(&outcome);
-                    let offered = cut.as_ref().or(match candidate {
-                        Candidate::Key(key) => Some(&**key),
-                        _ => None,
-                    });
-                    if let Some(update) = self
-                        .replication
-                        .key_update(store, offered, &outcome, time, &self.policy)?
-                    {
-                        if let (ReturnAddress::Reply(to), false) =
-                            (&mail.return_address, update.fields().claims.is_empty())
-                        {
-                            replication::log::set_sender(store, update.id(), to.as_str())?;
-                        }
-                        updates.push(update);
-                    }
-                    if let KeyOutcome::Applied {
-                        fingerprint, addresses, ..
-                    } = &outcome
-                    {
-                        registered.extend(
-                            addresses
-                                .iter()
-                                .filter(|(_, happened)| {
-                                    matches!(happened, AddressOutcome::Registered | AddressOutcome::TakenOver(_))
-                                })
-                                .map(|(email, _)| (email.clone(), fingerprint.clone())),
-                        );
-                    }
-                    lines.extend(outcome.lines());
-                }
-                lines.extend(add.not_considered_line());
-                lines
-            }
-            (Prepared::Signed { parts, .. }, queue) => {
-                let time = clock.tick(now);
+        let time = clock.tick(now);
+        match item {
+            Prepared::Add { add, mail } => self.apply_add(add, mail, store, clock, time),
+            Prepared::Signed { parts, .. } => {
+                let max_age = self.replication.max_request_age;
                 let mut notices = if queue == QueueName::Change {
                     request::apply_change(store, parts, &self.policy, time_of(time), max_age)?
                 } else {
                     request::apply_remove(store, parts, &self.policy, time_of(time), max_age)?
                 };
-                updates.extend(self.replication.signed_update(store, &notices, time, &self.policy)?);
-                self.stage(&updates)?;
-                let lines = std::mem::take(&mut notices.lines);
-                return Ok(Applied {
-                    lines,
-                    tally,
+                let update = self.replication.signed_update(store, &notices, time, &self.policy)?;
+                self.stage(update.as_slice())?;
+                Ok(Applied {
+                    lines: std::mem::take(&mut notices.lines),
                     notices,
-                    registered,
-                    to_confirm,
-                });
+                    ..Applied::default()
+                })
             }
-            (Prepared::Confirm { confirmation, .. }, _) => {
-                let time = clock.tick(now);
+            Prepared::Confirm { confirmation, .. } => {
                 let (lines, published) = confirm::publish(store, confirmation, &self.policy, time_of(time))?;
+                let mut tally = Tally::default();
                 if let Some((outcome, key)) = &published {
                     tally.count(outcome);
-                    updates.extend(
-                        self.replication
-                            .key_update(store, Some(key), outcome, time, &self.policy)?,
-                    );
+                    let update = self
+                        .replication
+                        .key_update(store, Some(key), outcome, time, &self.policy)?;
+                    self.stage(update.as_slice())?;
                 }
-                lines
+                Ok(Applied {
+                    lines,
+                    tally,
+                    ..Applied::default()
+                })
             }
-            (Prepared::Unprocessable(_), _) => Vec::new(),
-        };
+            Prepared::Unprocessable(_) => Ok(Applied::default()),
+        }
+    }
+
+    /// Applies a registration's keys, the first at `time`, each later one
+    /// at the clock's next time.
+    fn apply_add(
+        &self,
+        add: &AddRequest,
+        mail: &RequestMail,
+        store: &mut KeyStore,
+        clock: &mut Clock,
+        mut time: u64,
+    ) -> Result<Applied, RegistrarError> {
+        let mut applied = Applied::default();
+        let mut updates = Vec::new();
+        for (index, candidate) in add.candidates.iter().enumerate() {
+            if index > 0 {
+                time = clock.tick(time_of(time));
+            }
+            let confirming = self.confirm.is_some().then_some(&mut applied.to_confirm);
+            let Some((outcome, cut)) =
+                confirm::apply_candidate(store, candidate, &self.policy, time_of(time), confirming)?
+            else {
+                continue;
+            };
+            applied.tally.count(&outcome);
+            let offered = cut.as_ref().or(match candidate {
+                Candidate::Key(key) => Some(&**key),
+                _ => None,
+            });
+            if let Some(update) = self
+                .replication
+                .key_update(store, offered, &outcome, time, &self.policy)?
+            {
+                if let (ReturnAddress::Reply(to), false) = (&mail.return_address, update.fields().claims.is_empty()) {
+                    replication::log::set_sender(store, update.id(), to.as_str())?;
+                }
+                updates.push(update);
+            }
+            if let KeyOutcome::Applied {
+                fingerprint, addresses, ..
+            } = &outcome
+            {
+                applied.registered.extend(
+                    addresses
+                        .iter()
+                        .filter(|(_, happened)| {
+                            matches!(happened, AddressOutcome::Registered | AddressOutcome::TakenOver(_))
+                        })
+                        .map(|(email, _)| (email.clone(), fingerprint.clone())),
+                );
+            }
+            applied.lines.extend(outcome.lines());
+        }
+        applied.lines.extend(add.not_considered_line());
         self.stage(&updates)?;
-        Ok(Applied {
-            lines,
-            tally,
-            notices: SignedOutcome::default(),
-            registered,
-            to_confirm,
-        })
+        Ok(applied)
     }
 
     /// Stages updates for keysync (see [`Outbound`]).
