@@ -16,6 +16,7 @@ use std::path::Path;
 
 use chrono::Utc;
 use ripem_core::reply::Reply;
+use ripem_core::spool::QueueName;
 use ripem_core::types::Email;
 use ripem_update::Update;
 
@@ -33,7 +34,7 @@ impl Registrar {
     pub fn process_received(&self) -> Result<ReceivedSummary, RegistrarError> {
         let mut summary = ReceivedSummary::default();
         loop {
-            let files = handoff::inbound(&self.config.paths.spool_dir, MAX_RECEIVED)
+            let files = handoff::inbound_dir(&self.spool.new_dir(QueueName::Sync), MAX_RECEIVED)
                 .map_err(|source| self.queue_error(source))?;
             let listed = files.len();
             let (ready, taken) = self.sort_received(files, &mut summary)?;

@@ -157,11 +157,10 @@ impl Registrar {
         let mailer = Mailer::from_config(&config.mail, &config.paths)?;
         let policy = KeyPolicy::configured(&config.keyreg);
         let replication = Replication::from_config(&config);
-        let outbound = Outbound::new(&config.paths.state_dir, &config.paths.spool_dir).map_err(|source| {
-            RegistrarError::SyncQueue {
-                path: config.paths.state_dir.join("sync/queue"),
-                source,
-            }
+        spool.create_queue_dirs(QueueName::Sync)?;
+        let outbound = Outbound::new(&config.paths.state_dir).map_err(|source| RegistrarError::SyncQueue {
+            path: config.paths.state_dir.join("sync/queue"),
+            source,
         })?;
         let confirm = Confirmer::configured(&config)?;
         Ok(Registrar {

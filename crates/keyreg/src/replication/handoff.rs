@@ -39,16 +39,14 @@ fn is_id(name: &str) -> bool {
 }
 
 impl Outbound {
-    /// The queue under `state_dir`, creating its directories and those of
-    /// the inbound queue under `spool_dir`.
-    pub fn new(state_dir: &Path, spool_dir: &Path) -> io::Result<Outbound> {
+    /// The queue under `state_dir`, creating its directories.
+    pub fn new(state_dir: &Path) -> io::Result<Outbound> {
         let root = state_dir.join("sync").join("queue");
         let queue = Outbound {
             tmp: root.join("tmp"),
             new: root.join("new"),
         };
-        let inbound = spool_dir.join("sync");
-        for dir in [&queue.tmp, &queue.new, &inbound.join("tmp"), &inbound.join("new")] {
+        for dir in [&queue.tmp, &queue.new] {
             fs::create_dir_all(dir).map_err(with_path(dir))?;
         }
         Ok(queue)
@@ -139,11 +137,6 @@ pub struct Inbound {
     pub path: PathBuf,
     /// Its bytes.
     pub bytes: Vec<u8>,
-}
-
-/// The updates waiting in `spool/sync/new/`, at most `limit`, in name order.
-pub fn inbound(spool_dir: &Path, limit: usize) -> io::Result<Vec<Inbound>> {
-    inbound_dir(&spool_dir.join("sync").join("new"), limit)
 }
 
 /// The update files in `dir` (dot files aside), at most `limit`, in name order.
