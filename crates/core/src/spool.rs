@@ -293,25 +293,9 @@ impl Spool {
     /// `name` must be a plain file name.
     pub fn deliver_named(&self, queue: QueueName, name: &str, bytes: &[u8]) -> Result<PathBuf, SpoolError> {
         let temp = self.tmp_dir(queue).join(name);
-        let final_path = self.new_dir(queue).join(name);
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o640)
-                .open(&temp)
-                .map_err(io_error(&temp))?;
-            io::Write::write_all(&mut file, bytes).map_err(io_error(&temp))?;
-            file.sync_all().map_err(io_error(&temp))?;
-            fs::rename(&temp, &final_path).map_err(io_error(&final_path))?;
-            sync_dir(&self.new_dir(queue))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result.map(|()| final_path)
+        self.deliver_as(queue, name, false, &mut |file| {
+            io::Write::write_all(file, bytes).map_err(io_error(&temp))
+        })
     }
 
     /// Spools one message from `input`, refusing it if it is over
@@ -320,18 +304,36 @@ impl Spool {
     pub fn deliver(&self, queue: QueueName, input: &mut dyn Read, max_bytes: u64) -> Result<PathBuf, SpoolError> {
         let name = unique_name("key");
         let temp = self.tmp_dir(queue).join(&name);
-        let final_path = self.new_dir(queue).join(&name);
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o640)
-                .open(&temp)
-                .map_err(io_error(&temp))?;
-            let copied = io::copy(&mut input.take(max_bytes.saturating_add(1)), &mut file).map_err(io_error(&temp))?;
-            if copied > max_bytes {
-                return Err(SpoolError::TooLarge { limit: max_bytes });
+        self.deliver_as(queue, &name, true, &mut |file| {
+            let copied = io::copy(&mut input.take(max_bytes.saturating_add(1)), file).map_err(io_error(&temp))?;
+            match copied > max_bytes {
+                true => Err(SpoolError::TooLarge { limit: max_bytes }),
+                false => Ok(()),
             }
+        })
+    }
+
+    /// Writes `name` in `tmp/` with `write` (a fresh file, or one replacing
+    /// a leftover of an earlier try), fsyncs it and renames it into `new/`;
+    /// on any error nothing is left in `new/`.
+    fn deliver_as(
+        &self,
+        queue: QueueName,
+        name: &str,
+        fresh: bool,
+        write: &mut dyn FnMut(&mut File) -> Result<(), SpoolError>,
+    ) -> Result<PathBuf, SpoolError> {
+        let temp = self.tmp_dir(queue).join(name);
+        let final_path = self.new_dir(queue).join(name);
+        let result = (|| {
+            let mut options = OpenOptions::new();
+            options.write(true).custom_flags(libc::O_NOFOLLOW).mode(0o640);
+            match fresh {
+                true => options.create_new(true),
+                false => options.create(true).truncate(true),
+            };
+            let mut file = options.open(&temp).map_err(io_error(&temp))?;
+            write(&mut file)?;
             file.sync_all().map_err(io_error(&temp))?;
             fs::rename(&temp, &final_path).map_err(io_error(&final_path))?;
             sync_dir(&self.new_dir(queue))

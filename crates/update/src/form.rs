@@ -92,6 +92,26 @@ pub struct Fields {
     pub request: Option<SignedPart>,
 }
 
+impl Fields {
+    /// The fields of an update of `kind` by `origin` at `time_ms` about
+    /// `fingerprint`, with nothing else set yet.
+    pub fn new(kind: Kind, origin: &str, time_ms: u64, fingerprint: Fingerprint) -> Fields {
+        Fields {
+            kind,
+            origin: origin.to_string(),
+            time_ms,
+            fingerprint,
+            old_fingerprint: None,
+            claims: Vec::new(),
+            transfers: Vec::new(),
+            releases: Vec::new(),
+            key: None,
+            old_key: None,
+            request: None,
+        }
+    }
+}
+
 /// One update: its fields, its canonical text and its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
@@ -350,19 +370,8 @@ fn read_fields(text: &str) -> Result<Fields, UpdateError> {
     let mut origin = None;
     let mut time_ms = None;
     let mut fingerprint = None;
-    let mut fields = Fields {
-        kind: Kind::Register,
-        origin: String::new(),
-        time_ms: 0,
-        fingerprint: Fingerprint::parse(&"0".repeat(40)).map_err(|err| malformed(err.to_string()))?,
-        old_fingerprint: None,
-        claims: Vec::new(),
-        transfers: Vec::new(),
-        releases: Vec::new(),
-        key: None,
-        old_key: None,
-        request: None,
-    };
+    let placeholder = Fingerprint::parse(&"0".repeat(40)).map_err(|err| malformed(err.to_string()))?;
+    let mut fields = Fields::new(Kind::Register, "", 0, placeholder);
     let mut request_kind = None;
     let (mut data, mut request_text, mut signature) = (None, None, None);
     let fingerprint_of = |value: &str| Fingerprint::parse(value).map_err(|err| malformed(err.to_string()));

@@ -196,19 +196,7 @@ impl Replication {
     }
 
     fn fields(&self, kind: Kind, fingerprint: Fingerprint, time_ms: u64) -> Fields {
-        Fields {
-            kind,
-            origin: self.server_id.clone(),
-            time_ms,
-            fingerprint,
-            old_fingerprint: None,
-            claims: Vec::new(),
-            transfers: Vec::new(),
-            releases: Vec::new(),
-            key: None,
-            old_key: None,
-            request: None,
-        }
+        Fields::new(kind, &self.server_id, time_ms, fingerprint)
     }
 
     /// Records a local update; `checked` is its key when the request's
