@@ -271,10 +271,13 @@ fn a_peer_s_bad_messages_get_error_and_nothing_is_stored() {
     }
     drop(client);
 
-    // A malformed message, then one over max_message_bytes.
+    // A malformed message, one over max_message_bytes, a junk
+    // reconciliation message and a GETID of what is not an id.
     for bad in [
         kx("e004", "STEAL", &[]),
         kx("e005", "IHAVE", &["NOTIFY", &"x".repeat(5000)]),
+        kx("e006", "RECON", &["BEGIN", "c / junk", "end 0"]),
+        kx("e007", "GETID", &["not-an-id"]),
     ] {
         let mut client = Client::connect(&evil, a.port);
         client.send(&hello);
@@ -284,7 +287,7 @@ fn a_peer_s_bad_messages_get_error_and_nothing_is_stored() {
         assert!(format!("{error:?}").contains("501"), "{error:?}");
     }
     assert!(
-        wait_for(LIMIT, || a.log().matches("disconnected from evil").count() >= 3),
+        wait_for(LIMIT, || a.log().matches("disconnected from evil").count() >= 5),
         "{}",
         a.log()
     );
