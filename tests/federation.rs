@@ -57,11 +57,25 @@ fn a_mesh_converges_through_crashes_hangs_changes_and_removals() {
     members[0].crash_keyreg();
     let frank = register(&members[0], &gpg, "frank@example.org", "Frank <frank@example.org>");
     members[0].start_keyreg();
-    converge(&members, &[&alice, &carol, &dave, &erin, &frank], &[], Duration::from_secs(40));
+    converge(
+        &members,
+        &[&alice, &carol, &dave, &erin, &frank],
+        &[],
+        Duration::from_secs(40),
+    );
 
     // Alice changes her key at c (PGP/MIME), Carol removes hers at a.
     next_second();
-    let made = gpg.run(&["--quick-gen-key", "Alice <alice@new.example.org>", "ed25519", "sign", "never"], b"");
+    let made = gpg.run(
+        &[
+            "--quick-gen-key",
+            "Alice <alice@new.example.org>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        b"",
+    );
     assert_eq!(made.code, 0, "{}", made.stderr);
     let successor = gpg.fingerprint("alice@new.example.org");
     let added = gpg.run(&["--quick-add-uid", &successor, "Alice <alice@example.org>"], b"");
@@ -70,8 +84,16 @@ fn a_mesh_converges_through_crashes_hangs_changes_and_removals() {
     members[2].mail("change", &pgp_mime_change(&gpg, &alice, &armored));
     let removal = clearsign(&gpg, &carol, "RemoveKey\n");
     members[0].mail("remove", &mail_to("remove", "carol@example.org", &removal));
-    let flat = converge(&members, &[&successor, &dave], &[&alice, &carol], Duration::from_secs(40));
-    assert_eq!(owner_in(&flat, "alice@example.org").as_deref(), Some(successor.as_str()));
+    let flat = converge(
+        &members,
+        &[&successor, &dave],
+        &[&alice, &carol],
+        Duration::from_secs(40),
+    );
+    assert_eq!(
+        owner_in(&flat, "alice@example.org").as_deref(),
+        Some(successor.as_str())
+    );
     assert_eq!(owner_in(&flat, "carol@example.org"), None);
 
     // Every database replayed from its updates is the live one.
@@ -95,23 +117,32 @@ fn the_same_address_claimed_at_two_servers_of_a_chain_ends_alike_and_the_loser_i
     let key_b = second.key("Robert <bob@example.org>", "ed25519");
     members[0].mail("add", &plain_mail("bob@example.org", &key_a));
     members[1].mail("add", &plain_mail("robert@example.net", &key_b));
-    let (fpr_a, fpr_b) = (first.fingerprint("bob@example.org"), second.fingerprint("bob@example.org"));
+    let (fpr_a, fpr_b) = (
+        first.fingerprint("bob@example.org"),
+        second.fingerprint("bob@example.org"),
+    );
     let flat = converge(&members, &["bob@example.org"], &[], Duration::from_secs(40));
     let holder = owner_in(&flat, "bob@example.org").expect("held");
     assert!(holder == fpr_a || holder == fpr_b);
     // The sender of the other claim heard, by the reply or by a notice.
-    let (loser, at) = if holder == fpr_a { ("robert@example.net", 1) } else { ("bob@example.org", 0) };
+    let (loser, at) = if holder == fpr_a {
+        ("robert@example.net", 1)
+    } else {
+        ("bob@example.org", 0)
+    };
     let started = Instant::now();
     loop {
-        let told = members[at]
-            .server()
-            .outbox()
-            .iter()
-            .any(|m| m.to == loser && (m.body.contains("already registered") || m.body.contains("earlier registration")));
+        let told = members[at].server().outbox().iter().any(|m| {
+            m.to == loser && (m.body.contains("already registered") || m.body.contains("earlier registration"))
+        });
         if told {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "{loser} was not told:\n{}", members[at].logs());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{loser} was not told:\n{}",
+            members[at].logs()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 

@@ -66,7 +66,11 @@ impl Member {
 
     pub fn logs(&self) -> String {
         let keyreg = std::fs::read_to_string(self.server().path("keyreg.log")).unwrap_or_default();
-        format!("--- {} keysync:\n{}\n--- keyreg:\n{keyreg}", self.node.name, self.node.log())
+        format!(
+            "--- {} keysync:\n{}\n--- keyreg:\n{keyreg}",
+            self.node.name,
+            self.node.log()
+        )
     }
 
     /// The flat keyring without its date line.

@@ -95,7 +95,9 @@ pub fn report(path: &Path, queue: usize, spool: usize) -> Result<Vec<String>, Sy
             }
             _ => return Err(damaged()),
         };
-        out.push(format!("{name} {state} ours {ours} theirs {theirs} fetched {fetched}; {recon}"));
+        out.push(format!(
+            "{name} {state} ours {ours} theirs {theirs} fetched {fetched}; {recon}"
+        ));
     }
     let daemon = if stale {
         format!("keysync is not running (status from {}s ago)", now.saturating_sub(at))

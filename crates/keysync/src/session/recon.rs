@@ -218,11 +218,7 @@ impl Session {
             }) => hub
                 .with_summary(|summary| responder.answer(summary, text))
                 .map(|reply| (reply, responder.is_over())),
-            _ => {
-                return Err(self
-                    .out
-                    .refuse(tag, 551, "RECON NEXT outside a reconciliation".into()))
-            }
+            _ => return Err(self.out.refuse(tag, 551, "RECON NEXT outside a reconciliation".into())),
         };
         let (reply, over) = answer.map_err(|err| self.out.refuse(tag, 501, format!("reconciliation: {err}")))?;
         let lines = data_lines(tag, reply);
@@ -371,14 +367,20 @@ impl Session {
             let text = String::from_utf8_lossy(&bytes);
             let mut lines = vec![message.tag.as_str(), entry.as_str()];
             lines.extend(text.strip_suffix('\n').unwrap_or(&text).split('\n'));
-            self.recon.count(wire::encoded_len(&message.tag, Command::Update, &lines));
+            self.recon
+                .count(wire::encoded_len(&message.tag, Command::Update, &lines));
             self.out.send(Command::Update, &lines)?;
         }
         Ok(())
     }
 
     /// An `UPDATE` answering our `GETID`.
-    pub(super) fn on_recon_update(&mut self, message: &Message, entry: &str, text: &[String]) -> Result<(), SessionError> {
+    pub(super) fn on_recon_update(
+        &mut self,
+        message: &Message,
+        entry: &str,
+        text: &[String],
+    ) -> Result<(), SessionError> {
         let asked = |id: &String| self.recon.get.as_ref().is_some_and(|(_, ids)| ids.contains(id));
         let Some((seq, fingerprint, id)) = parse_entry(entry).filter(|(_, _, id)| asked(id)) else {
             return Err(self
@@ -391,7 +393,10 @@ impl Session {
         match self.check(&bytes, &id, &fingerprint, None) {
             Ok(meta) => {
                 if let Some(ours) = self.hub.accept(&bytes, meta, Some(&self.peer))? {
-                    crate::log(&format!("stored update {id} from {} as {ours} (reconciliation)", self.peer));
+                    crate::log(&format!(
+                        "stored update {id} from {} as {ours} (reconciliation)",
+                        self.peer
+                    ));
                 }
             }
             Err(reason) => {
