@@ -29,7 +29,9 @@
 //! limits, a `RECON` out of turn, a second `BEGIN` while one runs, a
 //! `GETID` of too many or malformed ids, an `UPDATE` of an id not asked
 //! for: `ERROR` and the connection closes. What one session may find is
-//! bounded by [`Limits::max_differences`].
+//! bounded by [`Limits::max_differences`]. A `max_message_bytes` under
+//! about 20 KiB cannot carry a whole answer to a summary, so reconciliation
+//! is off there (and sequence numbers alone are used).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -68,6 +70,8 @@ struct Repair {
 
 /// The connection's reconciliation state.
 pub(super) struct Recon {
+    /// Off when `max_message_bytes` is below what one answer may need.
+    enabled: bool,
     dialled: bool,
     limits: Limits,
     opened: bool,
@@ -85,18 +89,21 @@ impl Recon {
     /// must fit in with its framing (a CR per line, the first data line).
     pub(super) fn new(dialled: bool, max_message_bytes: u64) -> Recon {
         let room = max_message_bytes - max_message_bytes / 16 - 256.min(max_message_bytes / 2);
+        let limits = Limits {
+            max_message_bytes: usize::try_from(room).unwrap_or(usize::MAX),
+            ..Limits::default()
+        };
+        let enabled = limits.raised() == limits;
         Recon {
+            enabled,
             dialled,
-            limits: Limits {
-                max_message_bytes: usize::try_from(room).unwrap_or(usize::MAX),
-                ..Limits::default()
-            },
+            limits,
             opened: false,
             running: None,
             repair: None,
             wanted: VecDeque::new(),
             get: None,
-            hold_list: true,
+            hold_list: enabled,
         }
     }
 
@@ -147,7 +154,7 @@ fn message_of(lines: &[String]) -> ReconMessage {
 impl Session {
     /// Opens a session if we are the side that opens them and none runs.
     fn recon_open(&mut self) -> Result<(), SessionError> {
-        if !self.recon.dialled || self.recon.running.is_some() || self.recon.repair.is_some() {
+        if !self.recon.enabled || !self.recon.dialled || self.recon.running.is_some() || self.recon.repair.is_some() {
             return Ok(());
         }
         self.recon.opened = true;
@@ -185,6 +192,13 @@ impl Session {
                 .out
                 .refuse(&message.tag, 501, "RECON without BEGIN, NEXT or a tag".into()));
         };
+        if !self.recon.enabled {
+            return Err(self.out.refuse(
+                &message.tag,
+                500,
+                "reconciliation is off here (max_message_bytes too small)".into(),
+            ));
+        }
         if first == "BEGIN" {
             if self.recon.running.is_some() || self.recon.repair.is_some() {
                 return Err(self
