@@ -427,3 +427,22 @@ impl Session {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_cross_as_data_lines_and_small_limits_turn_it_off() {
+        let text = "c / -\nack 0\n".to_string();
+        let lines = data_lines("BEGIN", ReconMessage::from_text(text.clone()));
+        assert_eq!(lines, ["BEGIN", "c / -", "ack 0"]);
+        assert_eq!(message_of(&lines[1..]).as_str(), text);
+        assert!(!Recon::new(true, 4096).enabled);
+        assert!(
+            !Recon::new(true, 4096).holds_list(),
+            "LIST must not wait for what never runs"
+        );
+        assert!(Recon::new(true, 1 << 20).enabled);
+    }
+}
