@@ -182,4 +182,22 @@ fn a_ring_of_four_with_a_partition_heals() {
     members[3].node.start();
     let present: Vec<&str> = expected.iter().map(String::as_str).collect();
     converge(&members, &present, &[], Duration::from_secs(40));
+
+    // keyreg --import at one server makes updates like mail does.
+    let other = Gpg::new();
+    let imported: Vec<String> = (0..3)
+        .map(|i| {
+            let email = format!("imported{i}@example.org");
+            other.key(&format!("Imported {i} <{email}>"), "ed25519");
+            other.fingerprint(&email)
+        })
+        .collect();
+    let ring = members[1].server().path("import.asc");
+    std::fs::write(&ring, other.run(&["--armor", "--export"], b"").stdout).unwrap();
+    let run = members[1]
+        .server()
+        .run("keyreg", &["--import", ring.to_str().unwrap()], b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let present: Vec<&str> = expected.iter().chain(&imported).map(String::as_str).collect();
+    converge(&members, &present, &[], Duration::from_secs(40));
 }

@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use sync::{fake_update, fingerprint_of, updates, wait_for, Node};
 
-// Generous: the machine may be loaded; a passing run takes far less.
-const LIMIT: Duration = Duration::from_secs(40);
+// Generous: each received update is checked (keys, signatures), which
+// takes seconds in a debug build on a loaded machine; an unloaded run of
+// the whole file takes 10 to 16 s.
+const LIMIT: Duration = Duration::from_secs(90);
 
 fn has_all(node: &Node, ids: &[String]) -> bool {
     let delivered = node.delivered();
@@ -103,7 +105,9 @@ fn a_crash_or_a_hang_loses_nothing_and_duplicates_nothing() {
     assert!(wait_for(LIMIT, || a.status().matches(" connected").count() == 2));
 
     let keys = tempfile::tempdir().unwrap();
-    let stream = updates(keys.path(), "a", 0..45);
+    // Few: each received update is checked (keys, signatures), slow in a
+    // debug build on a loaded machine.
+    let stream = updates(keys.path(), "a", 0..20);
 
     // b hangs: a and c go on; b catches up once it runs again.
     b.signal("STOP");
@@ -125,12 +129,25 @@ fn a_crash_or_a_hang_loses_nothing_and_duplicates_nothing() {
     let mut all = during.clone();
     for (n, update) in stream[5..].iter().enumerate() {
         all.push(a.queue(update));
-        if n == 10 {
+        if n == 5 {
             c.crash();
         }
     }
     c.start();
-    assert!(wait_for(LIMIT, || has_all(&c, &all)), "c lost updates:\n{}", c.log());
+    let missing = || {
+        let delivered = c.delivered();
+        all.iter()
+            .filter(|id| !delivered.contains(id))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(LIMIT, || missing().is_empty()),
+        "c lost {:?} (stored {}):\n{}",
+        missing(),
+        c.stored().len(),
+        c.log()
+    );
     all.sort();
     assert_eq!(c.delivered(), all);
     assert!(wait_for(LIMIT, || c.stored().len() == all.len()));
@@ -269,6 +286,21 @@ fn a_peer_s_bad_messages_get_error_and_nothing_is_stored() {
             a.log()
         );
     }
+
+    // A flood of announcements of an id a holds costs a lookup each: no
+    // GETUPDATE, and a still answers.
+    let held = a.queue(&real[0]);
+    assert!(wait_for(LIMIT, || a.stored() == [held.clone()]));
+    for chunk in 0..100u64 {
+        let mut lines = vec!["NOTIFY".to_string()];
+        lines.extend((0..30).map(|i| format!("{} {} {held}", 3 + chunk * 30 + i, fingerprint_of(&real[0]))));
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        client.send(&kx("e009", "IHAVE", &lines));
+    }
+    client.send(&kx("e010", "LIST", &["1-"]));
+    let answered = client.until("e010").expect("a answers the LIST after the flood");
+    assert!(!answered.iter().any(|line| line == "GETUPDATE"), "{answered:?}");
+    assert_eq!(a.stored(), [held]);
     drop(client);
 
     // A malformed message, one over max_message_bytes, a junk
@@ -295,5 +327,6 @@ fn a_peer_s_bad_messages_get_error_and_nothing_is_stored() {
         "{}",
         a.log()
     );
-    assert!(a.stored().is_empty() && a.delivered().is_empty(), "{}", a.log());
+    assert!(a.delivered().is_empty(), "{}", a.log());
+    assert_eq!(a.stored().len(), 1, "only a's own update:\n{}", a.log());
 }

@@ -2,11 +2,15 @@
 //!
 //! A realistic mix made with rPGP: 70 % Ed25519, 20 % RSA-3072, 10 %
 //! RSA-4096 (by default); one to four user IDs each; one key in five
-//! carries third-party certifications (which keyreg strips). RSA key pairs
-//! are slow to make, so a few pairs are reused under different creation
-//! times: a v4 fingerprint covers the creation time, so every key is still
-//! a different key. The corpus directory holds `keys.asc` (one armored
-//! keyring), `addresses.txt` (one registered address per key, to look up)
+//! carries third-party certifications (which keyreg strips). A *certified*
+//! corpus ([`Mix::certified`]) is certified as a key server's keys are:
+//! most keys carry none, many a few, some dozens and one in a hundred
+//! 50 to 150, from a pool of [`CERTIFIER_POOL`] Ed25519 certifiers. RSA
+//! key pairs are slow to make, so a few pairs are reused under different
+//! creation times: a v4 fingerprint covers the creation time, so every key
+//! is still a different key. The corpus directory holds `keys.asc` (one
+//! armored keyring), `keys.pgp` (the same keys as binary packets, the
+//! form SKS builds from), `addresses.txt` (one registered address per key, to look up)
 //! and `feed.asc` (fresh keys, one armored block each, that the merge phase
 //! registers while lookups run). A `complete` marker is written last, so an
 //! interrupted generation is started again.
@@ -30,12 +34,17 @@ const CHUNK: usize = 500;
 pub const FEED_KEYS: usize = 400;
 /// Certifiers whose signatures decorate some keys.
 const CERTIFIERS: usize = 3;
+/// Certifiers of a certified corpus: more than the most any key carries.
+pub const CERTIFIER_POOL: usize = 160;
 
 /// What share of the corpus is which algorithm.
 #[derive(Debug, Clone, Copy)]
 pub struct Mix {
     /// Percent of keys that are RSA (a third of them 4096 bits, the rest 3072).
     pub rsa_percent: u64,
+    /// Certified as a key server's keys are (see the module's text),
+    /// rather than one key in five by up to three certifiers.
+    pub certified: bool,
 }
 
 /// A generated corpus on disk.
@@ -53,6 +62,17 @@ impl Corpus {
         self.dir.join("keys.asc")
     }
 
+    /// The same keys as binary packets (written for corpora made since
+    /// the SKS phase; see [`Corpus::has_binary_keyring`]).
+    pub fn binary_keyring(&self) -> PathBuf {
+        self.dir.join("keys.pgp")
+    }
+
+    /// Whether the corpus has its binary keyring.
+    pub fn has_binary_keyring(&self) -> bool {
+        self.binary_keyring().exists()
+    }
+
     /// One registered address per key, one per line.
     pub fn addresses(&self) -> PathBuf {
         self.dir.join("addresses.txt")
@@ -67,7 +87,11 @@ impl Corpus {
 /// The corpus of `keys` keys under `root`, generated first if not cached.
 pub fn ensure(root: &Path, keys: usize, mix: Mix) -> Result<Corpus> {
     let corpus = Corpus {
-        dir: root.join(format!("keys-{keys}-rsa{}", mix.rsa_percent)),
+        dir: root.join(format!(
+            "keys-{keys}-rsa{}{}",
+            mix.rsa_percent,
+            if mix.certified { "-certified" } else { "" }
+        )),
         keys,
     };
     if corpus.dir.join("complete").exists() {
@@ -94,6 +118,19 @@ fn splitmix(index: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// How many certifiers certify a key of a certified corpus, by its shape:
+/// none for 60 % of keys, 1 to 4 for 30 %, 5 to 20 for 9 %, 50 to 150 for
+/// 1 % (a key server's keys: most never met anyone, a few met many).
+fn certifier_count(shape: u64) -> usize {
+    let spread = (shape >> 48) as usize;
+    match (shape >> 40) % 100 {
+        0..60 => 0,
+        60..90 => 1 + spread % 4,
+        90..99 => 5 + spread % 16,
+        _ => 50 + spread % 101,
+    }
 }
 
 struct Generator {
@@ -127,7 +164,8 @@ impl Generator {
                 })
                 .collect()
         };
-        let certifiers = (0..CERTIFIERS)
+        let certifier_total = if mix.certified { CERTIFIER_POOL } else { CERTIFIERS };
+        let certifiers = (0..certifier_total)
             .map(|n| {
                 let spec = KeySpec::ed25519(&[&format!("Certifier {n} <certifier{n}@ca.example.net>")]);
                 Ok(openpgp::generate_key(rand::thread_rng(), &spec)?)
@@ -174,22 +212,41 @@ impl Generator {
         } else {
             openpgp::generate_key(rand::thread_rng(), &spec)?
         };
-        let mut public: SignedPublicKey = secret.to_public_key();
-        if (shape >> 16).is_multiple_of(5) {
-            let count = 1 + (shape >> 20) as usize % CERTIFIERS;
-            for certifier in &self.certifiers[..count] {
-                public = openpgp::certify_user_ids(certifier, &public)?;
-            }
-        }
+        let public = self.certify(secret.to_public_key(), shape)?;
         Ok(Made {
             binary: public.to_bytes()?,
             address: emails[(shape >> 24) as usize % emails.len()].clone(),
         })
     }
 
+    /// `key` with its third-party certifications, by its shape.
+    fn certify(&self, key: SignedPublicKey, shape: u64) -> Result<SignedPublicKey> {
+        let (count, first) = if self.mix.certified {
+            (certifier_count(shape), (shape >> 56) as usize)
+        } else if (shape >> 16).is_multiple_of(5) {
+            (1 + (shape >> 20) as usize % CERTIFIERS, 0)
+        } else {
+            (0, 0)
+        };
+        let mut certified = key.clone();
+        for n in 0..count {
+            let certifier = &self.certifiers[(first + n) % self.certifiers.len()];
+            // Each certifier signs the bare key, so a key of many
+            // certifications is not copied once per certifier.
+            let signed = openpgp::certify_user_ids(certifier, &key)?;
+            let users = certified.details.users.iter_mut().zip(&key.details.users);
+            for ((user, bare), from) in users.zip(signed.details.users) {
+                user.signatures
+                    .extend(from.signatures.into_iter().skip(bare.signatures.len()));
+            }
+        }
+        Ok(certified)
+    }
+
     /// Generates the keyring on every core, writing chunks in order.
     fn write_keyring(&self, corpus: &Corpus, keys: usize) -> Result<()> {
         let mut keyring = ArmoredKeyringWriter::new(BufWriter::new(File::create(corpus.keyring())?))?;
+        let mut binary = BufWriter::new(File::create(corpus.binary_keyring())?);
         let mut addresses = BufWriter::new(File::create(corpus.addresses())?);
         let chunks = keys.div_ceil(CHUNK);
         let next = AtomicUsize::new(0);
@@ -218,6 +275,7 @@ impl Generator {
                 while let Some(made) = waiting.remove(&written) {
                     for key in made {
                         keyring.write_key(&key.binary)?;
+                        binary.write_all(&key.binary)?;
                         writeln!(addresses, "{}", key.address)?;
                     }
                     written += 1;
@@ -229,6 +287,7 @@ impl Generator {
             Ok(())
         })?;
         keyring.finish()?.flush()?;
+        binary.flush()?;
         addresses.flush()?;
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ripem_bench::corpus::{self, Mix};
-use ripem_bench::{load, noop, recon, run};
+use ripem_bench::{load, noop, recon, run, sks};
 
 /// Benchmarks for ripem-keyserver.
 #[derive(Parser)]
@@ -43,6 +43,28 @@ enum Command {
         #[command(flatten)]
         load: LoadShape,
     },
+    /// keyreg --import against SKS's build on the Debian keyring and a
+    /// certified corpus, alternating, median of 5.
+    Sks {
+        /// Keys in the certified corpus (0: the Debian keyring only).
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        /// Percent of RSA keys in the certified corpus.
+        #[arg(long, default_value_t = 3)]
+        rsa_percent: u64,
+        /// Extra keyrings (binary packets) to compare on.
+        #[arg(long)]
+        keyring: Vec<PathBuf>,
+        /// Directory of the workspace's release programs.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Where generated corpora are cached.
+        #[arg(long, default_value = "target/bench-corpus")]
+        corpus_dir: PathBuf,
+        /// Scratch directory.
+        #[arg(long, default_value = "target/bench-sks")]
+        work_dir: PathBuf,
+    },
     /// Generate (or find cached) a corpus.
     Corpus {
         /// Keys in the corpus.
@@ -51,6 +73,9 @@ enum Command {
         /// Percent of RSA keys.
         #[arg(long, default_value_t = 30)]
         rsa_percent: u64,
+        /// Certified as a key server's keys are (most none, some many).
+        #[arg(long)]
+        certified: bool,
         /// Where corpora are cached.
         #[arg(long, default_value = "target/bench-corpus")]
         dir: PathBuf,
@@ -123,6 +148,54 @@ struct LoadShape {
     in_flight: usize,
 }
 
+/// The Debian keyring if installed, the certified corpus of `keys` keys
+/// (made first if not cached) and any `extra` keyrings.
+fn sks_spec(
+    keys: usize,
+    rsa_percent: u64,
+    extra: Vec<PathBuf>,
+    bin_dir: PathBuf,
+    corpus_dir: &std::path::Path,
+    work_dir: PathBuf,
+) -> Result<sks::SksSpec> {
+    let mut keyrings = Vec::new();
+    let debian = PathBuf::from(run::REAL_WORLD_KEYRING);
+    if debian.exists() {
+        keyrings.push(sks::Keyring {
+            label: format!("the Debian keyring {}", debian.display()),
+            path: debian,
+        });
+    } else {
+        println!(
+            "SKS phase: {} is missing (Debian package debian-keyring); skipped",
+            debian.display()
+        );
+    }
+    if keys > 0 {
+        let corpus = corpus::ensure(
+            corpus_dir,
+            keys,
+            Mix {
+                rsa_percent,
+                certified: true,
+            },
+        )?;
+        keyrings.push(sks::Keyring {
+            label: format!("{keys} generated keys, {rsa_percent} % RSA, certified"),
+            path: corpus.binary_keyring(),
+        });
+    }
+    keyrings.extend(extra.into_iter().map(|path| sks::Keyring {
+        label: path.display().to_string(),
+        path,
+    }));
+    Ok(sks::SksSpec {
+        bin_dir,
+        work_dir,
+        keyrings,
+    })
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run {
@@ -135,7 +208,10 @@ fn main() -> Result<()> {
             load,
         } => run::run(run::RunSpec {
             keys,
-            mix: Mix { rsa_percent },
+            mix: Mix {
+                rsa_percent,
+                certified: false,
+            },
             duration: Duration::from_secs(seconds),
             bin_dir,
             corpus_root: corpus_dir,
@@ -144,7 +220,20 @@ fn main() -> Result<()> {
             in_flight: load.in_flight,
             merge_every: Duration::from_millis(200),
         }),
-        Command::Corpus { keys, rsa_percent, dir } => corpus::ensure(&dir, keys, Mix { rsa_percent }).map(|_| ()),
+        Command::Sks {
+            keys,
+            rsa_percent,
+            keyring,
+            bin_dir,
+            corpus_dir,
+            work_dir,
+        } => sks::compare(&sks_spec(keys, rsa_percent, keyring, bin_dir, &corpus_dir, work_dir)?),
+        Command::Corpus {
+            keys,
+            rsa_percent,
+            certified,
+            dir,
+        } => corpus::ensure(&dir, keys, Mix { rsa_percent, certified }).map(|_| ()),
         Command::Load {
             target,
             addresses,

@@ -38,7 +38,7 @@ use crate::corpus::{self, Corpus, Mix};
 use crate::load::{self, LoadReport, LoadSpec};
 
 /// A real-world, heavily certified keyring: the Debian developers' keys.
-const REAL_WORLD_KEYRING: &str = "/usr/share/keyrings/debian-keyring.gpg";
+pub const REAL_WORLD_KEYRING: &str = "/usr/share/keyrings/debian-keyring.gpg";
 /// SKS's build of that keyring on the development machine (issue #4): the
 /// figure `keyreg --import` is held to.
 const SKS_KEYS_PER_SECOND: f64 = 2000.0;
@@ -338,7 +338,10 @@ impl Bench {
         let fresh = corpus::ensure(
             &self.spec.corpus_root,
             self.spec.keys.min(20_000),
-            Mix { rsa_percent: 0 },
+            Mix {
+                rsa_percent: 0,
+                certified: false,
+            },
         )?;
         let config = self.scratch_config("ed25519")?;
         let keyring = fresh.keyring().display().to_string();

@@ -154,6 +154,8 @@ struct FileKeyreg {
     max_message_bytes: Option<u64>,
     min_rsa_bits: Option<usize>,
     max_keys_per_request: Option<usize>,
+    policy: Option<Policy>,
+    max_pending: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -373,6 +375,22 @@ pub struct KeyregConfig {
     pub min_rsa_bits: usize,
     /// Keys considered in one registration mail; the rest are refused.
     pub max_keys_per_request: usize,
+    /// Whether a new address is published at once or after its owner confirms it.
+    pub policy: Policy,
+    /// Most addresses waiting for confirmation at once (the oldest expire first).
+    pub max_pending: usize,
+}
+
+/// `[keyreg] policy`: how a new address of a registered key is published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// First come, first served, as RIPEM: published at once.
+    #[default]
+    Fcfs,
+    /// Published once its owner answers a confirmation request encrypted
+    /// to the key (the Web Key Service protocol).
+    Confirm,
 }
 
 impl KeyregConfig {
@@ -385,12 +403,17 @@ impl KeyregConfig {
             max_message_bytes: file.max_message_bytes.unwrap_or(50 * 1024 * 1024),
             min_rsa_bits: file.min_rsa_bits.unwrap_or(2048),
             max_keys_per_request: file.max_keys_per_request.unwrap_or(100),
+            policy: file.policy.unwrap_or_default(),
+            max_pending: file.max_pending.unwrap_or(100_000),
         };
         if keyreg.min_rsa_bits < 1024 {
             return Err("keyreg.min_rsa_bits must be at least 1024".into());
         }
         if keyreg.max_keys_per_request == 0 {
             return Err("keyreg.max_keys_per_request must be at least 1".into());
+        }
+        if keyreg.max_pending == 0 {
+            return Err("keyreg.max_pending must be at least 1".into());
         }
         Ok(keyreg)
     }
@@ -829,6 +852,11 @@ from = "keys@example.org"
         assert_eq!(config.keyreg.max_request_age, Duration::from_secs(7 * 86_400));
         assert_eq!(config.keyreg.max_keys_per_request, 100);
         assert!(Config::from_toml("[keyreg]\nmax_keys_per_request = 0\n", None, None).is_err());
+        assert_eq!(config.keyreg.policy, Policy::Fcfs);
+        let confirm = Config::from_toml("[keyreg]\npolicy = \"confirm\"\n", None, None).unwrap();
+        assert_eq!(confirm.keyreg.policy, Policy::Confirm);
+        let unknown = Config::from_toml("[keyreg]\npolicy = \"trust\"\n", None, None).unwrap_err();
+        assert!(unknown.to_string().contains("unknown variant `trust`"), "{unknown}");
         assert!(config.keyserv.cookies);
         assert_eq!(config.keyserv.rate_bytes, 65_536);
         assert_eq!(config.keylookup.servers, ["localhost"]);

@@ -309,6 +309,21 @@ impl Mailer {
         Ok(())
     }
 
+    /// Queues a message already formatted by the caller (keyreg's
+    /// confirmation requests are PGP/MIME, which [`Reply`] does not
+    /// build) in `spool/outgoing/` under `name`, as [`Mailer::queue`]
+    /// does: a message already queued under that name is kept.
+    pub fn queue_formatted(&self, spool: &Spool, name: &str, to: &Email, message: &[u8]) -> Result<(), ReplyError> {
+        let path = spool.outgoing_dir().join(format!("{name}.eml"));
+        if path.exists() {
+            return Ok(());
+        }
+        let mut bytes = format!("X-Ripem-Recipient: {to}\n").into_bytes();
+        bytes.extend_from_slice(message);
+        write_atomically(&path, &bytes).map_err(|source| SpoolError::Io { path, source })?;
+        Ok(())
+    }
+
     /// Sends every queued reply, deleting each once sent. Replies that
     /// could not be sent stay queued; entries that are not queued replies
     /// are moved to `failed/`.

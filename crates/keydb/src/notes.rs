@@ -5,8 +5,8 @@
 //! same write windows as the records they produced, under names starting
 //! `sync:`. One window thus switches in the records and the history that
 //! made them together, and a crash at any point leaves both or neither.
-//! Readers (keyserv, db2flat, hkpd) never look at notes; [`crate::verify`]
-//! only checks their checksums, like every value's.
+//! Readers (keyserv, db2flat, hkpd) never look at notes; checking a file
+//! item by item only checks their checksums, like every value's.
 
 use crate::{KeyStore, StoreError};
 

@@ -44,6 +44,9 @@ pub enum RegistrarError {
         /// The system error.
         source: std::io::Error,
     },
+    /// A lookup-only replica takes no keys but its peers'.
+    #[error("this server ({0}) is a lookup-only replica: it imports nothing (replica = true in [sync])")]
+    Replica(String),
     /// An update file to be replayed is not a valid update.
     #[error("{path}: {reason}")]
     BadUpdate {
@@ -60,6 +63,23 @@ pub enum RegistrarError {
         path: PathBuf,
         /// The system error.
         source: std::io::Error,
+    },
+    /// The store of addresses waiting for confirmation could not be read
+    /// or written.
+    #[error("{path}: {source}")]
+    Pending {
+        /// The entry or its directory.
+        path: PathBuf,
+        /// The system error.
+        source: std::io::Error,
+    },
+    /// The server's key pair (`policy = "confirm"`) could not be read or made.
+    #[error("{path}: {reason}")]
+    ServerKey {
+        /// The key file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
     },
     /// An import file could not be read.
     #[error("{path}: {source}")]
@@ -79,10 +99,13 @@ impl ExitStatus for RegistrarError {
             RegistrarError::PidFile(inner) => inner.exit_code(),
             RegistrarError::Reply(inner) => inner.exit_code(),
             RegistrarError::BadUpdate { .. } => exit::DATAERR,
+            RegistrarError::Replica(_) => exit::USAGE,
+            RegistrarError::ServerKey { .. } => exit::CONFIG,
             RegistrarError::Log { source, .. }
             | RegistrarError::Import { source, .. }
             | RegistrarError::SyncQueue { source, .. }
-            | RegistrarError::NoticeRecord { source, .. } => io_exit_code(source, exit::IOERR),
+            | RegistrarError::NoticeRecord { source, .. }
+            | RegistrarError::Pending { source, .. } => io_exit_code(source, exit::IOERR),
         }
     }
 }

@@ -1,14 +1,16 @@
 //! `keyreg --import`: bulk loading keyrings and flat files at speed.
 //!
 //! A file is read as a stream, whatever its size: a binary keyring or one
-//! armored block with [`openpgp::read_keyring`], a db2flat flat file record
+//! armored block with [`openpgp::split_keyring`] (which frames it into
+//! keys and steps over third-party certifications unparsed), a db2flat flat file record
 //! by record, anything else (armored blocks among other text) block by
 //! block, found by the crate's one armor rule ([`openpgp::public_key_blocks`]).
 //! A block that holds only a key revocation signature (a revocation
 //! certificate, `gpg --gen-revoke`) is read with
 //! [`openpgp::parse_revocation_certificate`] and applied to the registered
 //! key it revokes, as in a registration mail; so is a file that is one
-//! small such block. One thread reads and parses keys; one thread per core checks them
+//! small such block. One thread reads the file (for a keyring it only
+//! frames the packets); one thread per core parses and checks the keys
 //! (verifying self-signatures is the expensive part); the calling thread
 //! applies the checked keys in file order, so first come, first served
 //! holds exactly as in the spool. Queues between the stages are bounded, so
@@ -31,11 +33,14 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::error::RegistrarError;
+use crate::replication::handoff::Outbound;
+use crate::replication::{self, Replication};
 use crate::request::{self, Candidate, Tally};
 use ripem_core::record::Record;
 use ripem_core::txlog::{LogEntry, TransactionLog};
 use ripem_keydb::KeyStore;
-use ripem_openpgp::{self as openpgp, KeyPolicy, ParsedKey, Revocation, BEGIN_PUBLIC_KEY};
+use ripem_openpgp::{self as openpgp, KeyPackets, KeyPolicy, ParsedKey, Revocation, BEGIN_PUBLIC_KEY};
+use ripem_update::{time_of, Clock};
 
 /// A window of an import is switched in once it has been open this long,
 /// so lookups see a long import's progress, and a kill loses at most this
@@ -44,7 +49,7 @@ use ripem_openpgp::{self as openpgp, KeyPolicy, ParsedKey, Revocation, BEGIN_PUB
 pub const WINDOW_TIME: Duration = Duration::from_secs(120);
 /// A window opens once this long has passed since the first key waiting for it.
 const WINDOW_GATHER: Duration = Duration::from_millis(100);
-/// Parsed keys waiting to be checked: few, as one may be megabytes.
+/// Keys waiting to be checked: few, as one may be megabytes.
 const PARSED_QUEUE: usize = 64;
 /// Checked keys waiting to be applied: stripped and small, and enough of
 /// them that the applying thread rarely waits for the checkers.
@@ -71,10 +76,16 @@ pub struct Importer<'a> {
     pub open: &'a dyn Fn() -> Result<KeyStore, RegistrarError>,
     /// Tells keyserv a window is about to be switched in (SIGUSR1).
     pub announce: &'a dyn Fn(),
+    /// Makes each change an update, as for mail.
+    pub replication: &'a Replication,
+    /// Where the updates go for keysync.
+    pub outbound: &'a Outbound,
 }
 
 /// A key as read from the file, before checking.
 enum Parsed {
+    /// A keyring's key, framed but not parsed yet: the checkers parse it.
+    Packets(KeyPackets),
     Key(Box<ParsedKey>),
     Revocation(Box<Revocation>),
     Unreadable(String),
@@ -128,10 +139,12 @@ struct OpenWindow {
     lines: Vec<String>,
     now: chrono::DateTime<Utc>,
     started: std::time::Instant,
+    /// The replication clock, as the database left it.
+    clock: Clock,
 }
 
 impl OpenWindow {
-    fn new(first: usize) -> OpenWindow {
+    fn new(first: usize, clock: Clock) -> OpenWindow {
         OpenWindow {
             first,
             keys: 0,
@@ -139,6 +152,7 @@ impl OpenWindow {
             lines: Vec::new(),
             now: Utc::now(),
             started: std::time::Instant::now(),
+            clock,
         }
     }
 }
@@ -213,10 +227,14 @@ fn parsed(keys: Result<Vec<ParsedKey>, openpgp::KeyError>) -> Vec<Parsed> {
 fn read_keys(format: Format, input: Input, send: &mut dyn FnMut(Parsed) -> bool) {
     let mut send_all = |items: Vec<Parsed>| -> bool { items.into_iter().all(&mut *send) };
     match format {
-        Format::Keyring => match openpgp::read_keyring(input) {
-            Ok(iter) => {
-                for key in iter {
-                    if !send_all(parsed(key.map(|key| vec![key]))) {
+        Format::Keyring => match openpgp::split_keyring(input) {
+            Ok(keys) => {
+                for key in keys {
+                    let item = match key {
+                        Ok(packets) => Parsed::Packets(packets),
+                        Err(err) => Parsed::Unreadable(err.to_string()),
+                    };
+                    if !send(item) {
                         return;
                     }
                 }
@@ -255,10 +273,32 @@ fn read_keys(format: Format, input: Input, send: &mut dyn FnMut(Parsed) -> bool)
     }
 }
 
+/// The candidates of one item read: one, or for a keyring's key as
+/// many as its packets parse into (normally one).
+fn candidates(sequence: usize, parsed: Parsed, policy: &KeyPolicy) -> Vec<Candidate> {
+    let unreadable = |reason: String| Candidate::Refused {
+        key: format!("key {}", sequence + 1),
+        reason,
+    };
+    match parsed {
+        Parsed::Unreadable(reason) => vec![unreadable(reason)],
+        Parsed::Packets(packets) => packets
+            .parse()
+            .into_iter()
+            .map(|key| match key {
+                Ok(key) => request::candidate(key, policy, Utc::now()),
+                Err(err) => unreadable(err.to_string()),
+            })
+            .collect(),
+        Parsed::Key(key) => vec![request::candidate(*key, policy, Utc::now())],
+        Parsed::Revocation(revocation) => vec![Candidate::Revocation(revocation)],
+    }
+}
+
 /// Checks keys from `jobs` until it closes, sending each result to `done`.
 fn check_keys(
     jobs: &Mutex<Receiver<(usize, Parsed)>>,
-    done: &mpsc::SyncSender<(usize, Candidate)>,
+    done: &mpsc::SyncSender<(usize, Vec<Candidate>)>,
     policy: &KeyPolicy,
 ) {
     loop {
@@ -269,15 +309,7 @@ fn check_keys(
         let Ok((sequence, parsed)) = job else {
             return;
         };
-        let candidate = match parsed {
-            Parsed::Unreadable(reason) => Candidate::Refused {
-                key: format!("key {}", sequence + 1),
-                reason,
-            },
-            Parsed::Key(key) => request::candidate(*key, policy, Utc::now()),
-            Parsed::Revocation(revocation) => Candidate::Revocation(revocation),
-        };
-        if done.send((sequence, candidate)).is_err() {
+        if done.send((sequence, candidates(sequence, parsed, policy))).is_err() {
             return;
         }
     }
@@ -307,7 +339,7 @@ impl Importer<'_> {
         let count = Arc::new(AtomicU64::new(0));
         let input = open_input(path, &count)?;
         let (job_sender, job_receiver) = mpsc::sync_channel::<(usize, Parsed)>(PARSED_QUEUE);
-        let (done_sender, done) = mpsc::sync_channel::<(usize, Candidate)>(CHECKED_QUEUE);
+        let (done_sender, done) = mpsc::sync_channel::<(usize, Vec<Candidate>)>(CHECKED_QUEUE);
         // Shared by the checkers and dropped with the last of them, so the
         // reader stops too if applying fails.
         let jobs = Arc::new(Mutex::new(job_receiver));
@@ -351,11 +383,13 @@ impl Importer<'_> {
         &self,
         store: &mut KeyStore,
         path: &Path,
-        done: &Receiver<(usize, Candidate)>,
+        done: &Receiver<(usize, Vec<Candidate>)>,
         mut applied: impl FnMut(usize),
     ) -> Result<Tally, RegistrarError> {
-        let mut waiting: BTreeMap<usize, Candidate> = BTreeMap::new();
+        let mut waiting: BTreeMap<usize, Vec<Candidate>> = BTreeMap::new();
         let mut next = 0;
+        // Keys applied so far: an item read may give several.
+        let mut position = 0;
         let mut tally = Tally::default();
         let mut window: Option<OpenWindow> = None;
         loop {
@@ -369,31 +403,47 @@ impl Importer<'_> {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let Some((sequence, candidate)) = received else {
+            let Some((sequence, candidates)) = received else {
                 if let Some(open) = window.take() {
                     applied(open.keys);
                     tally += self.end_window(store, path, open)?;
                 }
                 continue;
             };
-            waiting.insert(sequence, candidate);
-            while let Some(candidate) = waiting.remove(&next) {
-                let open = match &mut window {
-                    Some(open) => open,
-                    None => {
-                        store.begin_window()?;
-                        window.insert(OpenWindow::new(next))
-                    }
-                };
-                let outcome = request::apply_candidate(store, &candidate, self.policy, open.now)?;
-                open.tally.count(&outcome);
-                open.lines.extend(outcome.lines());
-                open.keys += 1;
+            waiting.insert(sequence, candidates);
+            while let Some(candidates) = waiting.remove(&next) {
                 next += 1;
-                if open.started.elapsed() >= WINDOW_TIME {
-                    if let Some(open) = window.take() {
-                        applied(open.keys);
-                        tally += self.end_window(store, path, open)?;
+                for candidate in candidates {
+                    let open = match &mut window {
+                        Some(open) => open,
+                        None => {
+                            store.begin_window()?;
+                            window.insert(OpenWindow::new(position, replication::log::clock(store)?))
+                        }
+                    };
+                    let time = open.clock.tick(open.now);
+                    let outcome = request::apply_candidate(store, &candidate, self.policy, time_of(time))?;
+                    let offered = match &candidate {
+                        Candidate::Key(key) => Some(&**key),
+                        _ => None,
+                    };
+                    if let Some(update) = self
+                        .replication
+                        .key_update(store, offered, &outcome, time, self.policy)?
+                    {
+                        self.outbound
+                            .stage(&update)
+                            .map_err(|source| self.queue_error(source))?;
+                    }
+                    open.tally.count(&outcome);
+                    open.lines.extend(outcome.lines());
+                    open.keys += 1;
+                    position += 1;
+                    if open.started.elapsed() >= WINDOW_TIME {
+                        if let Some(open) = window.take() {
+                            applied(open.keys);
+                            tally += self.end_window(store, path, open)?;
+                        }
                     }
                 }
             }
@@ -409,7 +459,9 @@ impl Importer<'_> {
 
     /// Switches a window in and logs its outcomes as one entry.
     fn end_window(&self, store: &mut KeyStore, path: &Path, open: OpenWindow) -> Result<Tally, RegistrarError> {
+        replication::log::save_clock(store, &open.clock)?;
         store.end_window_announced(self.announce)?;
+        self.outbound.release().map_err(|source| self.queue_error(source))?;
         let mut lines = open.lines;
         lines.push(format!(
             "keys {} to {} of the file: {}",
@@ -419,6 +471,13 @@ impl Importer<'_> {
         ));
         self.log_entry(path, &lines)?;
         Ok(open.tally)
+    }
+
+    fn queue_error(&self, source: io::Error) -> RegistrarError {
+        RegistrarError::SyncQueue {
+            path: self.outbound.dir().to_path_buf(),
+            source,
+        }
     }
 
     fn log_entry(&self, path: &Path, lines: &[String]) -> Result<(), RegistrarError> {

@@ -6,10 +6,13 @@
 //! [`import`] is `keyreg --import`, the same rules at bulk speed;
 //! [`web_notice`] tells the owners of addresses registered from the web;
 //! [`replication`] makes every change an update that keysync spreads, and
-//! applies the updates of other servers in the one order. The key
+//! applies the updates of other servers in the one order; [`confirm`]
+//! holds new addresses back until their owners confirm them
+//! (`policy = "confirm"`). The key
 //! checks are `ripem-openpgp`'s, the database `ripem-keydb`'s.
 #![warn(missing_docs)]
 
+pub mod confirm;
 pub mod error;
 pub mod import;
 pub mod received;

@@ -42,6 +42,7 @@ use ripem_keydb::{KeyStore, RepairReport, StoreError};
 use ripem_openpgp::{KeyPolicy, SignedPart};
 use ripem_update::{time_of, Clock, Update};
 
+use crate::confirm::{self, Confirmation, Confirmer, ToConfirm};
 use crate::error::RegistrarError;
 use crate::import::{ImportProgress, Importer};
 use crate::replication::handoff::{Outbound, SettleError};
@@ -108,6 +109,12 @@ enum Prepared {
     /// A change or remove request and its signed parts, authenticated
     /// inside the write window.
     Signed { mail: RequestMail, parts: Vec<SignedPart> },
+    /// A confirmation response (`policy = "confirm"`), checked against
+    /// its pending entry.
+    Confirm {
+        mail: RequestMail,
+        confirmation: Confirmation,
+    },
     /// Not a mail message, or one that could not be processed at all.
     Unprocessable(String),
 }
@@ -125,6 +132,9 @@ struct Applied {
     /// A registration: the addresses it newly registered, and to which key
     /// (told by [`web_notice`] when the request came from the web).
     registered: Vec<(Email, Fingerprint)>,
+    /// Under `policy = "confirm"`: the new addresses to be mailed a
+    /// confirmation request ([`confirm`]).
+    to_confirm: Vec<ToConfirm>,
 }
 
 /// keyreg: the spool, the database, the log and the mailer.
@@ -136,6 +146,7 @@ pub struct Registrar {
     pub(crate) policy: KeyPolicy,
     pub(crate) replication: Replication,
     pub(crate) outbound: Outbound,
+    confirm: Option<Confirmer>,
 }
 
 impl Registrar {
@@ -152,7 +163,9 @@ impl Registrar {
                 source,
             }
         })?;
+        let confirm = Confirmer::configured(&config)?;
         Ok(Registrar {
+            confirm,
             log: TransactionLog::new(&config.paths.transaction_log),
             config,
             spool,
@@ -193,18 +206,25 @@ impl Registrar {
     /// Opens the database as writer with a write window begun, after
     /// settling the updates a crash left half handed to keysync.
     pub(crate) fn open_for_writing(&self) -> Result<KeyStore, RegistrarError> {
-        let mut store = self.open_writer()?;
+        let mut store = self.open_settled()?;
+        store.begin_window()?;
+        Ok(store)
+    }
+
+    /// Opens the database as writer, no window yet, and settles the
+    /// outbound queue (see [`Outbound::settle`]).
+    fn open_settled(&self) -> Result<KeyStore, RegistrarError> {
+        let store = self.open_writer()?;
         self.outbound.settle(&store).map_err(|err| match err {
             SettleError::Store(err) => RegistrarError::Store(err),
             SettleError::Io(source) => self.queue_error(source),
         })?;
-        store.begin_window()?;
         Ok(store)
     }
 
     pub(crate) fn queue_error(&self, source: std::io::Error) -> RegistrarError {
         RegistrarError::SyncQueue {
-            path: self.config.paths.state_dir.join("sync/queue"),
+            path: self.outbound.dir().to_path_buf(),
             source,
         }
     }
@@ -293,6 +313,19 @@ impl Registrar {
     fn prepare(&self, file: &SpoolFile, raw: &[u8]) -> Prepared {
         let work = || match RequestMail::parse(raw) {
             Err(err) => Prepared::Unprocessable(err.to_string()),
+            Ok(mut mail) if file.queue == QueueName::Add && self.confirm.is_some() => {
+                let max_keys = self.config.keyreg.max_keys_per_request;
+                match self
+                    .confirm
+                    .as_ref()
+                    .map(|c| c.prepare(raw, &mut mail, &self.policy, max_keys))
+                {
+                    Some(Ok(confirm::Read::Response(confirmation))) => Prepared::Confirm { mail, confirmation },
+                    Some(Ok(confirm::Read::Registration(add))) => Prepared::Add { mail, add },
+                    Some(Err(err)) => Prepared::Unprocessable(err.to_string()),
+                    None => Prepared::Unprocessable("internal error: no confirmation policy".into()),
+                }
+            }
             Ok(mut mail) if file.queue == QueueName::Add => {
                 let max_keys = self.config.keyreg.max_keys_per_request;
                 let add = request::prepare_add(&mail.texts, &mail.binary_keys, &self.policy, Utc::now(), max_keys);
@@ -333,72 +366,98 @@ impl Registrar {
                 ..Applied::default()
             });
         }
-        let max_age = self.replication.max_request_age;
-        let mut tally = Tally::default();
-        let mut registered = Vec::new();
-        let mut updates = Vec::new();
-        let lines = match (item, queue) {
-            (Prepared::Add { add, mail }, _) => {
-                let mut lines = Vec::new();
-                for candidate in &add.candidates {
-                    let time = clock.tick(now);
-                    let outcome = request::apply_candidate(store, candidate, &self.policy, time_of(time))?;
-                    tally.count(&outcome);
-                    if let Some(update) = self
-                        .replication
-                        .key_update(store, candidate, &outcome, time, &self.policy)?
-                    {
-                        if let (ReturnAddress::Reply(to), false) =
-                            (&mail.return_address, update.fields().claims.is_empty())
-                        {
-                            replication::log::set_sender(store, update.id(), to.as_str())?;
-                        }
-                        updates.push(update);
-                    }
-                    if let KeyOutcome::Applied {
-                        fingerprint, addresses, ..
-                    } = &outcome
-                    {
-                        registered.extend(
-                            addresses
-                                .iter()
-                                .filter(|(_, happened)| {
-                                    matches!(happened, AddressOutcome::Registered | AddressOutcome::TakenOver(_))
-                                })
-                                .map(|(email, _)| (email.clone(), fingerprint.clone())),
-                        );
-                    }
-                    lines.extend(outcome.lines());
-                }
-                lines.extend(add.not_considered_line());
-                lines
-            }
-            (Prepared::Signed { parts, .. }, queue) => {
-                let time = clock.tick(now);
+        let time = clock.tick(now);
+        match item {
+            Prepared::Add { add, mail } => self.apply_add(add, mail, store, clock, time),
+            Prepared::Signed { parts, .. } => {
+                let max_age = self.replication.max_request_age;
                 let mut notices = if queue == QueueName::Change {
                     request::apply_change(store, parts, &self.policy, time_of(time), max_age)?
                 } else {
                     request::apply_remove(store, parts, &self.policy, time_of(time), max_age)?
                 };
-                updates.extend(self.replication.signed_update(store, &notices, time, &self.policy)?);
-                self.stage(&updates)?;
-                let lines = std::mem::take(&mut notices.lines);
-                return Ok(Applied {
+                let update = self.replication.signed_update(store, &notices, time, &self.policy)?;
+                self.stage(update.as_slice())?;
+                Ok(Applied {
+                    lines: std::mem::take(&mut notices.lines),
+                    notices,
+                    ..Applied::default()
+                })
+            }
+            Prepared::Confirm { confirmation, .. } => {
+                let (lines, published) = confirm::publish(store, confirmation, &self.policy, time_of(time))?;
+                let mut tally = Tally::default();
+                if let Some((outcome, key)) = &published {
+                    tally.count(outcome);
+                    let update = self
+                        .replication
+                        .key_update(store, Some(key), outcome, time, &self.policy)?;
+                    self.stage(update.as_slice())?;
+                }
+                Ok(Applied {
                     lines,
                     tally,
-                    notices,
-                    registered,
-                });
+                    ..Applied::default()
+                })
             }
-            (Prepared::Unprocessable(_), _) => Vec::new(),
-        };
+            Prepared::Unprocessable(_) => Ok(Applied::default()),
+        }
+    }
+
+    /// Applies a registration's keys, the first at `time`, each later one
+    /// at the clock's next time.
+    fn apply_add(
+        &self,
+        add: &AddRequest,
+        mail: &RequestMail,
+        store: &mut KeyStore,
+        clock: &mut Clock,
+        mut time: u64,
+    ) -> Result<Applied, RegistrarError> {
+        let mut applied = Applied::default();
+        let mut updates = Vec::new();
+        for (index, candidate) in add.candidates.iter().enumerate() {
+            if index > 0 {
+                time = clock.tick(time_of(time));
+            }
+            let confirming = self.confirm.is_some().then_some(&mut applied.to_confirm);
+            let Some((outcome, cut)) =
+                confirm::apply_candidate(store, candidate, &self.policy, time_of(time), confirming)?
+            else {
+                continue;
+            };
+            applied.tally.count(&outcome);
+            let offered = cut.as_ref().or(match candidate {
+                Candidate::Key(key) => Some(&**key),
+                _ => None,
+            });
+            if let Some(update) = self
+                .replication
+                .key_update(store, offered, &outcome, time, &self.policy)?
+            {
+                if let (ReturnAddress::Reply(to), false) = (&mail.return_address, update.fields().claims.is_empty()) {
+                    replication::log::set_sender(store, update.id(), to.as_str())?;
+                }
+                updates.push(update);
+            }
+            if let KeyOutcome::Applied {
+                fingerprint, addresses, ..
+            } = &outcome
+            {
+                applied.registered.extend(
+                    addresses
+                        .iter()
+                        .filter(|(_, happened)| {
+                            matches!(happened, AddressOutcome::Registered | AddressOutcome::TakenOver(_))
+                        })
+                        .map(|(email, _)| (email.clone(), fingerprint.clone())),
+                );
+            }
+            applied.lines.extend(outcome.lines());
+        }
+        applied.lines.extend(add.not_considered_line());
         self.stage(&updates)?;
-        Ok(Applied {
-            lines,
-            tally,
-            notices: SignedOutcome::default(),
-            registered,
-        })
+        Ok(applied)
     }
 
     /// Stages updates for keysync (see [`Outbound`]).
@@ -447,7 +506,7 @@ impl Registrar {
         let now = Utc::now();
         let needs_store = prepared.iter().any(|(_, _, item)| match item {
             Prepared::Add { add, .. } => add.candidates.iter().any(|c| !matches!(c, Candidate::Refused { .. })),
-            Prepared::Signed { .. } => true,
+            Prepared::Signed { .. } | Prepared::Confirm { .. } => true,
             Prepared::Unprocessable(_) => false,
         });
         let mut store = if needs_store {
@@ -498,7 +557,7 @@ impl Registrar {
         applied: Applied,
         tally: &mut Tally,
     ) -> Result<RequestReport, RegistrarError> {
-        let (mail, queue) = match item {
+        let (mail, queue, confirmation) = match item {
             Prepared::Unprocessable(reason) => {
                 let report = RequestReport {
                     queue: file.queue,
@@ -511,10 +570,14 @@ impl Registrar {
                 self.spool.quarantine(file, &reason)?;
                 return Ok(report);
             }
-            Prepared::Add { mail, .. } | Prepared::Signed { mail, .. } => (mail, file.queue),
+            Prepared::Add { mail, .. } | Prepared::Signed { mail, .. } => (mail, file.queue, None),
+            Prepared::Confirm { mail, confirmation } => (mail, file.queue, Some(confirmation)),
         };
         *tally += applied.tally;
         let mut outcome = applied.lines;
+        if let Some(confirmer) = &self.confirm {
+            outcome.extend(confirmer.request_all(&self.mailer, &self.spool, &file.name(), &applied.to_confirm)?);
+        }
         let no_keys = outcome.is_empty();
         if no_keys {
             outcome.push("no public key found in the message".into());
@@ -524,7 +587,7 @@ impl Registrar {
             file: file.name(),
             reply: mail.return_address.clone(),
             summary: if queue == QueueName::Add && !no_keys {
-                applied.tally.to_string()
+                confirm::summary(&applied.tally, &applied.to_confirm)
             } else {
                 outcome.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
             },
@@ -542,6 +605,9 @@ impl Registrar {
             self.mailer.queue(&self.spool, &file.name(), &reply)?;
         }
         self.queue_notices(file, &mail.return_address, &applied.notices)?;
+        if let (Some(confirmer), Some(confirmation)) = (&self.confirm, &confirmation) {
+            confirmer.finish(confirmation)?;
+        }
         if let Some(via) = &mail.web_submission {
             let notices: Vec<web_notice::Notice<'_>> = applied
                 .registered
@@ -666,11 +732,16 @@ impl Registrar {
     /// same first-come-first-served rule, without replies; streaming, on
     /// every core, in short write windows (see [`crate::import`]).
     pub fn import(&self, files: &[PathBuf], progress: &dyn Fn(ImportProgress)) -> Result<Tally, RegistrarError> {
+        if self.replication.replica {
+            return Err(RegistrarError::Replica(self.replication.server_id.clone()));
+        }
         Importer {
             policy: &self.policy,
             log: &self.log,
-            open: &|| self.open_writer(),
+            open: &|| self.open_settled(),
             announce: &|| self.announce_window(),
+            replication: &self.replication,
+            outbound: &self.outbound,
         }
         .import(files, progress)
     }
@@ -808,7 +879,7 @@ fn without_store(item: &Prepared) -> Applied {
             lines.extend(add.not_considered_line());
             lines
         }
-        Prepared::Signed { .. } => vec!["refused: the database is not open".into()],
+        Prepared::Signed { .. } | Prepared::Confirm { .. } => vec!["refused: the database is not open".into()],
         Prepared::Unprocessable(_) => Vec::new(),
     };
     Applied {

@@ -48,6 +48,18 @@ struct Daemon {
     handshakes: Arc<tokio::sync::Semaphore>,
 }
 
+/// Turns on TCP keepalive (probes after 30 s idle, every 10 s, 3 lost
+/// mean dead): a connection whose peer vanished is noticed even when
+/// nothing is sent, so the peer's reconnection is not refused for long by
+/// a dead connection that still wins the tie. Best effort.
+fn keep_alive(tcp: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(tcp, sockopt::KeepAlive, &true);
+    let _ = setsockopt(tcp, sockopt::TcpKeepIdle, &30);
+    let _ = setsockopt(tcp, sockopt::TcpKeepInterval, &10);
+    let _ = setsockopt(tcp, sockopt::TcpKeepCount, &3);
+}
+
 fn pins(config: &ripem_core::config::SyncConfig) -> HashMap<ripem_core::config::CertPin, String> {
     config.peers.iter().map(|peer| (peer.pin, peer.name.clone())).collect()
 }
@@ -84,6 +96,7 @@ impl Daemon {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
+            keep_alive(&tcp);
             let daemon = Arc::clone(&self);
             tokio::spawn(async move { daemon.accept_one(tcp, addr).await });
         }
@@ -127,6 +140,7 @@ impl Daemon {
         let connector = TlsConnector::from(tls::client_config(&self.identity, peer.pin).map_err(|e| e.to_string())?);
         let connect = async {
             let tcp = TcpStream::connect(&peer.address).await.map_err(|e| e.to_string())?;
+            keep_alive(&tcp);
             let addr = tcp.peer_addr().map_err(|e| e.to_string())?;
             let name = ServerName::try_from("keysync.invalid").map_err(|e| e.to_string())?;
             let stream = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;

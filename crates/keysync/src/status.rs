@@ -5,8 +5,9 @@
 //! <connected|disconnected> <their highest seen> <fetched>` lines, each
 //! followed by the last reconciliation with the peer, `<unix seconds>
 //! <missing here> <missing there> <bytes> <milliseconds>`, or `-`. A file
-//! older than a few seconds, or whose pid is gone, means no daemon runs;
-//! `--status` says so and shows what the file last said.
+//! whose pid is gone means no daemon runs, one older than a few seconds
+//! a daemon that is hung or stopped; `--status` says so, shows every peer
+//! as disconnected, and what the file last said otherwise.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -99,8 +100,11 @@ pub fn report(path: &Path, queue: usize, spool: usize) -> Result<Vec<String>, Sy
             "{name} {state} ours {ours} theirs {theirs} fetched {fetched}; {recon}"
         ));
     }
-    let daemon = if stale {
-        format!("keysync is not running (status from {}s ago)", now.saturating_sub(at))
+    let age = now.saturating_sub(at);
+    let daemon = if !alive {
+        format!("keysync is not running (status from {age}s ago)")
+    } else if stale {
+        format!("keysync (pid {pid}) has not written its status for {age}s: hung or stopped?")
     } else {
         format!("keysync is running (pid {pid})")
     };

@@ -43,6 +43,17 @@ impl KeyIds {
         ids.iter().any(|id| **id == self.key_id) || fps.iter().any(|fp| **fp == self.fingerprint)
     }
 
+    /// Whether `key_id` is this key's (an issuer subpacket's raw bytes).
+    pub(crate) fn has_key_id(&self, key_id: [u8; 8]) -> bool {
+        self.key_id.as_ref() == key_id
+    }
+
+    /// Whether `fingerprint` is this key's (an issuer fingerprint
+    /// subpacket's bytes, its version byte left off).
+    pub(crate) fn has_fingerprint(&self, fingerprint: &[u8]) -> bool {
+        self.fingerprint.as_bytes() == fingerprint
+    }
+
     /// The fingerprint, as ripem's type.
     pub(crate) fn fingerprint(&self) -> Result<Fingerprint, KeyError> {
         Fingerprint::from_bytes(self.fingerprint.as_bytes()).map_err(|e| KeyError::Unreadable(e.to_string()))

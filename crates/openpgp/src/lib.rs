@@ -38,15 +38,18 @@
 //! `sigs` (trying self-signatures newest first, within a budget), `armor`
 //! (finding and dearmoring armored blocks), `keyring_writer`, `policy`
 //! (which algorithms and sizes pass), `parse` (reading keys and revocation
-//! certificates), `user_ids` (which user IDs may be published), `key` (the
+//! certificates), `split` (a keyring key by key, third-party
+//! certifications stepped over unparsed), `user_ids` (which user IDs may be published), `key` (the
 //! checked key and what it says), `check` (checking and stripping a key:
 //! primary key, user IDs, subkeys), `merge` (another copy, a revocation, a
 //! stored copy read back), `validity` (whether a signer could sign then),
-//! `signed` (verifying signed requests) and `keygen` (test keys).
+//! `signed` (verifying signed requests), `encrypt` (a message encrypted
+//! to a checked key: keyreg's confirmation requests) and `keygen` (test keys).
 //! Everything public is re-exported here, so each item has one path.
 
 mod armor;
 mod check;
+mod encrypt;
 mod error;
 mod key;
 mod key_id;
@@ -59,6 +62,7 @@ mod policy;
 mod rsa_verify;
 mod signed;
 mod sigs;
+mod split;
 #[cfg(test)]
 mod tests;
 mod user_ids;
@@ -69,6 +73,7 @@ pub use armor::{
     MAX_SIGNED_CONTENT,
 };
 pub use check::{check_key, has_expired};
+pub use encrypt::{encrypt_to_key, EncryptError, ServerKey, MAX_DECRYPTED};
 pub use error::{InvalidSigner, KeyError, RevocationReason, SignatureError, SignerKey, StrippedUserId, UncleanUserId};
 pub use key::{CheckedKey, UserIdSummary};
 #[cfg(any(test, feature = "keygen"))]
@@ -78,13 +83,12 @@ pub use keygen::{
 };
 pub use keyring_writer::ArmoredKeyringWriter;
 pub use merge::read_stored_key;
-pub use parse::{
-    parse_armored_keys, parse_binary_keys, parse_revocation_certificate, read_keyring, ParsedKey, Revocation,
-};
+pub use parse::{parse_armored_keys, parse_binary_keys, parse_revocation_certificate, ParsedKey, Revocation};
 /// rPGP's key types, for code that makes test keys (the `keygen` feature).
 #[cfg(any(test, feature = "keygen"))]
 pub use pgp::composed::{SignedPublicKey, SignedSecretKey};
 pub use policy::KeyPolicy;
 pub use signed::{find_signed_parts, SignedPart, Verified};
+pub use split::{read_keyring, split_keyring, KeyPackets, KeySplitter};
 pub use user_ids::{check_user_id, email_of_user_id};
 pub use validity::check_signer;

@@ -1,12 +1,11 @@
 //! Reading keys: one armored block ([`parse_armored_keys`]), binary packets
-//! ([`parse_binary_keys`]), a keyring of any size key by key
-//! ([`read_keyring`]), and a revocation certificate
-//! ([`parse_revocation_certificate`]).
+//! ([`parse_binary_keys`]) and a revocation certificate
+//! ([`parse_revocation_certificate`]); a keyring of any size is read key
+//! by key by `split` ([`read_keyring`](crate::read_keyring)).
 //!
 //! A key as read is a [`ParsedKey`], opaque outside the crate: nothing is
 //! checked yet ([`check_key`](crate::check_key) does that). Every read runs
-//! inside the panic guard; the keyring iterator ends, after one error item,
-//! if rPGP panics mid-way.
+//! inside the panic guard.
 
 use std::io::{self, BufRead};
 
@@ -48,7 +47,8 @@ impl From<ParsedKey> for SignedPublicKey {
     }
 }
 
-type Keys<'a> = Box<dyn Iterator<Item = Result<ParsedKey, KeyError>> + 'a>;
+/// Keys as read one by one, each or why it could not be read.
+pub(crate) type Keys<'a> = Box<dyn Iterator<Item = Result<ParsedKey, KeyError>> + 'a>;
 
 /// Parses one armored public key block into all the keys it holds (a block
 /// may hold several keys). Pass one block at a time (see
@@ -83,47 +83,6 @@ fn armored_iter<'a, R: BufRead + 'a>(input: R) -> Result<Keys<'a>, KeyError> {
     let options = DearmorOptions::new().set_limit(ARMOR_HEADER_LIMIT);
     let (iter, _headers) = SignedPublicKey::from_armor_many_buf_with_options(input, options).map_err(unreadable)?;
     Ok(Box::new(iter.map(|r| r.map(ParsedKey).map_err(unreadable))))
-}
-
-/// Reads a keyring (armored or binary, detected from the first byte) key by
-/// key, with bounded memory whatever its size: for `keyreg --import` of
-/// large flat files. Each item is one key or the reason it could not be
-/// read; reading goes on after a bad key. Armored input must start with the
-/// armor line (leading prose is not skipped).
-pub fn read_keyring<'a, R: BufRead + 'a>(mut input: R) -> Result<Keys<'a>, KeyError> {
-    let first = match input.fill_buf() {
-        Ok(buf) => buf.first().copied(),
-        Err(err) => return Err(unreadable(err)),
-    };
-    let Some(first) = first else {
-        return Err(KeyError::NoKey);
-    };
-    let inner = if first & 0x80 != 0 {
-        binary_iter(input)?
-    } else {
-        guarded(|| armored_iter(input))?
-    };
-    Ok(Box::new(PanicFreeIter { inner: Some(inner) }))
-}
-
-/// Iterator adaptor that ends (after one error item) if the inner iterator
-/// panics.
-struct PanicFreeIter<'a> {
-    inner: Option<Keys<'a>>,
-}
-
-impl Iterator for PanicFreeIter<'_> {
-    type Item = Result<ParsedKey, KeyError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let inner = self.inner.as_mut()?;
-        match guarded(|| Ok(inner.next())) {
-            Ok(item) => item,
-            Err(err) => {
-                self.inner = None;
-                Some(Err(err))
-            }
-        }
-    }
 }
 
 /// A revocation certificate (`gpg --gen-revoke`): an armored public key

@@ -62,8 +62,20 @@ pub struct Names {
 }
 
 impl Names {
-    /// The names of `update`.
+    /// The names of `update`, reading the keys it carries.
     pub fn of(update: &Update, policy: &KeyPolicy) -> Names {
+        let fields = update.fields();
+        let keys: Vec<CheckedKey> = [&fields.key, &fields.old_key]
+            .into_iter()
+            .flatten()
+            .filter_map(|block| checked_key(block, policy))
+            .collect();
+        Names::with_keys(update, &keys.iter().collect::<Vec<_>>())
+    }
+
+    /// The names of `update`, whose keys, checked, are `keys` (a local
+    /// update: its key was checked when the request was).
+    pub fn with_keys(update: &Update, keys: &[&CheckedKey]) -> Names {
         let fields = update.fields();
         let mut names = Names::default();
         names.fingerprints.push(fields.fingerprint.clone());
@@ -71,10 +83,8 @@ impl Names {
         for list in [&fields.claims, &fields.transfers, &fields.releases] {
             names.emails.extend(list.iter().cloned());
         }
-        for block in [&fields.key, &fields.old_key].into_iter().flatten() {
-            if let Some(key) = checked_key(block, policy) {
-                names.emails.extend(key.emails().iter().cloned());
-            }
+        for key in keys {
+            names.emails.extend(key.emails().iter().cloned());
         }
         names.fingerprints.sort();
         names.fingerprints.dedup();

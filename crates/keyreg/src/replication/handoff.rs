@@ -54,6 +54,11 @@ impl Outbound {
         Ok(queue)
     }
 
+    /// The queue's directory, for error messages.
+    pub fn dir(&self) -> &Path {
+        self.tmp.parent().unwrap_or(&self.tmp)
+    }
+
     /// Writes `update` to `tmp/`, fsynced (inside its write window).
     pub fn stage(&self, update: &Update) -> io::Result<()> {
         let path = self.tmp.join(update.id());

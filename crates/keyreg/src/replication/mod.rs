@@ -25,10 +25,10 @@ use ripem_core::config::Config;
 use ripem_core::record::Record;
 use ripem_core::types::{Email, Fingerprint, Query};
 use ripem_keydb::KeyDb;
-use ripem_openpgp::KeyPolicy;
+use ripem_openpgp::{CheckedKey, KeyPolicy};
 use ripem_update::{Clock, Fields, Kind, Update};
 
-use crate::request::{AddressOutcome, Candidate, KeyOutcome, SignedOutcome};
+use crate::request::{AddressOutcome, KeyOutcome, SignedOutcome};
 use apply::{apply_update, Names, RejectList};
 
 /// This server's part in the network of servers.
@@ -106,11 +106,13 @@ impl Replication {
     }
 
     /// Records a local registration's or merge's update, if `outcome`
-    /// changed anything. `time` is the clock's time the key was applied at.
+    /// changed anything. `time` is the clock's time the key was applied
+    /// at; `offered` the key applied as it was checked (none for a
+    /// revocation certificate: the update carries the revoked key).
     pub fn key_update<D: KeyDb>(
         &self,
         db: &mut D,
-        candidate: &Candidate,
+        offered: Option<&CheckedKey>,
         outcome: &KeyOutcome,
         time: u64,
         policy: &KeyPolicy,
@@ -131,9 +133,9 @@ impl Replication {
             .collect();
         // The offered key as it was checked; a revocation certificate is
         // carried as the key it revoked, with the revocation.
-        let key = match candidate {
-            Candidate::Key(key) => key.to_armored().trim_end().to_string(),
-            _ => match db.record(&Query::Fingerprint(fingerprint.clone()))? {
+        let key = match offered {
+            Some(key) => key.to_armored().trim_end().to_string(),
+            None => match db.record(&Query::Fingerprint(fingerprint.clone()))? {
                 Some(Record { key_armor, .. }) => key_armor,
                 None => return Ok(None),
             },
@@ -148,7 +150,7 @@ impl Replication {
             key: Some(key),
             ..self.fields(Kind::Register, fingerprint.clone(), time)
         };
-        self.record_local(db, fields, policy)
+        self.record_local(db, fields, offered, policy)
     }
 
     /// Records a local change's or removal's update, if it was applied.
@@ -165,7 +167,7 @@ impl Replication {
                 key: Some(key.to_armored().trim_end().to_string()),
                 ..self.fields(Kind::Merge, key.fingerprint().clone(), time)
             };
-            return self.record_local(db, fields, policy);
+            return self.record_local(db, fields, Some(key), policy);
         }
         let Some(effect) = &outcome.effect else {
             return Ok(None);
@@ -190,7 +192,7 @@ impl Replication {
             request: Some(effect.part.clone()),
             ..self.fields(kind, fingerprint, time)
         };
-        self.record_local(db, fields, policy)
+        self.record_local(db, fields, None, policy)
     }
 
     fn fields(&self, kind: Kind, fingerprint: Fingerprint, time_ms: u64) -> Fields {
@@ -209,10 +211,13 @@ impl Replication {
         }
     }
 
+    /// Records a local update; `checked` is its key when the request's
+    /// own check already read it (else the update's keys are read again).
     fn record_local<D: KeyDb>(
         &self,
         db: &mut D,
         fields: Fields,
+        checked: Option<&CheckedKey>,
         policy: &KeyPolicy,
     ) -> Result<Option<Update>, D::Error> {
         // A request too large for an update (over 1 MiB) was applied here
@@ -220,7 +225,11 @@ impl Replication {
         let Ok(update) = Update::new(fields) else {
             return Ok(None);
         };
-        log::record(db, &update, &Names::of(&update, policy))?;
+        let names = match checked {
+            Some(key) => Names::with_keys(&update, &[key]),
+            None => Names::of(&update, policy),
+        };
+        log::record(db, &update, &names)?;
         Ok(Some(update))
     }
 

@@ -69,7 +69,7 @@ impl Server {
             .expect("apply");
         let update = self
             .replication
-            .key_update(&mut self.db, &candidate, &outcome, time, &self.policy)
+            .key_update(&mut self.db, Some(&holder.key), &outcome, time, &self.policy)
             .expect("record")?;
         log::set_sender(&mut self.db, update.id(), sender).expect("sender");
         Some(update)
