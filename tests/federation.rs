@@ -5,152 +5,20 @@
 //! the effect of every accepted request.
 
 mod common;
+#[path = "common/federation.rs"]
+mod federation;
 #[path = "common/sync.rs"]
 mod sync;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use sync::Node;
-
-/// One server: its keysync node and its keyreg daemon.
-struct Member {
-    node: Node,
-    keyreg: Option<Child>,
-}
-
-impl Member {
-    fn new(name: &str) -> Member {
-        Member {
-            node: Node::new(name),
-            keyreg: None,
-        }
-    }
-
-    fn server(&self) -> &Server {
-        &self.node.server
-    }
-
-    fn start(&mut self) {
-        self.node.start();
-        self.start_keyreg();
-    }
-
-    fn start_keyreg(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.server().path("keyreg.log"))
-            .unwrap();
-        let child = Command::new(bin("keyreg"))
-            .arg("--config")
-            .arg(&self.server().config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.keyreg = Some(child);
-    }
-
-    fn crash_keyreg(&mut self) {
-        if let Some(mut child) = self.keyreg.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn logs(&self) -> String {
-        let keyreg = std::fs::read_to_string(self.server().path("keyreg.log")).unwrap_or_default();
-        format!(
-            "--- {} keysync:\n{}\n--- keyreg:\n{keyreg}",
-            self.node.name,
-            self.node.log()
-        )
-    }
-
-    /// The flat keyring without its date line.
-    fn flat(&self) -> String {
-        let run = self.server().run("db2flat", &[], b"");
-        assert_eq!(run.code, 0, "db2flat: {}", run.stderr);
-        let text = std::fs::read_to_string(self.server().path("pub/pubkeys.txt")).unwrap();
-        text.lines()
-            .filter(|line| !line.starts_with("# Created on"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn mail(&self, queue: &str, message: &[u8]) {
-        self.server().mail(queue, message);
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.crash_keyreg();
-        self.node.crash();
-    }
-}
-
-/// Links each member to the ones `edges` names (both ways).
-fn link(members: &mut [Member], edges: &[(usize, usize)], extra: &[&str]) {
-    let nodes: Vec<(String, u16, String)> = members
-        .iter()
-        .map(|m| (m.node.name.clone(), m.node.port, m.node.pin.clone()))
-        .collect();
-    for (index, member) in members.iter_mut().enumerate() {
-        let mut text = format!("{}\n", extra.get(index).copied().unwrap_or(""));
-        let peers = edges.iter().filter_map(|&(a, b)| match index {
-            _ if a == index => Some(b),
-            _ if b == index => Some(a),
-            _ => None,
-        });
-        for (priority, peer) in peers.enumerate() {
-            let (name, port, pin) = &nodes[peer];
-            text.push_str(&format!(
-                "[[sync.peer]]\nname = \"{name}\"\naddress = \"127.0.0.1:{port}\"\npin = \"{pin}\"\npriority = {priority}\n"
-            ));
-        }
-        let base = std::fs::read_to_string(&member.server().config).unwrap();
-        let base = base.split("\n[[sync.peer]]").next().unwrap().to_string();
-        std::fs::write(&member.server().config, format!("{base}\n{text}")).unwrap();
-    }
-}
-
-/// Waits until every member's flat keyring is the same and holds each of
-/// `present` and none of `absent`; the common keyring.
-fn converge(members: &[Member], present: &[&str], absent: &[&str], within: Duration) -> String {
-    let started = Instant::now();
-    loop {
-        let flats: Vec<String> = members.iter().map(Member::flat).collect();
-        let same = flats.iter().all(|flat| *flat == flats[0]);
-        let complete = present.iter().all(|p| flats[0].contains(p)) && !absent.iter().any(|a| flats[0].contains(a));
-        if same && complete {
-            return flats[0].clone();
-        }
-        if started.elapsed() > within {
-            let logs: Vec<String> = members.iter().map(Member::logs).collect();
-            panic!(
-                "no convergence in {within:?} (same: {same}, complete: {complete}):\n{}\n{}",
-                flats.join("\n=====\n"),
-                logs.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
+use federation::{converge, link, register, Member};
 
 fn owner_in(flat: &str, address: &str) -> Option<String> {
     flat.split("\n\n")
         .find(|record| record.lines().any(|l| l == format!("User: {address}")))
         .and_then(record_fingerprint)
-}
-
-fn register(member: &Member, gpg: &Gpg, from: &str, user_id: &str) -> String {
-    let key = gpg.key(user_id, "ed25519");
-    member.mail("add", &plain_mail(from, &key));
-    let email = user_id.rsplit_once('<').unwrap().1.trim_end_matches('>');
-    gpg.fingerprint(email)
 }
 
 /// A PGP/MIME change request from `old_fpr` to the key `new_armored`.

@@ -253,7 +253,7 @@ fn connections_without_a_pinned_certificate_get_nothing_in() {
 fn a_peer_s_bad_messages_get_error_and_nothing_is_stored() {
     let mut a = Node::new("a");
     let evil = Node::new("evil");
-    a.set_peers(&[&evil], "max_message_bytes = 4096");
+    a.set_peers(&[&evil], "max_message_bytes = 32768");
     a.start();
     let hello = kx("e001", "HELO", &["1.0"]);
 
@@ -303,20 +303,27 @@ fn a_peer_s_bad_messages_get_error_and_nothing_is_stored() {
     assert_eq!(a.stored(), [held]);
     drop(client);
 
-    // A malformed message, then one over max_message_bytes.
-    for bad in [
-        kx("e004", "STEAL", &[]),
-        kx("e005", "IHAVE", &["NOTIFY", &"x".repeat(5000)]),
+    // A malformed message, one over max_message_bytes, a junk
+    // reconciliation message and a GETID of what is not an id.
+    for (bad, why) in [
+        (kx("e004", "STEAL", &[]), "501"),
+        (kx("e005", "IHAVE", &["NOTIFY", &"x".repeat(40000)]), "501"),
+        (
+            kx("e006", "RECON", &["BEGIN", "c / junk", "end 0"]),
+            "501 reconciliation: reconciliation message line 1",
+        ),
+        (kx("e007", "GETID", &["not-an-id"]), "501 bad id"),
     ] {
         let mut client = Client::connect(&evil, a.port);
         client.send(&hello);
         assert!(client.until("HELO").is_some());
         client.send(&bad);
         let error = client.until("ERROR").map(|_| client.until(".").unwrap_or_default());
-        assert!(format!("{error:?}").contains("501"), "{error:?}");
+        let error = error.unwrap_or_default().join(" ");
+        assert!(error.contains(why), "{error:?}");
     }
     assert!(
-        wait_for(LIMIT, || a.log().matches("disconnected from evil").count() >= 3),
+        wait_for(LIMIT, || a.log().matches("disconnected from evil").count() >= 5),
         "{}",
         a.log()
     );

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ripem_bench::corpus::{self, Mix};
-use ripem_bench::{load, noop, run, sks};
+use ripem_bench::{load, noop, recon, run, sks};
 
 /// Benchmarks for ripem-keyserver.
 #[derive(Parser)]
@@ -109,6 +109,9 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Repair by reconciliation between two keysync daemons: bytes at the
+    /// socket and seconds, beside what LIST 1- costs.
+    Recon(ReconShape),
     /// Run a program; print its time and peak RSS last on stdout.
     Measure {
         /// The program.
@@ -117,6 +120,22 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct ReconShape {
+    /// Shared updates (repeatable).
+    #[arg(long = "n", default_values_t = [10_000u64, 100_000])]
+    sizes: Vec<u64>,
+    /// Differing updates (repeatable).
+    #[arg(long = "k", default_values_t = [80u64])]
+    differences: Vec<u64>,
+    /// Directory of the workspace's programs (keysync, ripem-keygen).
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Scratch directory (emptied first).
+    #[arg(long, default_value = "target/bench-recon")]
+    work_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -242,5 +261,15 @@ fn main() -> Result<()> {
             seconds,
         } => noop::serve(listen, reply_size, Duration::from_secs(seconds)).map(|_| ()),
         Command::Measure { program, args } => run::measure(&program, &args),
+        Command::Recon(shape) => {
+            println!("{}", recon::HEADER);
+            for &n in &shape.sizes {
+                for &k in &shape.differences {
+                    let row = recon::run(&shape.bin_dir, &shape.work_dir, n, k)?;
+                    println!("{}", row.line());
+                }
+            }
+            Ok(())
+        }
     }
 }

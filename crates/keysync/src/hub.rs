@@ -10,6 +10,11 @@
 //! every connected peer but the one it came from. At most one connection
 //! per peer is kept: when both sides dial, the connection dialled by the
 //! lower server id stays, which both sides decide alike.
+//!
+//! The hub also keeps the [`Summary`] of the stored ids that
+//! reconciliation compares: built from the store at start, grown by each
+//! append under the same lock, never saved, so it is never out of step
+//! with the store, even after a crash.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ripem_core::config::{CertPin, Config, SyncConfig};
 use ripem_core::spool::{QueueName, Spool};
 use ripem_openpgp::KeyPolicy;
+use ripem_reconcile::{Id, Summary};
 use tokio::sync::{watch, Notify};
 
 use crate::error::SyncError;
@@ -34,6 +40,23 @@ pub struct PeerStatus {
     pub their_high: u64,
     /// How far theirs have been fetched.
     pub fetched: u64,
+    /// The last reconciliation with the peer (this run).
+    pub recon: Option<ReconRecord>,
+}
+
+/// What the last reconciliation with a peer found and cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconRecord {
+    /// When it ended, Unix seconds.
+    pub at: u64,
+    /// Ids the peer held and we lacked.
+    pub lacked: u64,
+    /// Ids we held and the peer lacked.
+    pub they_lacked: u64,
+    /// KX bytes of the session and of the fetches by id, both ways.
+    pub bytes: u64,
+    /// From the first message until what we lacked was stored.
+    pub millis: u64,
 }
 
 struct Live {
@@ -49,6 +72,9 @@ struct Inner {
     sources: HashMap<u64, String>,
     live: HashMap<String, Live>,
     their_high: BTreeMap<String, u64>,
+    /// The ids in the store.
+    summary: Summary,
+    recons: BTreeMap<String, ReconRecord>,
     /// The book changed since it was last saved.
     dirty: bool,
 }
@@ -96,6 +122,10 @@ impl Hub {
     /// updates go. Hands keyreg whatever a crash left undelivered.
     pub fn new(store: Store, book: PeerBook, spool: Spool, config: &Config) -> Result<Arc<Hub>, SyncError> {
         let newest = watch::Sender::new(store.max_seq());
+        let summary = Summary::from_ids((1..=store.max_seq()).filter_map(|seq| {
+            let entry = store.entry(seq)?;
+            Id::parse_hex(&entry.id).ok()
+        }));
         let hub = Arc::new(Hub {
             inner: Mutex::new(Inner {
                 store,
@@ -103,6 +133,8 @@ impl Hub {
                 sources: HashMap::new(),
                 live: HashMap::new(),
                 their_high: BTreeMap::new(),
+                summary,
+                recons: BTreeMap::new(),
                 dirty: false,
             }),
             spool,
@@ -158,6 +190,9 @@ impl Hub {
         let Some(seq) = inner.store.append(bytes, meta, from.is_none())? else {
             return Ok(None);
         };
+        if let Some(id) = inner.store.entry(seq).and_then(|entry| Id::parse_hex(&entry.id).ok()) {
+            inner.summary.insert(id);
+        }
         if let Some(peer) = from {
             inner.sources.insert(seq, peer.to_string());
         }
@@ -174,6 +209,28 @@ impl Hub {
     /// True if an update with this id is stored.
     pub fn has(&self, id: &str) -> bool {
         self.lock().store.seq_of(id).is_some()
+    }
+
+    /// The sequence number of the update with this id, if stored.
+    pub fn seq_of(&self, id: &str) -> Option<u64> {
+        self.lock().store.seq_of(id)
+    }
+
+    /// Runs `f` on the summary of the stored ids (under the lock, so
+    /// briefly: one reconciliation message).
+    pub fn with_summary<T>(&self, f: impl FnOnce(&Summary) -> T) -> T {
+        f(&self.lock().summary)
+    }
+
+    /// Records the last reconciliation with `peer`.
+    pub fn record_recon(&self, peer: &str, record: ReconRecord) {
+        self.lock().recons.insert(peer.to_string(), record);
+    }
+
+    /// How far `peer` has been fetched, or `None` if the book has no
+    /// record of it (a fresh server, or a lost `sync/peers.state`).
+    pub fn fetched_record(&self, peer: &str) -> Option<u64> {
+        self.lock().book.fetched.get(peer).copied()
     }
 
     /// The highest sequence number stored.
@@ -312,6 +369,7 @@ impl Hub {
                     connected: inner.live.contains_key(&peer.name),
                     their_high: inner.their_high.get(&peer.name).copied().unwrap_or(0),
                     fetched: inner.book.fetched(&peer.name),
+                    recon: inner.recons.get(&peer.name).copied(),
                 };
                 (peer.name.clone(), status)
             })

@@ -9,10 +9,13 @@
 //! through `spool/sync/` and announced to the other peers ([`hub`]).
 //! [`peers`] remembers how far each peer has been fetched, [`daemon`] runs
 //! the listeners, the dialers and the signals, [`status`] is what
-//! `keysync --status` reads. Rules: an update is fsynced in the store
-//! before it is announced or handed on, and a peer's position advances
-//! only after what it names is stored, so a crash re-fetches and never
-//! skips.
+//! `keysync --status` reads. Each connection also reconciles the two
+//! stores' sets of ids (`RECON`, then `GETID` for what is missing; the
+//! session's `recon` submodule, over `ripem_reconcile`), which is how a
+//! restored, fresh or bookkeeping-less server recovers. Rules: an update
+//! is fsynced in the store before it is announced or handed on, and a
+//! peer's position advances only after what it names is stored, so a
+//! crash re-fetches and never skips.
 
 pub mod daemon;
 pub mod error;

@@ -20,6 +20,12 @@
 //! [`MAX_QUEUED`] messages' worth of our answers pile up (it does not
 //! read), one that sends faster than [`RATE`] messages a second beyond a
 //! burst, and one that announces more than [`MAX_PENDING`] updates ahead.
+//!
+//! Reconciliation (`RECON`, `GETID`) is the `recon` submodule's: it runs
+//! on connect and every `reconcile_interval_s`, and the first `LIST` of a
+//! connection waits for it.
+
+mod recon;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,6 +165,7 @@ pub struct Session {
     listed_at: Option<u64>,
     get: Option<Outstanding>,
     announced: u64,
+    recon: recon::Recon,
 }
 
 /// Parses `<seq> <fingerprint> <id>`.
@@ -183,8 +190,9 @@ fn parse_range(text: &str, max: u64) -> Option<(u64, u64)> {
 }
 
 impl Session {
-    fn new(hub: Arc<Hub>, peer: &str, out: Out) -> Session {
+    fn new(hub: Arc<Hub>, peer: &str, out: Out, dialled_by_us: bool) -> Session {
         let fetched = hub.fetched(peer);
+        let recon = recon::Recon::new(dialled_by_us, hub.config().max_message_bytes);
         Session {
             hub,
             peer: peer.to_string(),
@@ -197,6 +205,7 @@ impl Session {
             listed_at: None,
             get: None,
             announced: 0,
+            recon,
         }
     }
 
@@ -255,9 +264,12 @@ impl Session {
             Command::List => self.on_list(&message),
             Command::GetUpdate => self.on_getupdate(&message),
             Command::Update => self.on_update(&message),
+            Command::Recon => self.on_recon(&message),
+            Command::GetId => self.on_getid(&message),
             Command::Error => self.on_error(&message),
             Command::Close => return Ok(false),
         }?;
+        self.recon_request(message.command)?;
         self.advance()?;
         self.request()?;
         Ok(true)
@@ -361,6 +373,9 @@ impl Session {
                     .refuse(&message.tag, 501, "UPDATE needs a tag, an entry and text".into()))
             }
         };
+        if self.recon.asked(tag) {
+            return self.on_recon_update(message, entry, text);
+        }
         let parsed = parse_entry(entry);
         let requested = match (&self.get, &parsed) {
             (Some(get), Some((seq, _, _))) => get.tag == *tag && get.seqs.contains(seq),
@@ -423,7 +438,8 @@ impl Session {
         let about_request = match (&self.get, message.lines.first()) {
             (Some(get), Some(tag)) => &get.tag == tag,
             _ => false,
-        } || self.list.as_ref() == message.lines.first();
+        } || self.list.as_ref() == message.lines.first()
+            || message.lines.first().is_some_and(|tag| self.recon.asked(tag));
         if about_request {
             return Err(SessionError::Peer(text));
         }
@@ -450,7 +466,7 @@ impl Session {
     /// Asks for what is missing: a gap with LIST, unseen ids with GETUPDATE.
     fn request(&mut self) -> Result<(), SessionError> {
         let gap = (self.pending.len() as u64) < self.known_high - self.fetched;
-        if gap && self.list.is_none() && self.listed_at != Some(self.fetched) {
+        if gap && self.list.is_none() && self.listed_at != Some(self.fetched) && !self.recon.holds_list() {
             let range = format!("{}-", self.fetched + 1);
             self.list = Some(self.out.send(Command::List, &[range])?);
             self.listed_at = Some(self.fetched);
@@ -552,7 +568,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
         prefix: if dialled_by_us { 'd' } else { 'a' },
         next_tag: 0,
     };
-    let mut session = Session::new(Arc::clone(&hub), &peer, out);
+    let mut session = Session::new(Arc::clone(&hub), &peer, out, dialled_by_us);
+    let every = hub.config().reconcile_interval;
+    let mut reconcile = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut newest = hub.subscribe();
     let mut config = hub.watch_config();
     let mut bucket = Bucket {
@@ -586,6 +604,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
                     let seq = *newest.borrow_and_update();
                     session.announce(seq)?;
                 }
+                _ = reconcile.tick() => session.recon_due()?,
                 Ok(()) = config.changed() => {
                     let gone = !config.borrow_and_update().peers.iter().any(|p| p.name == peer && p.pin == registration.pin);
                     if gone {

@@ -2,7 +2,9 @@
 //!
 //! `sync/status` is rewritten atomically every second: a `keysync <pid>
 //! <unix seconds> <our highest seq>` line, then `peer <name>
-//! <connected|disconnected> <their highest seen> <fetched>` lines. A file
+//! <connected|disconnected> <their highest seen> <fetched>` lines, each
+//! followed by the last reconciliation with the peer, `<unix seconds>
+//! <missing here> <missing there> <bytes> <milliseconds>`, or `-`. A file
 //! whose pid is gone means no daemon runs, one older than a few seconds
 //! a daemon that is hung or stopped; `--status` says so, shows every peer
 //! as disconnected, and what the file last said otherwise.
@@ -26,8 +28,12 @@ pub fn write(path: &Path, peers: &[(String, PeerStatus)], ours: u64, running: bo
     let mut text = format!("keysync {pid} {now} {ours}\n");
     for (name, status) in peers {
         let state = if status.connected { "connected" } else { "disconnected" };
+        let recon = status.recon.map_or_else(
+            || "-".to_string(),
+            |r| format!("{} {} {} {} {}", r.at, r.lacked, r.they_lacked, r.bytes, r.millis),
+        );
         text.push_str(&format!(
-            "peer {name} {state} {} {}\n",
+            "peer {name} {state} {} {} {recon}\n",
             status.their_high, status.fetched
         ));
     }
@@ -72,11 +78,27 @@ pub fn report(path: &Path, queue: usize, spool: usize) -> Result<Vec<String>, Sy
     let mut out = Vec::new();
     for line in lines {
         let words: Vec<&str> = line.split(' ').collect();
-        let ["peer", name, state, theirs, fetched] = words.as_slice() else {
+        let ["peer", name, state, theirs, fetched, recon @ ..] = words.as_slice() else {
             return Err(damaged());
         };
         let state = if stale { "disconnected" } else { state };
-        out.push(format!("{name} {state} ours {ours} theirs {theirs} fetched {fetched}"));
+        let recon = match recon {
+            ["-"] => "not reconciled yet".to_string(),
+            [at, lacked, they_lacked, bytes, millis] => {
+                let at: u64 = at.parse().map_err(|_| damaged())?;
+                let millis: u64 = millis.parse().map_err(|_| damaged())?;
+                format!(
+                    "reconciled {}s ago: {lacked} missing here, {they_lacked} there, {bytes} bytes, {}.{:03} s",
+                    now.saturating_sub(at),
+                    millis / 1000,
+                    millis % 1000
+                )
+            }
+            _ => return Err(damaged()),
+        };
+        out.push(format!(
+            "{name} {state} ours {ours} theirs {theirs} fetched {fetched}; {recon}"
+        ));
     }
     let age = now.saturating_sub(at);
     let daemon = if !alive {

@@ -28,6 +28,12 @@ pub enum Command {
     GetUpdate,
     /// The GETUPDATE's tag, the `<seq> <fingerprint> <id>` line, the text.
     Update,
+    /// A reconciliation message: `BEGIN` or `NEXT` (from the side that
+    /// opened the session) or the tag of the `RECON` it answers, then the
+    /// message's lines.
+    Recon,
+    /// Update ids, answered with an `UPDATE` each.
+    GetId,
     /// Tag, code, text.
     Error,
     /// Goodbye.
@@ -35,12 +41,14 @@ pub enum Command {
 }
 
 impl Command {
-    const NAMES: [(Command, &'static str); 7] = [
+    const NAMES: [(Command, &'static str); 9] = [
         (Command::Helo, "HELO"),
         (Command::Ihave, "IHAVE"),
         (Command::List, "LIST"),
         (Command::GetUpdate, "GETUPDATE"),
         (Command::Update, "UPDATE"),
+        (Command::Recon, "RECON"),
+        (Command::GetId, "GETID"),
         (Command::Error, "ERROR"),
         (Command::Close, "CLOSE"),
     ];
@@ -166,6 +174,22 @@ fn truncate(text: &str) -> String {
     text.chars().take(40).collect()
 }
 
+/// The bytes [`encode`] makes of a message, without making them.
+pub fn encoded_len<S: AsRef<str>>(tag: &str, command: Command, lines: &[S]) -> u64 {
+    let data: usize = lines
+        .iter()
+        .map(|line| line.as_ref().len() + 2 + usize::from(line.as_ref().starts_with('.')))
+        .sum();
+    (tag.len() + 2 + command.to_string().len() + 2 + data + 3) as u64
+}
+
+impl Message {
+    /// Its size on the wire.
+    pub fn wire_len(&self) -> u64 {
+        encoded_len(&self.tag, self.command, &self.lines)
+    }
+}
+
 /// Encodes a message, dot-stuffing its data lines.
 pub fn encode<S: AsRef<str>>(tag: &str, command: Command, lines: &[S]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + lines.iter().map(|l| l.as_ref().len() + 3).sum::<usize>());
@@ -203,6 +227,7 @@ mod tests {
         assert_eq!(message.tag, "a001");
         assert_eq!(message.command, Command::Ihave);
         assert_eq!(message.lines, lines);
+        assert_eq!(message.wire_len(), bytes.len() as u64);
         assert!(parse(b"", 100).await.unwrap().is_none());
     }
 
