@@ -82,8 +82,17 @@ fn two_servers_with_updates_on_both_sides_and_one_restored_from_an_old_copy_conv
     let bob = register(&members[1], &gpg, "bob@example.org", "Bob <bob@example.org>");
     converge(&members, &[&alice, &bob], &[], LIMIT);
     for member in &members {
+        // The status file is rewritten every second: wait for it.
+        let started = std::time::Instant::now();
+        let status = loop {
+            let status = member.node.status();
+            let done = reconciled(member) >= 1 && status.contains("missing here");
+            if done || started.elapsed() > LIMIT {
+                break status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
         assert!(reconciled(member) >= 1, "{}", member.logs());
-        let status = member.node.status();
         assert!(
             status.contains("reconciled") && status.contains("missing here"),
             "{status}"
