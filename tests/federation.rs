@@ -66,21 +66,7 @@ fn a_mesh_converges_through_crashes_hangs_changes_and_removals() {
 
     // Alice changes her key at c (PGP/MIME), Carol removes hers at a.
     next_second();
-    let made = gpg.run(
-        &[
-            "--quick-gen-key",
-            "Alice <alice@new.example.org>",
-            "ed25519",
-            "sign",
-            "never",
-        ],
-        b"",
-    );
-    assert_eq!(made.code, 0, "{}", made.stderr);
-    let successor = gpg.fingerprint("alice@new.example.org");
-    let added = gpg.run(&["--quick-add-uid", &successor, "Alice <alice@example.org>"], b"");
-    assert_eq!(added.code, 0, "{}", added.stderr);
-    let armored = gpg.run(&["--armor", "--export", &successor], b"").stdout;
+    let (successor, armored) = alice_successor(&gpg);
     members[2].mail("change", &pgp_mime_change(&gpg, &alice, &armored));
     let removal = clearsign(&gpg, &carol, "RemoveKey\n");
     members[0].mail("remove", &mail_to("remove", "carol@example.org", &removal));

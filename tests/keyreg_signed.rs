@@ -26,31 +26,11 @@ fn fingerprint_of(server: &Server, keyserv: &Keyserv, who: &str) -> Option<Strin
     record_fingerprint(&keyserv.lookup(who))
 }
 
-/// Alice's new key: keeps alice@example.org, adds alice@new.example.org.
-fn new_key(gpg: &Gpg) -> (String, String) {
-    let made = gpg.run(
-        &[
-            "--quick-gen-key",
-            "Alice <alice@new.example.org>",
-            "ed25519",
-            "sign",
-            "never",
-        ],
-        b"",
-    );
-    assert_eq!(made.code, 0, "{}", made.stderr);
-    let fpr = gpg.fingerprint("alice@new.example.org");
-    let added = gpg.run(&["--quick-add-uid", &fpr, "Alice <alice@example.org>"], b"");
-    assert_eq!(added.code, 0, "{}", added.stderr);
-    let armored = gpg.run(&["--armor", "--export", &fpr], b"").stdout;
-    (fpr, armored)
-}
-
 #[test]
 fn change_by_cleartext_inline_and_pgp_mime() {
     for encoding in ["cleartext", "inline", "pgp/mime"] {
         let (server, gpg, old_fpr) = with_alice("ed25519");
-        let (new_fpr, new_armored) = new_key(&gpg);
+        let (new_fpr, new_armored) = alice_successor(&gpg);
         next_second();
         let text = format!("ChangeKey\nPlease switch to my new key.\n\n{new_armored}");
         let message = match encoding {

@@ -459,3 +459,23 @@ pub fn send_signal(pid: &str, signal: &str) {
         .unwrap();
     assert!(sent.success(), "kill -{signal} {pid}");
 }
+
+/// Alice's new key: keeps alice@example.org, adds alice@new.example.org.
+pub fn alice_successor(gpg: &Gpg) -> (String, String) {
+    let made = gpg.run(
+        &[
+            "--quick-gen-key",
+            "Alice <alice@new.example.org>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        b"",
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let fpr = gpg.fingerprint("alice@new.example.org");
+    let added = gpg.run(&["--quick-add-uid", &fpr, "Alice <alice@example.org>"], b"");
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let armored = gpg.run(&["--armor", "--export", &fpr], b"").stdout;
+    (fpr, armored)
+}

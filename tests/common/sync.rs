@@ -27,19 +27,13 @@ pub fn updates(dir: &std::path::Path, origin: &str, times: std::ops::Range<u64>)
     let block = armored.replace("\r\n", "\n").trim_end().to_string();
     times
         .map(|n| {
-            let fields = ripem_update::Fields {
-                kind: ripem_update::Kind::Register,
-                origin: origin.to_string(),
-                time_ms: 1_700_000_000_000 + n,
-                fingerprint: fingerprint.clone(),
-                old_fingerprint: None,
-                claims: Vec::new(),
-                transfers: Vec::new(),
-                releases: Vec::new(),
-                key: Some(block.clone()),
-                old_key: None,
-                request: None,
-            };
+            let mut fields = ripem_update::Fields::new(
+                ripem_update::Kind::Register,
+                origin,
+                1_700_000_000_000 + n,
+                fingerprint.clone(),
+            );
+            fields.key = Some(block.clone());
             ripem_update::Update::new(fields).unwrap().to_bytes().to_vec()
         })
         .collect()

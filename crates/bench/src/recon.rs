@@ -74,19 +74,13 @@ fn updates(bin_dir: &Path, dir: &Path, origin: &str, count: u64, first: u64) -> 
     let block = armored.replace("\r\n", "\n").trim_end().to_string();
     (first..first + count)
         .map(|n| {
-            let fields = ripem_update::Fields {
-                kind: ripem_update::Kind::Register,
-                origin: origin.to_string(),
-                time_ms: 1_700_000_000_000 + n,
-                fingerprint: fingerprint.clone(),
-                old_fingerprint: None,
-                claims: Vec::new(),
-                transfers: Vec::new(),
-                releases: Vec::new(),
-                key: Some(block.clone()),
-                old_key: None,
-                request: None,
-            };
+            let mut fields = ripem_update::Fields::new(
+                ripem_update::Kind::Register,
+                origin,
+                1_700_000_000_000 + n,
+                fingerprint.clone(),
+            );
+            fields.key = Some(block.clone());
             Ok(ripem_update::Update::new(fields)?.to_bytes().to_vec())
         })
         .collect()
