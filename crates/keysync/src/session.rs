@@ -8,7 +8,9 @@
 //! unless it came from this peer. Their announcements go into `pending`
 //! (by their sequence number); an id we hold costs a lookup, an unseen
 //! one is fetched with `GETUPDATE` (one request of at most [`GET_BATCH`]
-//! at a time), a gap is asked for with `LIST <fetched + 1>-`. Our answer
+//! at a time), a gap is asked for with `LIST <fetched + 1>-`. An unseen
+//! id under a number already counted means the peer's numbers went back
+//! (it was restored from a copy): it is fetched by id with `GETID`. Our answer
 //! to a `LIST` comes in `IHAVE`s of at most [`LIST_CHUNK`] lines, the last
 //! one shorter (empty if need be), which is how the asker knows it is
 //! complete. A received update is checked before anything else happens
@@ -293,7 +295,18 @@ impl Session {
             };
             self.hub.saw(&self.peer, seq);
             self.known_high = self.known_high.max(seq);
-            if seq <= self.fetched || self.pending.contains_key(&seq) {
+            if seq <= self.fetched {
+                // A number we have counted, naming an update we lack: the
+                // peer's numbers went back (restored from a copy). Fetch
+                // it by id rather than wait for the next reconciliation.
+                if !self.hub.has(&id) && !self.recon.want(id) {
+                    return Err(self
+                        .out
+                        .refuse(&message.tag, 500, "too many unseen updates announced".into()));
+                }
+                continue;
+            }
+            if self.pending.contains_key(&seq) {
                 continue;
             }
             if self.pending.len() >= MAX_PENDING {

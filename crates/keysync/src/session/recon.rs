@@ -33,12 +33,12 @@
 //! about 20 KiB cannot carry a whole answer to a summary, so reconciliation
 //! is off there (and sequence numbers alone are used).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ripem_reconcile::{Initiator, Limits, Message as ReconMessage, Responder};
 
-use super::{parse_entry, Session, SessionError, GET_BATCH};
+use super::{parse_entry, Session, SessionError, GET_BATCH, MAX_PENDING};
 use crate::hub::ReconRecord;
 use crate::update::is_id;
 use crate::wire::{self, Command, Message};
@@ -77,7 +77,9 @@ pub(super) struct Recon {
     opened: bool,
     running: Option<Running>,
     repair: Option<Repair>,
-    wanted: VecDeque<String>,
+    /// Ids to fetch with `GETID`: a session's findings, and unseen ids
+    /// announced under numbers already counted.
+    wanted: BTreeSet<String>,
     /// The outstanding `GETID`: its tag and the ids not yet answered.
     get: Option<(String, BTreeSet<String>)>,
     hold_list: bool,
@@ -101,7 +103,7 @@ impl Recon {
             opened: false,
             running: None,
             repair: None,
-            wanted: VecDeque::new(),
+            wanted: BTreeSet::new(),
             get: None,
             hold_list: enabled,
         }
@@ -110,6 +112,18 @@ impl Recon {
     /// Whether `LIST` must wait for the first session.
     pub(super) fn holds_list(&self) -> bool {
         self.hold_list
+    }
+
+    /// Asks for `id` with a coming `GETID`; false when too many wait.
+    pub(super) fn want(&mut self, id: String) -> bool {
+        if self.get.as_ref().is_some_and(|(_, ids)| ids.contains(&id)) {
+            return true;
+        }
+        if self.wanted.len() >= MAX_PENDING {
+            return false;
+        }
+        self.wanted.insert(id);
+        true
     }
 
     /// Whether `tag` is one of our outstanding reconciliation requests.
@@ -288,11 +302,8 @@ impl Session {
             Role::Initiator(initiator) => initiator.into_differences(),
             Role::Responder(responder) => responder.into_differences(),
         };
-        self.recon.wanted = lacks
-            .iter()
-            .map(ToString::to_string)
-            .filter(|id| !self.hub.has(id))
-            .collect();
+        let lacked = lacks.iter().map(ToString::to_string).filter(|id| !self.hub.has(id));
+        self.recon.wanted.extend(lacked);
         self.recon.repair = Some(Repair {
             high: running.high,
             started: running.started,
@@ -313,7 +324,7 @@ impl Session {
         }
         let mut batch = BTreeSet::new();
         while batch.len() < GET_BATCH {
-            let Some(id) = self.recon.wanted.pop_front() else { break };
+            let Some(id) = self.recon.wanted.pop_first() else { break };
             if !self.hub.has(&id) {
                 batch.insert(id);
             }
