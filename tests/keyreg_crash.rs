@@ -12,33 +12,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{plain_mail, rpgp_key, Gpg, Server};
-
-/// A small xorshift generator: the test needs repeatable randomness only.
-struct Random(u64);
-
-impl Random {
-    fn new() -> Random {
-        let seed = std::env::var("RIPEM_CRASH_SEED")
-            .ok()
-            .and_then(|seed| seed.parse().ok())
-            .unwrap_or_else(|| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                now.as_nanos() as u64 ^ u64::from(std::process::id())
-            });
-        eprintln!("RIPEM_CRASH_SEED={seed}");
-        Random(seed | 1)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound.max(1)
-    }
-}
+use common::{plain_mail, rpgp_key, Gpg, Random, Server};
 
 fn kills() -> usize {
     std::env::var("RIPEM_CRASH_KILLS")

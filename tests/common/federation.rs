@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{bin, plain_mail, Gpg, Server};
+use crate::common::{bin, plain_mail, send_signal, Gpg, Server};
 use crate::sync::Node;
 
 /// One server: its keysync node and its keyreg daemon.
@@ -54,6 +54,13 @@ impl Member {
         if let Some(mut child) = self.keyreg.take() {
             let _ = Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
+        }
+    }
+
+    /// Sends keyreg the signal `name` (`STOP`, `CONT`).
+    pub fn signal_keyreg(&self, name: &str) {
+        if let Some(child) = &self.keyreg {
+            send_signal(&child.id().to_string(), name);
         }
     }
 

@@ -479,3 +479,31 @@ pub fn alice_successor(gpg: &Gpg) -> (String, String) {
     let armored = gpg.run(&["--armor", "--export", &fpr], b"").stdout;
     (fpr, armored)
 }
+
+/// A small xorshift generator: the fault tests need repeatable randomness
+/// only; `RIPEM_CRASH_SEED` replays a run.
+pub struct Random(u64);
+
+impl Random {
+    /// Seeded from `RIPEM_CRASH_SEED`, or from the clock (and printed).
+    pub fn new() -> Random {
+        let seed = std::env::var("RIPEM_CRASH_SEED")
+            .ok()
+            .and_then(|seed| seed.parse().ok())
+            .unwrap_or_else(|| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                now.as_nanos() as u64 ^ u64::from(std::process::id())
+            });
+        eprintln!("RIPEM_CRASH_SEED={seed}");
+        Random(seed | 1)
+    }
+
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound.max(1)
+    }
+}
