@@ -116,7 +116,7 @@ impl LiveReader {
             self.store = None;
             self.generation = generation;
             match Gdbm::open(&self.path, OpenMode::ReaderUnlocked) {
-                Ok(db) => self.store = Some(KeyStore::reading(db, &self.path)),
+                Ok(db) => self.store = Some(KeyStore::reading_mapped(db, &self.path)),
                 Err(err) => {
                     let err = StoreError::from(err);
                     if !err.is_missing() {
