@@ -6,6 +6,10 @@
 //! held exclusively, bumping the generation. So a reader that begins a
 //! batch waits at most for that instant, sees the new generation, and
 //! reopens `keys.gdbm` by name; the handle it had stays valid until then.
+//! The handle maps the file as well ([`mapped`](super::mapped)), opened
+//! under the same shared lock, so both are the same file; lookups read the
+//! mapping, which is safe for the same reason: the file it maps is not
+//! written while a session is open on it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
