@@ -13,6 +13,9 @@
 //! answers it with a cookie (see `ripem_core::cookie`), adds that cookie
 //! to every request it sends; a cookie answer later in the run (the
 //! cookie grew old) replaces it.
+//! Which address comes next is the spec's [`Order`]: at random over the
+//! whole list (a realistic load: no small hot set that a cache would hold),
+//! or each in turn (a warm-up pass that asks for every address once).
 //! Only loopback targets are accepted, and every loop is bounded by the
 //! run's duration.
 
@@ -23,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use keyserv::udp::Batch;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use ripem_core::protocol::{self, Answer};
 
 /// What to run.
@@ -40,6 +45,17 @@ pub struct LoadSpec {
     pub duration: Duration,
     /// When an unanswered request counts as lost.
     pub timeout: Duration,
+    /// Which address is asked for next.
+    pub order: Order,
+}
+
+/// Which address the load asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Uniformly at random over every address (each socket its own stream).
+    Random,
+    /// Every address in turn, the sockets interleaved.
+    InTurn,
 }
 
 /// What a run saw.
@@ -88,6 +104,15 @@ impl LoadReport {
     /// Mean answer size in bytes.
     pub fn mean_answer(&self) -> usize {
         (self.answer_bytes / self.answered().max(1)) as usize
+    }
+
+    /// Adds a run that followed this one (same load, later): counts and
+    /// times add up.
+    pub fn then(&mut self, later: LoadReport) {
+        let elapsed = self.elapsed + later.elapsed;
+        self.add(later);
+        self.elapsed = elapsed;
+        self.latencies.sort_unstable();
     }
 
     fn add(&mut self, other: LoadReport) {
@@ -185,8 +210,9 @@ fn one_socket(spec: &LoadSpec, addresses: &[String], index: usize) -> Result<Loa
     let mut cookie = first_exchange(&socket, spec, &addresses[index % addresses.len()])?;
     report.cookies += u64::from(cookie.is_some());
     let mut batch = Batch::new(64, 65_536);
-    // This socket asks for addresses index, index + sockets, … in turn.
+    // In turn, this socket asks for addresses index, index + sockets, …
     let mut cursor = index;
+    let mut random = StdRng::seed_from_u64(index as u64 ^ u64::from(std::process::id()) << 16);
     let mut pending: HashMap<&[u8], Instant> = HashMap::with_capacity(spec.in_flight * 2);
     let mut last_expiry = Instant::now();
     let started = Instant::now();
@@ -199,7 +225,11 @@ fn one_socket(spec: &LoadSpec, addresses: &[String], index: usize) -> Result<Loa
             break;
         }
         while sending && pending.len() < spec.in_flight {
-            let address = addresses[cursor % addresses.len()].as_bytes();
+            let next = match spec.order {
+                Order::Random => random.gen_range(0..addresses.len()),
+                Order::InTurn => cursor % addresses.len(),
+            };
+            let address = addresses[next].as_bytes();
             cursor += spec.sockets;
             if pending.contains_key(address) {
                 continue;
@@ -288,6 +318,7 @@ mod tests {
             in_flight: 1,
             duration: Duration::from_millis(10),
             timeout: Duration::from_millis(10),
+            order: Order::Random,
         };
         assert!(run(&spec, Arc::new(vec!["a@x.org".into(); 4])).is_err());
     }

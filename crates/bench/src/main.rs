@@ -94,6 +94,9 @@ enum Command {
         /// Seconds to run.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Ask for the addresses in turn rather than at random.
+        #[arg(long)]
+        in_turn: bool,
         #[command(flatten)]
         load: LoadShape,
     },
@@ -239,6 +242,7 @@ fn main() -> Result<()> {
             addresses,
             source,
             seconds,
+            in_turn,
             load: shape,
         } => {
             let text =
@@ -250,6 +254,11 @@ fn main() -> Result<()> {
                 in_flight: shape.in_flight,
                 duration: Duration::from_secs(seconds),
                 timeout: Duration::from_secs(1),
+                order: if in_turn {
+                    load::Order::InTurn
+                } else {
+                    load::Order::Random
+                },
             };
             let report = load::run(&spec, Arc::new(text.lines().map(str::to_string).collect()))?;
             println!("{}", report.summary());

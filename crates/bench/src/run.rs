@@ -6,12 +6,13 @@
 //!    database, the figure with the least signature-checking cost per key;
 //!    then of the Debian keyring (real keys, heavily certified), against
 //!    SKS's rate for it.
-//! 2. Lookups against keyserv (after one pass over every address, which
-//!    fills its answer cache), with server cookies on (each load socket
-//!    makes the cookie round trip once, then sends its cookie with every
-//!    request) and then off, then the same load against the no-op
-//!    responder answering with keyserv's mean answer size: throughput,
-//!    p50/p99, and keyserv's throughput as a share of the no-op's.
+//! 2. Lookups of addresses at random over the whole corpus, against
+//!    keyserv with server cookies on (each load socket makes the cookie
+//!    round trip once, then sends its cookie with every request) and the
+//!    no-op responder answering with keyserv's mean answer size,
+//!    alternating after a warm-up pass over every address at each; then
+//!    keyserv with cookies off: throughput, p50/p99, keyserv's throughput
+//!    as a share of the no-op's, and keyserv's anonymous memory.
 //! 3. The same lookups while the keyreg daemon registers a new key sent
 //!    through copymail every 200 ms: lost requests, wrong NOTFOUND answers
 //!    (every address asked for is registered), p99.
@@ -35,7 +36,7 @@ use nix::unistd::Pid;
 use ripem_core::protocol::{self, Answer};
 
 use crate::corpus::{self, Corpus, Mix};
-use crate::load::{self, LoadReport, LoadSpec};
+use crate::load::{self, LoadReport, LoadSpec, Order};
 
 /// A real-world, heavily certified keyring: the Debian developers' keys.
 pub const REAL_WORLD_KEYRING: &str = "/usr/share/keyrings/debian-keyring.gpg";
@@ -58,15 +59,9 @@ fn keys_offered(summary: &str) -> Option<usize> {
     Some(counts.iter().sum())
 }
 
-/// keyserv's answer cache for a corpus: room for every answer (about
-/// 1.4 KB each at a million keys), at least the default 64 MB.
-fn answer_cache_mb(keys: usize) -> usize {
-    ((keys * 2048) >> 20).max(64)
-}
-
-/// How long to ask for every address once before measuring lookups, so
-/// that keyserv's answer cache is filled: a pass at 100,000 lookups per
-/// second or more, plus a second.
+/// How long to ask for every address once before measuring lookups (in
+/// turn), so that the database file is in the page cache and mapped: a
+/// pass at 100,000 lookups per second or more, plus a second.
 fn warm_up(keys: usize) -> Duration {
     Duration::from_secs(keys as u64 / 100_000 + 1)
 }
@@ -202,9 +197,8 @@ pub fn run(spec: RunSpec) -> Result<()> {
     fs::write(
         &config,
         format!(
-            "state_dir = \"{}\"\n[keyserv]\nlisten = [\"127.0.0.1:{port}\"]\nrate_limit = 0\nrate_bytes = 0\nanswer_cache_mb = {}\n[mail]\ntransport = \"file\"\nfrom = \"keyserver@bench.example.org\"\n",
+            "state_dir = \"{}\"\n[keyserv]\nlisten = [\"127.0.0.1:{port}\"]\nrate_limit = 0\nrate_bytes = 0\n[mail]\ntransport = \"file\"\nfrom = \"keyserver@bench.example.org\"\n",
             state.display(),
-            answer_cache_mb(spec.keys)
         ),
     )?;
     // The same server with cookies off, to show what checking them costs.
@@ -309,11 +303,30 @@ impl Bench {
             in_flight: self.spec.in_flight,
             duration: self.spec.duration,
             timeout: Duration::from_secs(1),
+            order: Order::Random,
         })
     }
 
     fn load(&self, target: SocketAddr) -> Result<LoadReport> {
-        load::run(&self.load_spec(target)?, Arc::clone(&self.addresses))
+        self.load_for(target, self.spec.duration)
+    }
+
+    fn load_for(&self, target: SocketAddr, duration: Duration) -> Result<LoadReport> {
+        let spec = LoadSpec {
+            duration,
+            ..self.load_spec(target)?
+        };
+        load::run(&spec, Arc::clone(&self.addresses))
+    }
+
+    /// One pass over every address, in turn, at `target`.
+    fn warm_up(&self, target: SocketAddr) -> Result<LoadReport> {
+        let spec = LoadSpec {
+            duration: warm_up(self.spec.keys),
+            order: Order::InTurn,
+            ..self.load_spec(target)?
+        };
+        load::run(&spec, Arc::clone(&self.addresses))
     }
 
     fn target(&self) -> SocketAddr {
@@ -395,37 +408,32 @@ impl Bench {
         Ok(())
     }
 
-    /// Phase 2; returns keyserv's memory at its end.
-    /// keyserv, started and asked for every address once.
-    fn start_warm_keyserv(&self) -> Result<Running> {
+    /// keyserv, started and asked for every address once; and what that
+    /// pass saw.
+    fn start_warm_keyserv(&self) -> Result<(Running, LoadReport)> {
         self.start_warm_keyserv_with(&self.config)
     }
 
-    fn start_warm_keyserv_with(&self, config: &Path) -> Result<Running> {
+    fn start_warm_keyserv_with(&self, config: &Path) -> Result<(Running, LoadReport)> {
         let keyserv = self.start_keyserv_with(config)?;
-        let spec = LoadSpec {
-            duration: warm_up(self.spec.keys),
-            ..self.load_spec(self.target())?
-        };
-        load::run(&spec, Arc::clone(&self.addresses))?;
-        Ok(keyserv)
+        let pass = self.warm_up(self.target())?;
+        Ok((keyserv, pass))
     }
 
+    /// Phase 2; returns keyserv's memory at its end. keyserv (cookies on)
+    /// and the no-op responder run side by side; after a warm-up pass over
+    /// every address at each, the random load alternates between them,
+    /// half the phase's duration at a time, twice, so both see the same
+    /// spells of a shared machine. Then keyserv with cookies off, once.
     fn lookups(&self) -> Result<Memory> {
-        let mut keyserv = self.start_warm_keyserv()?;
-        let served = self.load(self.target())?;
-        let memory = keyserv.memory();
-        keyserv.stop();
-        let mut open = self.start_warm_keyserv_with(&self.spec.work_dir.join(NO_COOKIES_CONFIG))?;
-        let uncookied = self.load(self.target())?;
-        open.stop();
-
+        let (mut keyserv, pass) = self.start_warm_keyserv()?;
         let noop_port = free_port()?;
         let noop_target = SocketAddr::from(([127, 0, 0, 1], noop_port));
-        let reply_size = served.mean_answer().to_string();
-        let seconds = (self.spec.duration.as_secs() + 5).to_string();
+        let reply_size = pass.mean_answer().to_string();
+        let lifetime = warm_up(self.spec.keys) + 2 * self.spec.duration + Duration::from_secs(10);
+        let seconds = lifetime.as_secs().to_string();
         let listen = noop_target.to_string();
-        let _noop = self.start(
+        let mut noop = self.start(
             "no-op responder",
             std::env::current_exe()?,
             &[
@@ -439,15 +447,40 @@ impl Bench {
             ],
         )?;
         wait_for_answer(noop_target)?;
-        let baseline = self.load(noop_target)?;
-        println!("\n2. UDP lookups on loopback (closed loop; every address asked for is registered)");
+        self.warm_up(noop_target)?;
+        let half = self.spec.duration / 2;
+        let (mut served, mut baseline) = (LoadReport::default(), LoadReport::default());
+        for _ in 0..2 {
+            served.then(self.load_for(self.target(), half)?);
+            baseline.then(self.load_for(noop_target, half)?);
+        }
+        let memory = keyserv.memory();
+        keyserv.stop();
+        noop.stop();
+        let (mut open, _) = self.start_warm_keyserv_with(&self.spec.work_dir.join(NO_COOKIES_CONFIG))?;
+        let uncookied = self.load(self.target())?;
+        open.stop();
+        let share = |report: &LoadReport| report.throughput() / baseline.throughput().max(1e-9);
+        println!(
+            "\n2. UDP lookups on loopback (closed loop, addresses at random over all {}; every one is registered)",
+            self.addresses.len()
+        );
         println!("   keyserv, cookies on:  {}", served.summary());
-        println!("   keyserv, cookies off: {}", uncookied.summary());
         println!("   no-op responder:      {}", baseline.summary());
         println!(
+            "   (alternating with keyserv above, {} s at a time, after a warm-up pass each)",
+            half.as_secs_f64()
+        );
+        println!("   keyserv, cookies off: {} (a later run)", uncookied.summary());
+        println!(
             "   keyserv / no-op throughput: {:.2} with cookies on, {:.2} with cookies off",
-            served.throughput() / baseline.throughput().max(1e-9),
-            uncookied.throughput() / baseline.throughput().max(1e-9)
+            share(&served),
+            share(&uncookied)
+        );
+        println!(
+            "   keyserv's anonymous memory (RssAnon) after the lookups: {} MB; resident {} MB (the rest maps the database file)",
+            memory.anonymous / 1024,
+            memory.resident / 1024
         );
         Ok(memory)
     }
@@ -459,7 +492,7 @@ impl Bench {
             .into_iter()
             .map(str::to_string)
             .collect();
-        let mut keyserv = self.start_warm_keyserv()?;
+        let (mut keyserv, _) = self.start_warm_keyserv()?;
         let config = self.config.display().to_string();
         let mut keyreg = self.start("keyreg", self.bin("keyreg"), &["--config", &config])?;
         let stop = AtomicBool::new(false);

@@ -1,9 +1,16 @@
 //! The key database: records in GDBM, and the rules that keep it whole.
 //!
 //! Layout: `key:<FINGERPRINT>` holds the record text of one key, and
-//! `user:<address>` holds the fingerprint the address belongs to, so a
-//! lookup by any address finds the whole record and a dump lists each key
-//! once. `keyid:<16 hex digits>` lists the fingerprints of the keys that
+//! `user:<address>` holds the fingerprint the address belongs to, a
+//! newline, and a copy of that record's text, so a lookup by address — what
+//! keyserv answers all day — is one fetch, and a dump still lists each key
+//! once (from the `key:` items). The copies cost disk and writes: a record
+//! is stored once more per address it has (a put writes every copy in the
+//! same window, so they never disagree; `verify` checks they match). An
+//! address entry of the earlier layout (the fingerprint alone) still
+//! reads, through the record; `keyreg --rebuild` rewrites it.
+//! keyserv reads the file through [`mapped`], GDBM's table followed in
+//! the mapped file without libgdbm's copies. `keyid:<16 hex digits>` lists the fingerprints of the keys that
 //! have a primary key or subkey with that key ID, so the key that made a
 //! signature can be found from the signature. `meta:generation` counts the
 //! write windows the file has seen. Every value carries a checksum
@@ -39,6 +46,7 @@ mod notes;
 mod applylog;
 mod live;
 mod locks;
+mod mapped;
 mod pair;
 mod repair;
 mod sort;
@@ -174,6 +182,8 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 /// handle is on the standby file.
 pub struct KeyStore {
     db: Gdbm,
+    /// The same file mapped, for keyserv's readers (see [`mapped`]).
+    table: Option<mapped::MappedTable>,
     path: PathBuf,
     writer: Option<Writer>,
 }
@@ -214,8 +224,18 @@ impl KeyStore {
     fn reading(db: Gdbm, path: &Path) -> KeyStore {
         KeyStore {
             db,
+            table: None,
             path: path.to_path_buf(),
             writer: None,
+        }
+    }
+
+    /// A reader that also maps the file for its lookups (keyserv's, under
+    /// the lock file's protocol, so the file is the one `db` has open).
+    fn reading_mapped(db: Gdbm, path: &Path) -> KeyStore {
+        KeyStore {
+            table: mapped::MappedTable::open(path),
+            ..KeyStore::reading(db, path)
         }
     }
 
@@ -259,7 +279,19 @@ impl KeyStore {
     }
 
     /// Calls `read` with the payload stored under `key`, checksum checked.
+    /// The mapped table answers when it can; a value failing its checksum
+    /// there is read again through libgdbm, which has the last word.
     fn value_with<T>(&self, key: &[u8], read: impl FnOnce(&[u8]) -> T) -> Result<Option<T>, StoreError> {
+        let probe = self.table.as_ref().map(|table| table.probe(key));
+        match probe {
+            Some(mapped::Probe::Absent) => return Ok(None),
+            Some(mapped::Probe::Found(stored)) => {
+                if let Some(payload) = value::open(stored) {
+                    return Ok(Some(read(payload)));
+                }
+            }
+            Some(mapped::Probe::Unreadable) | None => {}
+        }
         match self.db.fetch_with(key, |stored| value::open(stored).map(read))? {
             None => Ok(None),
             Some(Some(found)) => Ok(Some(found)),
@@ -290,30 +322,22 @@ impl KeyStore {
     /// The fingerprint an address is registered to.
     pub fn fingerprint_of(&self, email: &Email) -> Result<Option<Fingerprint>, StoreError> {
         let key = user_key(email);
-        let Some(value) = self.value(&key)? else {
-            return Ok(None);
-        };
-        let text = String::from_utf8_lossy(&value);
-        Fingerprint::parse(&text)
-            .map(Some)
-            .map_err(|err| self.damaged(&key, err.to_string()))
+        let owner = self.value_with(&key, |entry| {
+            let (owner, _) = split_address_entry(entry);
+            Fingerprint::parse(&String::from_utf8_lossy(owner)).map_err(|err| err.to_string())
+        })?;
+        owner.transpose().map_err(|problem| self.damaged(&key, problem))
     }
 
     /// The raw record text of the key a query names, without parsing it.
     pub fn record_text(&self, query: &Query) -> Result<Option<Vec<u8>>, StoreError> {
-        let fingerprint = match query {
-            Query::Fingerprint(fingerprint) => fingerprint.clone(),
-            Query::Email(email) => match self.fingerprint_of(email)? {
-                Some(fingerprint) => fingerprint,
-                None => return Ok(None),
-            },
-        };
-        self.value(&record_key(&fingerprint))
+        let mut text = Vec::new();
+        Ok(self.append_record(query, &mut text)?.then_some(text))
     }
 
     /// Appends the record text of the key a query names to `out`; false
-    /// if there is none. The lookup fast path: nothing is allocated but
-    /// GDBM's own copies.
+    /// if there is none. The lookup fast path: one fetch for an address
+    /// (its entry carries the record), and nothing allocated.
     pub fn append_record(&self, query: &Query, out: &mut Vec<u8>) -> Result<bool, StoreError> {
         let mut key = [0u8; 8 + 256];
         let mut found = [0u8; 80];
@@ -323,15 +347,23 @@ impl KeyStore {
                 let Some(user) = prefixed(&mut key, USER_PREFIX, email.as_str().as_bytes()) else {
                     return Ok(false);
                 };
-                let length = self.value_with(user, |value| {
-                    let length = value.len().min(found.len());
-                    found[..length].copy_from_slice(&value[..length]);
-                    length
+                let entry = self.value_with(user, |entry| match split_address_entry(entry) {
+                    (_, Some(record)) => {
+                        out.extend_from_slice(record);
+                        None
+                    }
+                    // The earlier layout: the fingerprint alone.
+                    (owner, None) => {
+                        let length = owner.len().min(found.len());
+                        found[..length].copy_from_slice(&owner[..length]);
+                        Some(length)
+                    }
                 })?;
-                let Some(length) = length else {
-                    return Ok(false);
-                };
-                &found[..length]
+                match entry {
+                    None => return Ok(false),
+                    Some(None) => return Ok(true),
+                    Some(Some(length)) => &found[..length],
+                }
             }
         };
         let mut record_key = [0u8; 88];
@@ -431,9 +463,11 @@ impl KeyStore {
                 self.release_address(user, &record.fingerprint)?;
             }
         }
-        self.write(&record_key(&record.fingerprint), record.to_text().as_bytes())?;
+        let text = record.to_text();
+        self.write(&record_key(&record.fingerprint), text.as_bytes())?;
+        let entry = address_entry(&record.fingerprint, text.as_bytes());
         for user in &record.users {
-            self.write(&user_key(user), record.fingerprint.as_str().as_bytes())?;
+            self.write(&user_key(user), &entry)?;
         }
         Ok(())
     }
@@ -495,6 +529,21 @@ impl KeyStore {
             self.write(&key, value.join(" ").as_bytes())?;
         }
         Ok(())
+    }
+}
+
+/// An address entry's payload: the owner's fingerprint, a newline, and
+/// the owner's record text.
+fn address_entry(owner: &Fingerprint, record: &[u8]) -> Vec<u8> {
+    [owner.as_str().as_bytes(), b"\n", record].concat()
+}
+
+/// An address entry's fingerprint and the record it carries (`None` in an
+/// entry of the earlier layout, the fingerprint alone).
+fn split_address_entry(entry: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match entry.iter().position(|&b| b == b'\n') {
+        Some(newline) => (&entry[..newline], Some(&entry[newline + 1..])),
+        None => (entry, None),
     }
 }
 

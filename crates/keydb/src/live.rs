@@ -6,6 +6,10 @@
 //! held exclusively, bumping the generation. So a reader that begins a
 //! batch waits at most for that instant, sees the new generation, and
 //! reopens `keys.gdbm` by name; the handle it had stays valid until then.
+//! The handle maps the file as well ([`mapped`](super::mapped)), opened
+//! under the same shared lock, so both are the same file; lookups read the
+//! mapping, which is safe for the same reason: the file it maps is not
+//! written while a session is open on it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -116,7 +120,7 @@ impl LiveReader {
             self.store = None;
             self.generation = generation;
             match Gdbm::open(&self.path, OpenMode::ReaderUnlocked) {
-                Ok(db) => self.store = Some(KeyStore::reading(db, &self.path)),
+                Ok(db) => self.store = Some(KeyStore::reading_mapped(db, &self.path)),
                 Err(err) => {
                     let err = StoreError::from(err);
                     if !err.is_missing() {

@@ -453,6 +453,7 @@ impl KeyStore {
         writer.write_state(true)?;
         Ok(KeyStore {
             db,
+            table: None,
             path: paths.standby.clone(),
             writer: Some(writer),
         })

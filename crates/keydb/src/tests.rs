@@ -334,26 +334,95 @@ fn without_a_log_a_checked_file_is_the_source() {
     assert_eq!(items_of(&fx), after);
 }
 
-#[test]
-fn a_damaged_value_is_damage_not_data() {
-    let fx = Fixture::new();
-    fill(&fx, 1);
+/// Flips one bit near the end of the value stored under `key`, in place.
+fn damage(fx: &Fixture, key: &str) {
     let mut db = Gdbm::open(&fx.db, OpenMode::WriterCreate).unwrap();
-    let key = format!("key:{:040X}", 3);
     let mut stored = db.fetch(key.as_bytes()).unwrap().unwrap();
     let last = stored.len() - 10;
     stored[last] ^= 0x01;
     db.replace(key.as_bytes(), &stored).unwrap();
-    drop(db);
+}
+
+#[test]
+fn a_damaged_value_is_damage_not_data() {
+    let fx = Fixture::new();
+    fill(&fx, 1);
+    damage(&fx, &format!("key:{:040X}", 3));
+    let by_fingerprint = Query::parse(&format!("0x{:040X}", 3)).unwrap();
+    let by_address = Query::parse("u0x3@example.org").unwrap();
     let reader = fx.reader();
-    let err = reader
-        .record(&Query::parse(&format!("0x{:040X}", 3)).unwrap())
-        .unwrap_err();
+    let err = reader.record(&by_fingerprint).unwrap_err();
     assert!(err.is_damage() && err.to_string().contains("checksum"), "{err}");
+    // The address entry's own copy is whole and checksummed: still served.
+    assert!(reader.record(&by_address).unwrap().is_some());
+    drop(reader);
+    damage(&fx, "user:u0x3@example.org");
+    let reader = fx.reader();
     let mut out = Vec::new();
-    assert!(reader
-        .append_record(&Query::parse("u0x3@example.org").unwrap(), &mut out)
-        .is_err());
+    assert!(reader.append_record(&by_address, &mut out).is_err());
+    // keyserv's reader, through the mapped table, finds the same damage.
+    let mut live = LiveReader::new(&fx.db, &fx.lock);
+    let session = live.begin(TIMEOUT).unwrap();
+    let store = session.store().unwrap();
+    assert!(store.table.is_some(), "keyserv's reader maps the file");
+    assert!(store.append_record(&by_address, &mut out).unwrap_err().is_damage());
+    assert!(store.append_record(&by_fingerprint, &mut out).unwrap_err().is_damage());
+    assert!(out.is_empty());
+    let other = Query::parse("u0x4@example.org").unwrap();
+    assert!(store.append_record(&other, &mut out).unwrap());
+    assert_eq!(out, reader.record_text(&other).unwrap().unwrap());
+    assert!(!store
+        .append_record(&Query::parse("nobody@example.org").unwrap(), &mut out)
+        .unwrap());
+}
+
+#[test]
+fn an_address_entry_of_the_earlier_layout_still_reads() {
+    let fx = Fixture::new();
+    fill(&fx, 1);
+    let text = fx
+        .reader()
+        .record_text(&Query::parse("u0x3@example.org").unwrap())
+        .unwrap();
+    let mut db = Gdbm::open(&fx.db, OpenMode::WriterCreate).unwrap();
+    db.replace(b"user:u0x3@example.org", format!("{:040X}", 3).as_bytes())
+        .unwrap();
+    drop(db);
+    let mut live = LiveReader::new(&fx.db, &fx.lock);
+    let session = live.begin(TIMEOUT).unwrap();
+    let store = session.store().unwrap();
+    let query = Query::parse("u0x3@example.org").unwrap();
+    assert_eq!(store.record_text(&query).unwrap(), text);
+    assert_eq!(
+        store
+            .fingerprint_of(&Email::parse("u0x3@example.org").unwrap())
+            .unwrap(),
+        Some(Fingerprint::parse(&format!("{:040X}", 3)).unwrap())
+    );
+    assert!(verify::check(store).is_ok());
+}
+
+#[test]
+fn an_address_entry_whose_copy_differs_from_the_record_fails_the_check() {
+    let fx = Fixture::new();
+    fill(&fx, 1);
+    let stale = fx
+        .reader()
+        .record(&Query::parse("u0x3@example.org").unwrap())
+        .unwrap()
+        .unwrap();
+    let mut store = fx.writer();
+    let mut moved = stale.clone();
+    moved.key_armor = moved.key_armor.replace("AAAA", "BBBB");
+    store.put(&moved).unwrap();
+    store.end_window().unwrap();
+    drop(store);
+    let entry = address_entry(&stale.fingerprint, stale.to_text().as_bytes());
+    let mut db = Gdbm::open(&fx.db, OpenMode::WriterCreate).unwrap();
+    db.replace(b"user:u0x3@example.org", &value::seal(&entry)).unwrap();
+    drop(db);
+    let err = verify::check(&fx.reader()).unwrap_err();
+    assert!(err.to_string().contains("differs"), "{err}");
 }
 
 #[test]

@@ -4,15 +4,17 @@
 //! changed behind the writer's back, a rebuilt file before it is switched
 //! in, a source of a repair. Every value's checksum is checked, every
 //! record parses and carries the fingerprint it is stored under, every
-//! address entry names a stored record that lists the address, and every
-//! record's addresses point back at it. The cost is one pass over the file
+//! address entry names a stored record that lists the address and carries
+//! an exact copy of it, and every record's addresses point back at it. The cost is one pass over the file
 //! and one lookup per address, so it is kept for those moments.
 
 use super::applylog::Op;
 use super::notes::NOTE_PREFIX;
-use super::{record_key, KeyStore, StoreError, GENERATION_KEY, KEY_ID_PREFIX, KEY_PREFIX, USER_PREFIX};
+use super::{
+    record_key, split_address_entry, KeyStore, StoreError, GENERATION_KEY, KEY_ID_PREFIX, KEY_PREFIX, USER_PREFIX,
+};
 use ripem_core::record::Record;
-use ripem_core::types::{Email, Fingerprint, Query};
+use ripem_core::types::{Email, Fingerprint};
 
 /// What a checked file holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,12 +43,18 @@ fn check_item(store: &KeyStore, key: &[u8], payload: &[u8], summary: &mut Verify
         summary.keys += 1;
     } else if let Some(address) = key.strip_prefix(USER_PREFIX) {
         let email = Email::parse(&String::from_utf8_lossy(address)).map_err(|err| bad(err.to_string()))?;
-        let owner = Fingerprint::parse(&text).map_err(|err| bad(err.to_string()))?;
-        let listed = store
-            .record(&Query::Fingerprint(owner.clone()))?
+        let (owner, copy) = split_address_entry(payload);
+        let owner = Fingerprint::parse(&String::from_utf8_lossy(owner)).map_err(|err| bad(err.to_string()))?;
+        let stored = store.value(&record_key(&owner))?;
+        let listed = stored
+            .as_deref()
+            .and_then(|text| Record::parse(&String::from_utf8_lossy(text)).ok())
             .is_some_and(|record| record.users.contains(&email));
         if !listed {
             return Err(bad(format!("points at {owner}, whose record does not list it")));
+        }
+        if copy.is_some_and(|copy| Some(copy) != stored.as_deref()) {
+            return Err(bad(format!("carries a copy of {owner}'s record that differs from it")));
         }
         summary.addresses += 1;
     } else if key.starts_with(KEY_ID_PREFIX) {

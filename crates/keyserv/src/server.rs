@@ -14,9 +14,10 @@
 //! step aside so the writer gets the lock at once; lookups arriving during
 //! the window wait for it, and are never dropped nor answered NOTFOUND for
 //! a key that exists. The workers share the answers they sent
-//! ([`AnswerCache`], bounded), so a repeated lookup skips parsing and
-//! GDBM; a write makes them forget only the answers about the keys it
-//! changed (the change journal). Answers and their bytes are rate limited
+//! ([`AnswerCache`], bounded by bytes, evicting by CLOCK, and taking an
+//! answer only when its request was seen recently), so a repeated lookup
+//! skips parsing and the database; a write makes them forget only the
+//! answers about the keys it changed (the change journal). Answers and their bytes are rate limited
 //! per source network ([`RateLimiter`], shared with hkpd), and an answer more than three
 //! times as large as its request goes only to a source that sent a valid
 //! cookie ([`ripem_core::cookie`]); the others get the cookie. The cookie is
@@ -36,7 +37,7 @@ use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::answer_cache::AnswerCache;
+use crate::answer_cache::{AnswerCache, Doorkeeper};
 use crate::lookup::{self, Handled};
 use crate::udp::{self, Batch};
 use ripem_core::config::Config;
@@ -102,6 +103,8 @@ struct Settings {
     allow_quit: bool,
     limiter: Option<RateLimiter>,
     cookies: bool,
+    /// Which answers are worth keeping in the cache (it goes with it).
+    doorkeeper: Doorkeeper,
 }
 
 impl Settings {
@@ -120,6 +123,7 @@ impl Settings {
                 byte_burst: config.keyserv.rate_burst_bytes,
             }),
             cookies: config.keyserv.cookies,
+            doorkeeper: Doorkeeper::for_cache(config.keyserv.answer_cache_bytes),
         }
     }
 }
@@ -405,8 +409,10 @@ impl Turn<'_> {
             let begin = out.len();
             let (request, cookie) = request_of(datagram, truncated);
             match lookup::answer(request, session.store(), &settings.redirects, settings.allow_quit, out) {
-                Ok(Handled::Found) => found.push((request.into(), out[begin..].into())),
-                Ok(Handled::Answered) => {}
+                Ok(Handled::Found) if settings.doorkeeper.seen_before(request) => {
+                    found.push((request.into(), out[begin..].into()))
+                }
+                Ok(Handled::Found | Handled::Answered) => {}
                 Ok(Handled::Quit) => {
                     log("QUIT received; stopping");
                     shared.stop.store(true, Ordering::SeqCst);

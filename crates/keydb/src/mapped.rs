@@ -1,0 +1,269 @@
+//! keyserv's lookups read GDBM's hash table straight from the mapped file.
+//!
+//! `gdbm_fetch` copies the 4 KB bucket a key hashes to into GDBM's bucket
+//! cache, then copies the entry into a buffer it mallocs for the caller:
+//! at a million keys, with a file far larger than any bucket cache, that
+//! was most of a lookup's cost (README, "Benchmarks"). This module maps
+//! the file read-only and follows GDBM's own layout — header, directory,
+//! bucket, element, then the key and value stored together — so a lookup
+//! reads only the few cache lines on its path and hands the caller a slice
+//! of the mapping, which the page cache backs (no anonymous memory).
+//!
+//! Rules: it reads only files GDBM 1.23 writes with 64-bit offsets (both
+//! header magics of that format), checks the header when the file is
+//! mapped and every offset before it is followed, and never writes. When
+//! it can't tell (an offset out of bounds, a header it doesn't know), the
+//! caller asks libgdbm instead, which reports damage properly; a value it
+//! finds is still checked against its checksum (`value`) by the caller.
+//! It is used only on files the writer never writes while a read session
+//! is open (`live`): the pair protocol guarantees the mapping doesn't
+//! change under a lookup.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// GDBM 1.23's magics for files with 64-bit offsets, without and with the
+/// extended (numsync) header; neither changes the fields read here.
+const MAGICS: [u32; 2] = [0x1357_9acf, 0x1357_9ad1];
+/// GDBM's hash values have 31 bits.
+const HASH_BITS: u32 = 31;
+/// Where a bucket's element table starts: `av_count` (padded to 8),
+/// six 16-byte avail elements, `bucket_bits`, `count`.
+const BUCKET_TABLE: usize = 112;
+/// One bucket element: hash, 4 key bytes, data pointer, key and data sizes.
+const ELEMENT: usize = 24;
+/// How many key bytes an element keeps.
+const KEY_START: usize = 4;
+/// The element hash that marks an empty slot.
+const EMPTY: i32 = -1;
+
+/// What a probe of the table found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Probe<'a> {
+    /// The value stored under the key.
+    Found(&'a [u8]),
+    /// The key is not stored.
+    Absent,
+    /// An offset on the way is out of the file: ask libgdbm.
+    Unreadable,
+}
+
+/// A read-only mapping of a GDBM file, with the header fields a lookup needs.
+pub(crate) struct MappedTable {
+    base: *const u8,
+    len: usize,
+    dir: usize,
+    dir_bits: u32,
+    bucket_elems: usize,
+}
+
+// SAFETY: the mapping is read-only and lives as long as the value; the
+// pair protocol keeps the file unchanged while sessions read it.
+unsafe impl Send for MappedTable {}
+// SAFETY: as above; probes only read.
+unsafe impl Sync for MappedTable {}
+
+impl Drop for MappedTable {
+    fn drop(&mut self) {
+        // SAFETY: base/len are the mapping made in `open`, unmapped once.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}
+
+/// GDBM's hash of a key (`_gdbm_hash`); its bytes are C's signed `char`s.
+fn gdbm_hash(key: &[u8]) -> u32 {
+    let mut value = 0x238F_13AFu32.wrapping_mul(key.len() as u32);
+    for (index, &byte) in key.iter().enumerate() {
+        let shifted = (i32::from(byte as i8) << (index * 5 % 24)) as u32;
+        value = value.wrapping_add(shifted) & 0x7FFF_FFFF;
+    }
+    1_103_515_243u32.wrapping_mul(value).wrapping_add(12345) & 0x7FFF_FFFF
+}
+
+fn read_i32(bytes: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_ne_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
+fn read_offset(bytes: &[u8], at: usize) -> Option<usize> {
+    let value = i64::from_ne_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?);
+    usize::try_from(value).ok()
+}
+
+impl MappedTable {
+    /// Maps the GDBM file at `path`; `None` if it can't be mapped or its
+    /// header is not one this reader knows (libgdbm then does every read).
+    pub(crate) fn open(path: &Path) -> Option<MappedTable> {
+        let file = File::open(path).ok()?;
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        if len < 64 {
+            return None;
+        }
+        // SAFETY: a fresh read-only shared mapping of a whole open file;
+        // the result is checked before use and unmapped on drop.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        let mut table = MappedTable {
+            base: base as *const u8,
+            len,
+            dir: 0,
+            dir_bits: 0,
+            bucket_elems: 0,
+        };
+        table.read_header().then_some(table)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes for the value's life.
+        unsafe { std::slice::from_raw_parts(self.base, self.len) }
+    }
+
+    /// Reads and checks the header fields; false if they don't describe
+    /// a table inside the file.
+    fn read_header(&mut self) -> bool {
+        let bytes = self.bytes();
+        let field = |at| read_i32(bytes, at).and_then(|v| usize::try_from(v).ok());
+        let magic = read_i32(bytes, 0).map(|m| m as u32);
+        let (Some(magic), Some(dir), Some(dir_size), Some(dir_bits), Some(bucket_size), Some(elems)) =
+            (magic, read_offset(bytes, 8), field(16), field(20), field(24), field(28))
+        else {
+            return false;
+        };
+        let known = MAGICS.contains(&magic)
+            && dir_bits <= HASH_BITS as usize
+            && dir_size == 8usize << dir_bits
+            && dir.checked_add(dir_size).is_some_and(|end| end <= bytes.len())
+            && elems > 0
+            && bucket_size >= BUCKET_TABLE + ELEMENT * elems;
+        self.dir = dir;
+        self.dir_bits = dir_bits as u32;
+        self.bucket_elems = elems;
+        known
+    }
+
+    /// Looks `key` up as `gdbm_fetch` does (`_gdbm_findkey`): the
+    /// directory entry of the hash's top bits, then linear probing in that
+    /// bucket from the hash modulo its size.
+    pub(crate) fn probe(&self, key: &[u8]) -> Probe<'_> {
+        self.find(key).unwrap_or(Probe::Unreadable)
+    }
+
+    fn find(&self, key: &[u8]) -> Option<Probe<'_>> {
+        let bytes = self.bytes();
+        let hash = gdbm_hash(key);
+        let index = (hash >> (HASH_BITS - self.dir_bits)) as usize;
+        let bucket = read_offset(bytes, self.dir + 8 * index)?;
+        let table = bucket.checked_add(BUCKET_TABLE)?;
+        let home = hash as usize % self.bucket_elems;
+        let mut slot = home;
+        loop {
+            let element = table + ELEMENT * slot;
+            let element_hash = read_i32(bytes, element)?;
+            if element_hash == EMPTY {
+                return Some(Probe::Absent);
+            }
+            let key_size = usize::try_from(read_i32(bytes, element + 16)?).ok()?;
+            let start = bytes.get(element + 4..element + 4 + KEY_START.min(key_size))?;
+            if element_hash as u32 == hash && key_size == key.len() && start == &key[..start.len()] {
+                let at = read_offset(bytes, element + 8)?;
+                let data_size = usize::try_from(read_i32(bytes, element + 20)?).ok()?;
+                let data_at = at.checked_add(key_size)?;
+                if bytes.get(at..data_at)? == key {
+                    return Some(Probe::Found(bytes.get(data_at..data_at.checked_add(data_size)?)?));
+                }
+            }
+            slot = (slot + 1) % self.bucket_elems;
+            if slot == home {
+                return Some(Probe::Absent);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gdbm::{Gdbm, OpenMode};
+
+    /// Every key of a file of many buckets (splits and a grown directory),
+    /// with replaced and deleted items, is found with GDBM's own value, and
+    /// keys it doesn't hold are absent.
+    #[test]
+    fn finds_what_libgdbm_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.gdbm");
+        let mut db = Gdbm::open(&path, OpenMode::WriterCreate).unwrap();
+        let key = |n: usize| format!("user:person{n}@example-{}.org\u{e9}", n % 7).into_bytes();
+        let value = |n: usize, round: usize| vec![(n % 251) as u8; n % 3000 + round];
+        for round in 0..2 {
+            for n in 0..6000 {
+                db.replace(&key(n), &value(n, round)).unwrap();
+            }
+        }
+        for n in (0..6000).step_by(5) {
+            assert!(db.delete(&key(n)).unwrap());
+        }
+        db.sync().unwrap();
+        drop(db);
+        let table = MappedTable::open(&path).expect("a GDBM 1.23 file");
+        let buckets: std::collections::HashSet<_> = (0..1usize << table.dir_bits)
+            .map(|index| read_offset(table.bytes(), table.dir + 8 * index))
+            .collect();
+        assert!(buckets.len() > 8, "the table has split into many buckets");
+        let db = Gdbm::open(&path, OpenMode::ReaderUnlocked).unwrap();
+        for n in 0..6000 {
+            let expected = db.fetch(&key(n)).unwrap();
+            match table.probe(&key(n)) {
+                Probe::Found(found) => assert_eq!(Some(found.to_vec()), expected, "key {n}"),
+                Probe::Absent => assert_eq!(expected, None, "key {n}"),
+                Probe::Unreadable => panic!("key {n} unreadable"),
+            }
+        }
+        assert_eq!(table.probe(b"user:nobody@example.org"), Probe::Absent);
+        assert_eq!(table.probe(b""), Probe::Absent);
+    }
+
+    #[test]
+    fn a_file_that_is_not_gdbm_is_not_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        assert!(MappedTable::open(&path).is_none());
+        std::fs::write(&path, b"short").unwrap();
+        assert!(MappedTable::open(&path).is_none());
+        assert!(MappedTable::open(&dir.path().join("missing")).is_none());
+    }
+
+    #[test]
+    fn damaged_offsets_are_unreadable_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.gdbm");
+        let mut db = Gdbm::open(&path, OpenMode::WriterCreate).unwrap();
+        db.replace(b"key:A", b"value").unwrap();
+        db.sync().unwrap();
+        drop(db);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let table = MappedTable::open(&path).unwrap();
+        let (directory, entries) = (table.dir, 1usize << table.dir_bits);
+        drop(table);
+        // Every bucket pointer of the directory now points past the end.
+        for entry in 0..entries {
+            let at = directory + 8 * entry;
+            bytes[at..at + 8].copy_from_slice(&i64::MAX.to_ne_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let table = MappedTable::open(&path).unwrap();
+        assert_eq!(table.probe(b"key:A"), Probe::Unreadable);
+    }
+}
