@@ -76,7 +76,8 @@ fn a_mesh_whose_daemons_are_killed_and_hung_at_random_loses_and_doubles_nothing(
 
     let mut users = Vec::new();
     let mut counts = std::collections::BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
+    // Bounded however many faults are asked for: about 2 s each.
+    let deadline = Instant::now() + Duration::from_secs(60 + 5 * faults() as u64);
     let mut done = 0;
     while done < faults() && Instant::now() < deadline {
         for _ in 0..random.below(3) {
@@ -115,8 +116,15 @@ fn a_mesh_whose_daemons_are_killed_and_hung_at_random_loses_and_doubles_nothing(
     assert!(members[0].node.stored().len() >= users.len());
     for member in &members {
         let ids = member.node.stored();
+        // The dump counts what the store holds, each id once; the log
+        // shows an id stored twice if it was (a kill between storing and
+        // logging leaves no line, which is no harm).
         for id in &ids {
-            assert_eq!(member.node.times_stored(id), 1, "{id} stored twice\n{}", member.logs());
+            assert!(
+                member.node.times_stored(id) <= 1,
+                "{id} stored twice\n{}",
+                member.logs()
+            );
         }
         assert_eq!(member.server().pending("add"), 0, "{}", member.logs());
         let failed = std::fs::read_dir(member.server().path("spool/failed")).map_or(0, |dir| dir.count());

@@ -53,6 +53,23 @@ fn served(server: &Server, email: &str) -> bool {
 }
 
 /// The raw confirmation request mails in the outbox for `to`.
+/// Not the stray dot-file a write killed before its rename leaves (files
+/// are written whole under a temporary name, then renamed into place).
+fn is_published(path: &std::path::Path) -> bool {
+    !path.file_name().unwrap_or_default().to_string_lossy().starts_with('.')
+}
+
+/// The pending entries `keyreg` has written (stray dot-files skipped).
+fn pending_entries(server: &Server) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(server.path("pending"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| is_published(path))
+        .collect();
+    entries.sort();
+    entries
+}
+
 fn confirmation_requests(server: &Server, to: &str) -> Vec<Vec<u8>> {
     let Ok(entries) = std::fs::read_dir(server.path("outbox")) else {
         return Vec::new();
@@ -60,7 +77,7 @@ fn confirmation_requests(server: &Server, to: &str) -> Vec<Vec<u8>> {
     let header = format!("To: {to}\r\n");
     entries
         .map(|entry| entry.unwrap().path())
-        .filter(|path| path.to_string_lossy().contains(".confirm"))
+        .filter(|path| is_published(path) && path.to_string_lossy().contains(".confirm"))
         .map(|path| std::fs::read(path).unwrap())
         .filter(|raw| String::from_utf8_lossy(raw).contains(&header))
         .collect()
@@ -308,10 +325,7 @@ fn one_request_an_hour_and_none_after_three_days() {
     assert!(later.contains("mailed to it within the hour"), "{later}");
 
     // Answer it, but as if three days had passed since it was made.
-    let entries: Vec<PathBuf> = std::fs::read_dir(server.path("pending"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
+    let entries = pending_entries(&server);
     assert_eq!(entries.len(), 1);
     let text = std::fs::read_to_string(&entries[0]).unwrap();
     let nonce = nonce_of(&text);
@@ -350,13 +364,7 @@ fn confirmed_addresses_stay_and_rivals_are_refused() {
     let key = rpgp_key(keys.path(), "u", &["--uid", "Una <una@example.org>"]);
     server.mail("add", &plain_mail("una@example.org", &key));
     server.keyreg_once();
-    let entry = std::fs::read_dir(server.path("pending"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let nonce = nonce_of(&std::fs::read_to_string(entry).unwrap());
+    let nonce = nonce_of(&std::fs::read_to_string(&pending_entries(&server)[0]).unwrap());
     server.mail("add", &mail_to(REGISTER, "una@example.org", &format!("nonce: {nonce}")));
     server.keyreg_once();
     assert!(served(&server, "una@example.org"));
@@ -418,9 +426,9 @@ fn kills_lose_nothing_pending_and_publish_nothing_unconfirmed() {
         let email = format!("k{n}@example.org");
         assert_eq!(confirmation_requests(&server, &email).len(), 1, "{email}");
         assert!(!served(&server, &email), "{email} published unconfirmed");
-        let entry = std::fs::read_dir(server.path("pending"))
-            .unwrap()
-            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        let entry = pending_entries(&server)
+            .into_iter()
+            .map(|path| std::fs::read_to_string(path).unwrap())
             .find(|text| text.starts_with(&format!("address: {email}\n")))
             .unwrap_or_else(|| panic!("no pending entry for {email}"));
         nonces.push(nonce_of(&entry));
@@ -441,7 +449,7 @@ fn kills_lose_nothing_pending_and_publish_nothing_unconfirmed() {
         assert_eq!(served(&server, &format!("k{n}@example.org")), n % 2 == 0, "k{n}");
     }
     assert_eq!(server.pending("add"), 0);
-    assert_eq!(std::fs::read_dir(server.path("pending")).unwrap().count(), count / 2);
+    assert_eq!(pending_entries(&server).len(), count / 2);
 }
 
 /// A key uploaded over HKP (the request hkpd spools: no return address,
@@ -479,13 +487,7 @@ fn hostile_responses_publish_nothing() {
     let other = rpgp_key(keys.path(), "x", &["--uid", "Xan <xan@example.org>"]);
     server.mail("add", &plain_mail("vic@example.org", &key));
     server.keyreg_once();
-    let entry = std::fs::read_dir(server.path("pending"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let nonce = nonce_of(&std::fs::read_to_string(entry).unwrap());
+    let nonce = nonce_of(&std::fs::read_to_string(&pending_entries(&server)[0]).unwrap());
     let wks = |from: &str, address: &str, nonce_line: &str| {
         format!("From: {from}\nTo: {REGISTER}\nContent-Type: application/vnd.gnupg.wks\n\ntype: confirmation-response\nsender: {REGISTER}\naddress: {address}\n{nonce_line}\n")
     };

@@ -5,11 +5,14 @@
 //! in the same write window as the records it produced, so the database
 //! always holds the history that made it and can be replayed from it. The
 //! note `order` is the largest [`order_key`] applied; `clock` the last
-//! time issued or seen; `touch:<name>` the largest order key of an update
-//! naming that key or address ([`Names`]). An update that arrives after
-//! later ones were applied can be applied as it stands only if none of
-//! them touched its names (they commute); otherwise the database is
-//! replayed. `sender:<id>` keeps the return address of a local
+//! time issued or seen; `touch:<name>` the order keys of every update
+//! naming that key or address ([`Names`]), oldest first. An update that
+//! arrives after later ones were applied can be applied as it stands only
+//! if none of them touched its names (they commute); otherwise the updates
+//! linked to it through shared names are replayed, found through those
+//! lists. `touch-lists` marks lists that are whole (made since the first
+//! update, or rebuilt by a full replay); a database without it (made
+//! before the lists) is replayed whole once. `sender:<id>` keeps the return address of a local
 //! registration, for the notice if a late update takes its address;
 //! `told:<id>` marks that notice as sent.
 
@@ -23,6 +26,7 @@ const CLOCK: &str = "clock";
 /// The prefix of stored updates' notes.
 pub const UPDATE_PREFIX: &str = "update:";
 const TOUCH_PREFIX: &str = "touch:";
+const TOUCH_LISTS: &str = "touch-lists";
 const SENDER_PREFIX: &str = "sender:";
 const TOLD_PREFIX: &str = "told:";
 
@@ -61,11 +65,38 @@ pub fn commutes<D: KeyDb>(db: &D, update: &Update, names: &Names) -> Result<bool
         return Ok(true);
     }
     for name in names.keys() {
-        if note_text(db, &format!("{TOUCH_PREFIX}{name}"))?.is_some_and(|touched| touched > key) {
+        if touched(db, &name)?.last().is_some_and(|newest| *newest > key) {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// The order keys of the updates naming `name`, oldest first.
+fn touched<D: KeyDb>(db: &D, name: &str) -> Result<Vec<String>, D::Error> {
+    let text = note_text(db, &format!("{TOUCH_PREFIX}{name}"))?.unwrap_or_default();
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+/// The ids of the stored updates naming `name`.
+pub fn updates_naming<D: KeyDb>(db: &D, name: &str) -> Result<Vec<String>, D::Error> {
+    let keys = touched(db, name)?;
+    Ok(keys
+        .iter()
+        .filter_map(|key| key.rsplit(' ').next().map(str::to_string))
+        .collect())
+}
+
+/// Whether every update is in the touch lists of its names.
+pub fn touch_lists_whole<D: KeyDb>(db: &D) -> Result<bool, D::Error> {
+    Ok(db.note(TOUCH_LISTS)?.is_some())
+}
+
+/// The stored update `id`, if it reads.
+pub fn stored_update<D: KeyDb>(db: &D, id: &str) -> Result<Option<Update>, D::Error> {
+    Ok(db
+        .note(&format!("{UPDATE_PREFIX}{id}"))?
+        .and_then(|bytes| Update::parse(&bytes).ok()))
 }
 
 /// Records `update` as applied: stores it, moves the order reached and
@@ -83,13 +114,20 @@ pub fn store<D: KeyDb>(db: &mut D, update: &Update) -> Result<(), D::Error> {
 /// Moves the order reached and the touch index forward for `update`.
 pub fn touch<D: KeyDb>(db: &mut D, update: &Update, names: &Names) -> Result<(), D::Error> {
     let key = order_key(update);
-    if note_text(db, ORDER)?.is_none_or(|reached| reached < key) {
+    let reached = note_text(db, ORDER)?;
+    if reached.is_none() {
+        // The first update (ever, or of a full replay): from here on every
+        // update is in the lists.
+        db.set_note(TOUCH_LISTS, b"1")?;
+    }
+    if reached.is_none_or(|reached| reached < key) {
         db.set_note(ORDER, key.as_bytes())?;
     }
     for name in names.keys() {
-        let note = format!("{TOUCH_PREFIX}{name}");
-        if note_text(db, &note)?.is_none_or(|touched| touched < key) {
-            db.set_note(&note, key.as_bytes())?;
+        let mut list = touched(db, &name)?;
+        if let Err(at) = list.binary_search(&key) {
+            list.insert(at, key.clone());
+            db.set_note(&format!("{TOUCH_PREFIX}{name}"), list.join("\n").as_bytes())?;
         }
     }
     Ok(())
@@ -100,6 +138,7 @@ pub fn clear_touches<D: KeyDb>(db: &mut D) -> Result<(), D::Error> {
     for name in db.note_names(TOUCH_PREFIX)? {
         db.delete_note(&name)?;
     }
+    db.delete_note(TOUCH_LISTS)?;
     db.delete_note(ORDER)?;
     Ok(())
 }

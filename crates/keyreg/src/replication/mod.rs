@@ -8,10 +8,14 @@
 //! and are applied in the one order of all updates, by (time, origin, id)
 //! ([`Replication::receive`]): one that comes after everything applied so
 //! far, or that shares no key or address with a later one, is applied as
-//! it stands; otherwise the whole database is replayed from its stored
-//! updates in order ([`Replication::replay`]), so every server that holds
-//! the same updates holds the same database. When a replay takes an
-//! address from a registration accepted here, its sender is told once.
+//! it stands; otherwise its part of the database is replayed: the records
+//! of every key and address linked to it through updates that share names
+//! are emptied, and those updates applied again in order. Updates outside
+//! that part share no name with it, so the result is what a replay of the
+//! whole database from its stored updates ([`Replication::replay`], which
+//! `keyreg --replay` runs) would give, and every server that holds the
+//! same updates holds the same database. When a replay takes an address
+//! from a registration accepted here, its sender is told once.
 //!
 //! Files: `apply` (the one apply path), `log` (the history kept in the
 //! database), `handoff` (the queues to and from keysync).
@@ -85,7 +89,7 @@ pub struct Received {
     pub applied: usize,
     /// Updates already stored, skipped.
     pub duplicates: usize,
-    /// Whether the database was replayed, and from how many updates.
+    /// Whether part of the database was replayed, and how many updates.
     pub replayed: Option<usize>,
     /// Registrations accepted here that lost an address.
     pub conflicts: Vec<Conflict>,
@@ -232,7 +236,7 @@ impl Replication {
     ) -> Result<Received, D::Error> {
         updates.sort_by(|a, b| a.order().cmp(&b.order()));
         let mut received = Received::default();
-        let mut replay = false;
+        let mut late = Vec::new();
         for update in &updates {
             if log::has_update(db, update.id())? {
                 received.duplicates += 1;
@@ -240,21 +244,78 @@ impl Replication {
             }
             clock.observe(update.time_ms());
             let names = Names::of(update, policy);
-            if !replay && log::commutes(db, update, &names)? {
+            // One applied now that shares names with a late one is in
+            // that one's part and applied again after it.
+            if log::commutes(db, update, &names)? {
                 apply_update(db, update, &names, policy, &self.reject, self.max_request_age)?;
             } else {
-                replay = true;
+                late.push(names.clone());
             }
             log::record(db, update, &names)?;
             received.applied += 1;
         }
         log::save_clock(db, clock)?;
-        if replay {
-            let (count, conflicts) = self.replay(db, policy)?;
+        if !late.is_empty() {
+            let (count, conflicts) = match log::touch_lists_whole(db)? {
+                true => self.replay_part(db, &late, policy)?,
+                false => self.replay(db, policy)?,
+            };
             received.replayed = Some(count);
             received.conflicts = conflicts;
         }
         Ok(received)
+    }
+
+    /// Replays the part of the database linked to `seeds`: every update
+    /// reached from their names through updates sharing names, after the
+    /// records of all those names are emptied. How many, and the notices.
+    fn replay_part<D: KeyDb>(
+        &self,
+        db: &mut D,
+        seeds: &[Names],
+        policy: &KeyPolicy,
+    ) -> Result<(usize, Vec<Conflict>), D::Error> {
+        let mut names: std::collections::BTreeSet<String> = seeds.iter().flat_map(Names::keys).collect();
+        let mut queue: Vec<String> = names.iter().cloned().collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut part = Vec::new();
+        while let Some(name) = queue.pop() {
+            for id in log::updates_naming(db, &name)? {
+                if !seen.insert(id.clone()) {
+                    continue;
+                }
+                let Some(update) = log::stored_update(db, &id)? else {
+                    continue;
+                };
+                let linked = Names::of(&update, policy);
+                queue.extend(linked.keys().filter(|key| names.insert(key.clone())));
+                part.push((update, linked));
+            }
+        }
+        let keys: std::collections::BTreeSet<&Fingerprint> =
+            part.iter().flat_map(|(_, linked)| &linked.fingerprints).collect();
+        let mut records = Vec::new();
+        for (_, linked) in &part {
+            let queries = linked.fingerprints.iter().map(|f| Query::Fingerprint(f.clone()));
+            let queries = queries.chain(linked.emails.iter().map(|e| Query::Email(e.clone())));
+            for query in queries {
+                match db.record(&query)? {
+                    // Held by a key no update of the part names: the
+                    // lists do not tell the whole story, so trust none.
+                    Some(record) if !keys.contains(&record.fingerprint) => return self.replay(db, policy),
+                    Some(record) => records.push(record),
+                    None => {}
+                }
+            }
+        }
+        for record in records {
+            if db.record(&Query::Fingerprint(record.fingerprint.clone()))?.is_some() {
+                crate::request::delete_key(db, &record, policy)?;
+            }
+        }
+        part.sort_by(|(a, _), (b, _)| a.order().cmp(&b.order()));
+        let conflicts = self.apply_in_order(db, &part, policy, false)?;
+        Ok((part.len(), conflicts))
     }
 
     /// Empties the database of keys and applies every stored update again
@@ -269,11 +330,33 @@ impl Replication {
             }
         }
         log::clear_touches(db)?;
+        let updates: Vec<(Update, Names)> = updates
+            .into_iter()
+            .map(|update| {
+                let names = Names::of(&update, policy);
+                (update, names)
+            })
+            .collect();
+        let conflicts = self.apply_in_order(db, &updates, policy, true)?;
+        Ok((updates.len(), conflicts))
+    }
+
+    /// Applies `updates` (in the one order, with their names) again, and
+    /// rebuilds their touch lists if `touch`; the local registrations
+    /// that lost an address on the way and whose senders were not told.
+    fn apply_in_order<D: KeyDb>(
+        &self,
+        db: &mut D,
+        updates: &[(Update, Names)],
+        policy: &KeyPolicy,
+        touch: bool,
+    ) -> Result<Vec<Conflict>, D::Error> {
         let mut conflicts = Vec::new();
-        for (index, update) in updates.iter().enumerate() {
-            let names = Names::of(update, policy);
-            let outcome = apply_update(db, update, &names, policy, &self.reject, self.max_request_age)?;
-            log::touch(db, update, &names)?;
+        for (index, (update, names)) in updates.iter().enumerate() {
+            let outcome = apply_update(db, update, names, policy, &self.reject, self.max_request_age)?;
+            if touch {
+                log::touch(db, update, names)?;
+            }
             if update.origin() != self.server_id || outcome.taken.is_empty() {
                 continue;
             }
@@ -292,8 +375,11 @@ impl Replication {
                 let holder_origin = updates[..index]
                     .iter()
                     .rev()
-                    .find(|earlier| earlier.fingerprint() == holder && earlier.fields().claims.contains(address))
-                    .map_or_else(|| "another server".to_string(), |earlier| earlier.origin().to_string());
+                    .find(|(earlier, _)| earlier.fingerprint() == holder && earlier.fields().claims.contains(address))
+                    .map_or_else(
+                        || "another server".to_string(),
+                        |(earlier, _)| earlier.origin().to_string(),
+                    );
                 conflicts.push(Conflict {
                     update_id: update.id().to_string(),
                     sender: sender.clone(),
@@ -304,7 +390,7 @@ impl Replication {
             }
             log::set_told(db, update.id())?;
         }
-        Ok((updates.len(), conflicts))
+        Ok(conflicts)
     }
 
     /// Whether an update dated `time_ms` must wait (it is further ahead of

@@ -256,3 +256,60 @@ fn rejected_keys_are_stored_but_not_applied() {
     c.receive(std::slice::from_ref(&update));
     assert_eq!(c.owner("spam@example.net"), None);
 }
+
+#[test]
+fn a_late_update_replays_only_the_keys_it_is_linked_to() {
+    let alice = Holder::new(&["Alice <shared@example.org>"]);
+    let mallory = Holder::new(&["Mallory <shared@example.org>", "Mallory <m@example.org>"]);
+    let others: Vec<Holder> = (0..6)
+        .map(|i| Holder::new(&[&format!("Other {i} <o{i}@example.org>")]))
+        .collect();
+    let (mut a, mut b) = (Server::new("keys-a"), Server::new("keys-b"));
+    let mut at_b = Vec::new();
+    for (i, holder) in others.iter().enumerate() {
+        let at = hour_ago() + Duration::seconds(10 + i as i64);
+        at_b.extend(b.register(holder, at, &format!("o{i}@example.org")));
+    }
+    let early = a.register(&alice, hour_ago(), "alice@example.org").expect("update");
+    at_b.extend(b.register(&mallory, hour_ago() + Duration::seconds(2), "m@example.org"));
+
+    // Alice's claim and Mallory's share an address; the other six keys,
+    // all registered after Alice's, share nothing with either.
+    let received = b.receive(std::slice::from_ref(&early));
+    assert_eq!(received.replayed, Some(2), "{received:?}");
+    assert_eq!(b.owner("shared@example.org"), Some(alice.fingerprint()));
+    assert_eq!(b.owner("m@example.org"), Some(mallory.fingerprint()));
+    a.receive(&at_b);
+    assert_eq!(a.state(), b.state());
+    let before = b.state();
+    let policy = KeyPolicy::default();
+    let (count, _) = b.replication.replay(&mut b.db, &policy).expect("replay");
+    assert_eq!(count, 8);
+    assert_eq!(b.state(), before, "the part's replay is what a whole replay gives");
+}
+
+#[test]
+fn a_database_without_whole_touch_lists_is_replayed_whole() {
+    let alice = Holder::new(&["Alice <shared@example.org>"]);
+    let mallory = Holder::new(&["Mallory <shared@example.org>"]);
+    let other = Holder::new(&["Other <o@example.org>"]);
+    let (mut a, mut b) = (Server::new("keys-a"), Server::new("keys-b"));
+    let early = a.register(&alice, hour_ago(), "alice@example.org").expect("update");
+    b.register(&mallory, hour_ago() + Duration::seconds(2), "m@example.org");
+    b.register(&other, hour_ago() + Duration::seconds(3), "o@example.org");
+    // As a database made before the lists were kept.
+    b.db.delete_note("touch-lists").expect("delete");
+    let received = b.receive(std::slice::from_ref(&early));
+    assert_eq!(received.replayed, Some(3), "{received:?}");
+    assert_eq!(b.owner("shared@example.org"), Some(alice.fingerprint()));
+    // The full replay made the lists whole: an earlier claim still is
+    // replayed with the two it is linked to, not with the other key.
+    let again = Holder::new(&["Again <shared@example.org>"]);
+    let mut c = Server::new("keys-c");
+    let earlier = c
+        .register(&again, hour_ago() - Duration::seconds(5), "again@example.org")
+        .expect("update");
+    let received = b.receive(std::slice::from_ref(&earlier));
+    assert_eq!(received.replayed, Some(3), "{received:?}");
+    assert_eq!(b.owner("shared@example.org"), Some(again.fingerprint()));
+}
