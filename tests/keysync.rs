@@ -224,6 +224,47 @@ fn kx(tag: &str, command: &str, lines: &[&str]) -> Vec<u8> {
 }
 
 #[test]
+fn a_batch_from_keyreg_is_taken_in_whole_and_a_damaged_one_up_to_its_damage() {
+    let mut a = Node::new("a");
+    a.set_peers(&[], "");
+    let keys = tempfile::tempdir().unwrap();
+    let made = updates(keys.path(), "a", 0..6);
+    let ids: Vec<String> = made.iter().map(|u| sync::id_of(u)).collect();
+    let batch = |entries: &[Vec<u8>]| {
+        let mut writer = ripem_update::BatchWriter::new(Vec::new()).unwrap();
+        for entry in entries {
+            writer.push(entry).unwrap();
+        }
+        writer.into_inner()
+    };
+    // Three in one batch, as one write window hands them over.
+    a.queue_file(&ids[0], &batch(&made[0..3]));
+    // Two, cut short inside the second: the first is kept.
+    let cut = batch(&made[3..5]);
+    a.queue_file(&ids[3], &cut[..cut.len() - 10]);
+    // A whole batch named by another id, and a bare update: refused.
+    a.queue_file(&ids[0].replace(&ids[0][..4], "ffff"), &batch(&made[5..6]));
+    a.queue_file(&ids[5], &made[5]);
+    a.start();
+    let failed = || std::fs::read_dir(a.server.path("sync/queue/failed")).map_or(0, |d| d.count());
+    assert!(wait_for(LIMIT, || failed() == 3), "{}", a.log());
+    let mut expected = ids[0..4].to_vec();
+    expected.sort();
+    assert!(
+        wait_for(LIMIT, || a.stored() == expected),
+        "{:?}\n{}",
+        a.stored(),
+        a.log()
+    );
+    let log = a.log();
+    assert!(log.contains("entry 2: the file ends inside it"), "{log}");
+    assert!(log.contains("but its first update's id is"), "{log}");
+    assert!(log.contains("not a batch of updates"), "{log}");
+    let left = std::fs::read_dir(a.server.path("sync/queue/new")).unwrap().count();
+    assert_eq!(left, 0, "every file is taken in or set aside");
+}
+
+#[test]
 fn connections_without_a_pinned_certificate_get_nothing_in() {
     let mut a = Node::new("a");
     let stranger = Node::new("stranger");

@@ -174,15 +174,23 @@ impl Node {
         child.wait().ok().and_then(|status| status.code())
     }
 
-    /// Puts an update into the local queue as keyreg does: tmp/, then new/.
+    /// Puts an update into the local queue as keyreg does: a batch (of
+    /// one) written to tmp/, then renamed into new/.
     pub fn queue(&self, bytes: &[u8]) -> String {
         let id = id_of(bytes);
+        let mut batch = ripem_update::BatchWriter::new(Vec::new()).unwrap();
+        batch.push(bytes).unwrap();
+        self.queue_file(&id, &batch.into_inner());
+        id
+    }
+
+    /// Puts `contents` into the local queue as the file `name`.
+    pub fn queue_file(&self, name: &str, contents: &[u8]) {
         let tmp = self.server.path("sync/queue/tmp");
         std::fs::create_dir_all(&tmp).unwrap();
         std::fs::create_dir_all(self.server.path("sync/queue/new")).unwrap();
-        std::fs::write(tmp.join(&id), bytes).unwrap();
-        std::fs::rename(tmp.join(&id), self.server.path("sync/queue/new").join(&id)).unwrap();
-        id
+        std::fs::write(tmp.join(name), contents).unwrap();
+        std::fs::rename(tmp.join(name), self.server.path("sync/queue/new").join(name)).unwrap();
     }
 
     /// Ids delivered to keyreg (`spool/sync/new`).

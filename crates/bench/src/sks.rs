@@ -123,7 +123,12 @@ fn sks_build(dir: &Path, keyring: &Path) -> Result<f64> {
         fs::write(conf.join("sksconf"), SKSCONF)?;
         fs::write(conf.join("membership"), "")?;
     }
-    let base = dir.display().to_string();
+    // sks runs in `dir` and joins the base directory onto its own
+    // absolute paths, so a relative base would be counted twice.
+    let base = fs::canonicalize(dir)
+        .with_context(|| format!("resolving {}", dir.display()))?
+        .display()
+        .to_string();
     let dump_file = "dump/keyring.pgp";
     let started = Instant::now();
     sks(

@@ -274,8 +274,19 @@ fn read_keys(format: Format, input: Input, send: &mut dyn FnMut(Parsed) -> bool)
 }
 
 /// The candidates of one item read: one, or for a keyring's key as
-/// many as its packets parse into (normally one).
+/// many as its packets parse into (normally one); a key's armored text
+/// made here, on a checker thread ([`ripem_openpgp::CheckedKey::with_armor`]).
 fn candidates(sequence: usize, parsed: Parsed, policy: &KeyPolicy) -> Vec<Candidate> {
+    checked_candidates(sequence, parsed, policy)
+        .into_iter()
+        .map(|candidate| match candidate {
+            Candidate::Key(key) => Candidate::Key(Box::new((*key).with_armor())),
+            other => other,
+        })
+        .collect()
+}
+
+fn checked_candidates(sequence: usize, parsed: Parsed, policy: &KeyPolicy) -> Vec<Candidate> {
     let unreadable = |reason: String| Candidate::Refused {
         key: format!("key {}", sequence + 1),
         reason,
@@ -460,6 +471,7 @@ impl Importer<'_> {
     /// Switches a window in and logs its outcomes as one entry.
     fn end_window(&self, store: &mut KeyStore, path: &Path, open: OpenWindow) -> Result<Tally, RegistrarError> {
         replication::log::save_clock(store, &open.clock)?;
+        self.outbound.seal().map_err(|source| self.queue_error(source))?;
         store.end_window_announced(self.announce)?;
         self.outbound.release().map_err(|source| self.queue_error(source))?;
         let mut lines = open.lines;

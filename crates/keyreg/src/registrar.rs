@@ -231,6 +231,7 @@ impl Registrar {
     /// Switches the window in and hands its updates to keysync.
     pub(crate) fn end_window_and_hand_off(&self, store: &mut KeyStore, clock: &Clock) -> Result<(), RegistrarError> {
         replication::log::save_clock(store, clock)?;
+        self.outbound.seal().map_err(|source| self.queue_error(source))?;
         self.end_window(store)?;
         self.outbound.release().map_err(|source| self.queue_error(source))?;
         Ok(())

@@ -1,14 +1,18 @@
 //! Taking in the updates keyreg makes: the maildir `sync/queue/`.
 //!
-//! keyreg writes each update to `tmp/`, renames it into `new/` as `<id>`.
-//! keysync reads each file (never following a symlink, never blocking on
-//! a FIFO), checks that it is a canonical update whose id is its name,
-//! stores it (fsynced) and only then deletes the file, so a crash at any
-//! point leaves it to be read again at start; a second copy of an id is
-//! stored once. A file that is not an update is moved to
-//! `sync/queue/failed/` with a log line, so it is not retried forever.
-//! The directory is watched (notify) and rescanned every few seconds in
-//! case an event was missed.
+//! keyreg writes the updates of a write window as a batch
+//! ([`ripem_update::BatchReader`]'s form) to `tmp/` and renames it into
+//! `new/`, named by its first update's id. keysync reads each file entry
+//! by entry (never following a symlink, never blocking on a FIFO, no
+//! entry over `max_message_bytes`), checks that each is a canonical
+//! update and that the first one's id is the file's name, stores each
+//! (fsynced) and only then deletes the file, so a crash at any point
+//! leaves it to be read again at start; a second copy of an id is stored
+//! once. A file that is not a batch of updates is moved to
+//! `sync/queue/failed/` with a log line naming the entry, so it is not
+//! retried forever (the updates before that entry are kept). The
+//! directory is watched (notify) and rescanned every few seconds in case
+//! an event was missed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use std::time::Duration;
 
 use notify::Watcher;
 use ripem_core::spool::open_regular;
+use ripem_update::BatchReader;
 use tokio::sync::mpsc;
 
 use crate::error::SyncError;
@@ -59,20 +64,17 @@ impl Queue {
         Ok(files)
     }
 
-    /// Takes in every waiting update; returns how many were new.
+    /// Takes in every waiting batch; returns how many updates were new.
     pub fn drain(&self, hub: &Hub, max_bytes: u64) -> Result<usize, SyncError> {
         let mut stored = 0;
         for path in self.waiting()? {
-            match read_update(&path, max_bytes) {
-                Ok((bytes, meta)) => {
-                    if let Some(seq) = hub.accept(&bytes, meta, None)? {
-                        crate::log(&format!("stored local update {} as {seq}", path.display()));
-                        stored += 1;
-                    }
+            match take_batch(hub, &path, max_bytes, &mut stored) {
+                Ok(()) => {
                     std::fs::remove_file(&path).map_err(SyncError::io(&path))?;
                     ripem_core::atomic::sync_dir(&self.new).map_err(SyncError::io(&self.new))?;
                 }
-                Err(reason) => self.set_aside(&path, &reason)?,
+                Err(Refused::Store(err)) => return Err(err),
+                Err(Refused::Content(reason)) => self.set_aside(&path, &reason)?,
             }
         }
         Ok(stored)
@@ -91,23 +93,35 @@ impl Queue {
     }
 }
 
-/// Reads and checks one queue file.
-fn read_update(path: &Path, max_bytes: u64) -> Result<(Vec<u8>, update::UpdateMeta), String> {
-    use std::io::Read;
-    let file = open_regular(path).map_err(|err| err.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(max_bytes + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| err.to_string())?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(format!("larger than max_message_bytes ({max_bytes})"));
+/// Why a queue file was not taken in whole.
+enum Refused {
+    /// The file is not a batch of canonical updates named by its first.
+    Content(String),
+    /// The store failed; the file stays to be read again.
+    Store(SyncError),
+}
+
+/// Reads one queue file and stores its updates, counting the new ones.
+fn take_batch(hub: &Hub, path: &Path, max_bytes: u64, stored: &mut usize) -> Result<(), Refused> {
+    let file = open_regular(path).map_err(|err| Refused::Content(err.to_string()))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let entries = BatchReader::new(std::io::BufReader::new(file), max_bytes);
+    for (index, entry) in entries.enumerate() {
+        let bytes = entry.map_err(|err| Refused::Content(err.to_string()))?;
+        let meta = update::inspect(&bytes).map_err(|err| Refused::Content(format!("entry {}: {err}", index + 1)))?;
+        if index == 0 && meta.id != name {
+            return Err(Refused::Content(format!(
+                "named {name} but its first update's id is {}",
+                meta.id
+            )));
+        }
+        let id = meta.id.clone();
+        if let Some(seq) = hub.accept(&bytes, meta, None).map_err(Refused::Store)? {
+            crate::log(&format!("stored local update {id} as {seq}"));
+            *stored += 1;
+        }
     }
-    let meta = update::inspect(&bytes).map_err(|err| err.to_string())?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    if meta.id != name {
-        return Err(format!("named {name} but its id is {}", meta.id));
-    }
-    Ok((bytes, meta))
+    Ok(())
 }
 
 /// Watches the queue and takes in updates until the task is dropped.

@@ -41,13 +41,14 @@ pub fn write(path: &Path, peers: &[(String, PeerStatus)], ours: u64, running: bo
 }
 
 /// The lines `keysync --status` prints: one per peer, then a summary
-/// with the updates waiting (`queue`: from keyreg; `spool`: for keyreg).
+/// with what waits (`queue`: batches of updates from keyreg; `spool`:
+/// updates for keyreg).
 pub fn report(path: &Path, queue: usize, spool: usize) -> Result<Vec<String>, SyncError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             return Ok(vec![format!(
-                "keysync has not run here (no {}); waiting: {queue} from keyreg, {spool} for keyreg",
+                "keysync has not run here (no {}); waiting: {queue} batches from keyreg, {spool} updates for keyreg",
                 path.display()
             )])
         }
@@ -108,6 +109,8 @@ pub fn report(path: &Path, queue: usize, spool: usize) -> Result<Vec<String>, Sy
     } else {
         format!("keysync is running (pid {pid})")
     };
-    out.push(format!("{daemon}; waiting: {queue} from keyreg, {spool} for keyreg"));
+    out.push(format!(
+        "{daemon}; waiting: {queue} batches from keyreg, {spool} updates for keyreg"
+    ));
     Ok(out)
 }

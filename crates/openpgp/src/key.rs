@@ -5,6 +5,8 @@
 //! `check`'s job; merging and re-reading one is `merge`'s, so this module
 //! depends on neither.
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, Utc};
 use pgp::composed::SignedPublicKey;
 use pgp::packet::SignatureType;
@@ -48,7 +50,23 @@ pub struct CheckedKey {
     pub(crate) revoked: bool,
     pub(crate) expires_at: Option<DateTime<Utc>>,
     pub(crate) created_at: DateTime<Utc>,
+    /// [`CheckedKey::to_armored`]'s text once made; emptied by whatever
+    /// changes the packets.
+    pub(crate) armor: ArmorCache,
 }
+
+/// A key's armored text, made at most once. Never part of a key's
+/// identity: two keys are equal whether or not either has made it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ArmorCache(OnceLock<String>);
+
+impl PartialEq for ArmorCache {
+    fn eq(&self, _: &ArmorCache) -> bool {
+        true
+    }
+}
+
+impl Eq for ArmorCache {}
 
 impl CheckedKey {
     /// The primary key's fingerprint.
@@ -110,15 +128,29 @@ impl CheckedKey {
 
     /// ASCII armor of the stripped key: deterministic (no `Version:` or
     /// `Comment:` headers, with a CRC24 checksum line), lines ending in `"\n"`.
+    /// Made once per key and kept (see [`CheckedKey::with_armor`]).
     pub fn to_armored(&self) -> String {
-        // Writing into a Vec cannot fail.
-        let out = ArmoredKeyringWriter::new(Vec::new())
-            .and_then(|mut writer| {
-                writer.write_key(&self.to_bytes())?;
-                writer.finish()
+        self.armor
+            .0
+            .get_or_init(|| {
+                // Writing into a Vec cannot fail.
+                let out = ArmoredKeyringWriter::new(Vec::new())
+                    .and_then(|mut writer| {
+                        writer.write_key(&self.to_bytes())?;
+                        writer.finish()
+                    })
+                    .unwrap_or_default();
+                String::from_utf8(out).unwrap_or_default()
             })
-            .unwrap_or_default();
-        String::from_utf8(out).unwrap_or_default()
+            .clone()
+    }
+
+    /// The key with its armored text made now: an import makes it on a
+    /// checker thread, so the one thread that applies keys (the import's
+    /// bottleneck) finds it made for the record and for the update.
+    pub fn with_armor(self) -> CheckedKey {
+        self.to_armored();
+        self
     }
 
     /// The published user IDs, in the key's order, as text (invalid UTF-8
@@ -151,6 +183,9 @@ impl CheckedKey {
                 .and_then(email_of_user_id)
                 .is_none_or(|email| keep(&email))
         });
+        if kept.key.details.users.len() != self.key.details.users.len() {
+            kept.armor = ArmorCache::default();
+        }
         kept.emails.retain(|email| keep(email));
         kept
     }

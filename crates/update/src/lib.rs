@@ -11,13 +11,16 @@
 //! keyreg's: every server applies the updates it holds in one order, by
 //! [`Update::order`], so the same set gives the same database everywhere.
 //!
-//! Files: `form` (the text, parsing, the id), `clock`, `check`, `error`.
+//! Files: `form` (the text, parsing, the id), `clock`, `check`, `error`,
+//! `batch` (several updates in one file, for keyreg's hand-off to keysync).
 
+mod batch;
 mod check;
 mod clock;
 mod error;
 mod form;
 
+pub use batch::{BatchError, BatchReader, BatchWriter, BATCH_HEADER};
 pub use check::check;
 pub use clock::{millis, time_of, Clock};
 pub use error::UpdateError;

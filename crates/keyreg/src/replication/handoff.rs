@@ -1,32 +1,49 @@
 //! The queues between keyreg and keysync.
 //!
-//! Outbound, `sync/queue/`: each update made here is written to `tmp/`
-//! (fsynced) inside the write window that applies it, and renamed into
-//! `new/` only once the window is switched in, so keysync never announces
-//! an update the database does not hold. A file left in `tmp/` by a crash
+//! Outbound, `sync/queue/`: the updates made here are appended, as they
+//! are made inside a write window, to a batch in `tmp/` (the form is
+//! [`ripem_update::BatchWriter`]'s; a file is named by its first update's
+//! id and holds about [`BATCH_BYTES`]). Each batch is fsynced before its
+//! window is switched in, and renamed into `new/` only after, so keysync
+//! never announces an update the database does not hold; one file and one
+//! fsync per batch, not per update, which an import of many keys would
+//! otherwise spend most of its time on. A file left in `tmp/` by a crash
 //! is settled by the next writer ([`Outbound::settle`]): renamed if its
-//! update is in the database (the window was switched in), deleted if not
-//! (the request is still spooled and makes its update again). Inbound,
+//! first update is in the database (its window was switched in, so the
+//! whole batch is there and was synced), deleted if not (the requests are
+//! still spooled and make their updates again). Inbound,
 //! `spool/sync/new/`: the updates keysync received from peers, one file
 //! each, named by its id; each is deleted only after the window that
 //! applied it is switched in.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, BufWriter};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use ripem_core::atomic::sync_dir;
 use ripem_keydb::KeyDb;
-use ripem_update::Update;
+use ripem_update::{BatchWriter, Update};
 
 use super::log;
 
+/// A batch is sealed and a new one begun once it holds this many bytes.
+pub const BATCH_BYTES: u64 = 4 << 20;
+
 /// `sync/queue/` under the state directory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outbound {
     tmp: PathBuf,
     new: PathBuf,
+    /// The batch being written, if any.
+    open: Mutex<Option<OpenBatch>>,
+}
+
+#[derive(Debug)]
+struct OpenBatch {
+    path: PathBuf,
+    writer: BatchWriter<BufWriter<File>>,
 }
 
 fn with_path(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
@@ -45,6 +62,7 @@ impl Outbound {
         let queue = Outbound {
             tmp: root.join("tmp"),
             new: root.join("new"),
+            open: Mutex::new(None),
         };
         for dir in [&queue.tmp, &queue.new] {
             fs::create_dir_all(dir).map_err(with_path(dir))?;
@@ -57,18 +75,41 @@ impl Outbound {
         self.tmp.parent().unwrap_or(&self.tmp)
     }
 
-    /// Writes `update` to `tmp/`, fsynced (inside its write window).
+    fn open_batch(&self) -> MutexGuard<'_, Option<OpenBatch>> {
+        // A panic while writing leaves a batch that settle() clears.
+        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends `update` to the open batch in `tmp/` (inside its write
+    /// window), beginning one if none is open.
     pub fn stage(&self, update: &Update) -> io::Result<()> {
-        let path = self.tmp.join(update.id());
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o640)
-            .open(&path)
-            .map_err(with_path(&path))?;
-        file.write_all(update.to_bytes()).map_err(with_path(&path))?;
-        file.sync_all().map_err(with_path(&path))
+        let mut open = self.open_batch();
+        let batch = match &mut *open {
+            Some(batch) => batch,
+            None => {
+                let path = self.tmp.join(update.id());
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o640)
+                    .open(&path)
+                    .map_err(with_path(&path))?;
+                let writer = BatchWriter::new(BufWriter::new(file)).map_err(with_path(&path))?;
+                open.insert(OpenBatch { path, writer })
+            }
+        };
+        batch.writer.push(update.to_bytes()).map_err(with_path(&batch.path))?;
+        if batch.writer.bytes() >= BATCH_BYTES {
+            seal(open.take())?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and fsyncs the open batch: called before the window is
+    /// switched in, so a batch whose updates the database holds is whole.
+    pub fn seal(&self) -> io::Result<()> {
+        seal(self.open_batch().take())
     }
 
     fn staged(&self) -> io::Result<Vec<String>> {
@@ -87,8 +128,9 @@ impl Outbound {
         fs::rename(&from, self.new.join(name)).map_err(with_path(&from))
     }
 
-    /// Hands every staged update to keysync (after its window was switched in).
+    /// Hands every staged batch to keysync (after its window was switched in).
     pub fn release(&self) -> io::Result<usize> {
+        self.seal()?;
         let staged = self.staged()?;
         for name in &staged {
             self.release_one(name)?;
@@ -99,9 +141,11 @@ impl Outbound {
         Ok(staged.len())
     }
 
-    /// Settles what a crash left in `tmp/` (see the [module](self) docs);
-    /// called by the writer before it begins a window.
+    /// Settles what a crash (or a window given up) left in `tmp/` (see
+    /// the [module](self) docs); called by the writer before it begins a
+    /// window.
     pub fn settle<D: KeyDb>(&self, db: &D) -> Result<usize, SettleError<D::Error>> {
+        drop(self.open_batch().take());
         let mut released = 0;
         for name in self.staged().map_err(SettleError::Io)? {
             if log::has_update(db, &name).map_err(SettleError::Store)? {
@@ -117,6 +161,18 @@ impl Outbound {
         }
         Ok(released)
     }
+}
+
+/// Flushes and fsyncs `batch`, if there is one.
+fn seal(batch: Option<OpenBatch>) -> io::Result<()> {
+    let Some(OpenBatch { path, writer }) = batch else {
+        return Ok(());
+    };
+    let file = writer
+        .into_inner()
+        .into_inner()
+        .map_err(|err| with_path(&path)(err.into_error()))?;
+    file.sync_all().map_err(with_path(&path))
 }
 
 /// Why settling the outbound queue failed.
@@ -173,4 +229,72 @@ fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
     let limit = ripem_update::MAX_UPDATE_BYTES as u64 + 1;
     io::Read::read_to_end(&mut io::Read::take(File::open(path)?, limit), &mut bytes)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ripem_keydb::MemoryDb;
+    use ripem_update::{BatchReader, Fields, Kind};
+
+    fn update(n: u64, key_bytes: usize) -> Update {
+        let fingerprint = "A".repeat(40).parse().expect("fingerprint");
+        let mut fields = Fields::new(Kind::Merge, "a.example.org", 1_000 + n, fingerprint);
+        fields.key = Some("k".repeat(key_bytes));
+        Update::new(fields).expect("update")
+    }
+
+    fn entries(path: &Path) -> Vec<String> {
+        let reader = BatchReader::new(io::BufReader::new(File::open(path).unwrap()), 1 << 20);
+        reader.map(|entry| ripem_update::id_of(&entry.unwrap())).collect()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_window_s_updates_go_out_in_batches_of_about_batch_bytes() {
+        let state = tempfile::tempdir().unwrap();
+        let queue = Outbound::new(state.path()).unwrap();
+        // Under the 1 MiB an update may have: five fill a batch.
+        let big = BATCH_BYTES as usize / 5 + 10_000;
+        let made: Vec<Update> = (0..7).map(|n| update(n, big)).collect();
+        for update in &made {
+            queue.stage(update).unwrap();
+        }
+        assert!(names(&queue.new).is_empty(), "nothing is handed over before the switch");
+        queue.seal().unwrap();
+        assert_eq!(queue.release().unwrap(), 2);
+        let first: Vec<String> = made[..5].iter().map(|u| u.id().to_string()).collect();
+        let rest: Vec<String> = made[5..].iter().map(|u| u.id().to_string()).collect();
+        let mut expected = vec![first[0].clone(), rest[0].clone()];
+        expected.sort();
+        assert_eq!(names(&queue.new), expected);
+        assert_eq!(entries(&queue.new.join(&first[0])), first);
+        assert_eq!(entries(&queue.new.join(&rest[0])), rest);
+        assert!(names(&queue.tmp).is_empty());
+    }
+
+    #[test]
+    fn settling_releases_what_the_database_holds_and_deletes_the_rest() {
+        let state = tempfile::tempdir().unwrap();
+        let queue = Outbound::new(state.path()).unwrap();
+        let mut db = MemoryDb::default();
+        let (kept, lost) = (update(1, 10), update(2, 10));
+        queue.stage(&kept).unwrap();
+        queue.seal().unwrap();
+        log::store(&mut db, &kept).unwrap();
+        // A window given up (or a crash) with its batch still open.
+        queue.stage(&lost).unwrap();
+        assert_eq!(queue.settle(&db).unwrap(), 1);
+        assert_eq!(names(&queue.new), vec![kept.id().to_string()]);
+        assert!(names(&queue.tmp).is_empty());
+        assert_eq!(queue.release().unwrap(), 0, "the given-up batch is gone");
+    }
 }
