@@ -444,7 +444,7 @@ impl Importer<'_> {
                     {
                         self.outbound
                             .stage(&update)
-                            .map_err(|source| self.queue_error(source))?;
+                            .map_err(|source| self.outbound.error(source))?;
                     }
                     open.tally.count(&outcome);
                     open.lines.extend(outcome.lines());
@@ -470,10 +470,7 @@ impl Importer<'_> {
 
     /// Switches a window in and logs its outcomes as one entry.
     fn end_window(&self, store: &mut KeyStore, path: &Path, open: OpenWindow) -> Result<Tally, RegistrarError> {
-        replication::log::save_clock(store, &open.clock)?;
-        self.outbound.seal().map_err(|source| self.queue_error(source))?;
-        store.end_window_announced(self.announce)?;
-        self.outbound.release().map_err(|source| self.queue_error(source))?;
+        self.outbound.switch_in(store, &open.clock, self.announce)?;
         let mut lines = open.lines;
         lines.push(format!(
             "keys {} to {} of the file: {}",
@@ -483,13 +480,6 @@ impl Importer<'_> {
         ));
         self.log_entry(path, &lines)?;
         Ok(open.tally)
-    }
-
-    fn queue_error(&self, source: io::Error) -> RegistrarError {
-        RegistrarError::SyncQueue {
-            path: self.outbound.dir().to_path_buf(),
-            source,
-        }
     }
 
     fn log_entry(&self, path: &Path, lines: &[String]) -> Result<(), RegistrarError> {

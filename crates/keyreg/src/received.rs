@@ -35,7 +35,7 @@ impl Registrar {
         let mut summary = ReceivedSummary::default();
         loop {
             let files = handoff::inbound_dir(&self.spool.new_dir(QueueName::Sync), MAX_RECEIVED)
-                .map_err(|source| self.queue_error(source))?;
+                .map_err(|source| self.outbound.error(source))?;
             let listed = files.len();
             let (ready, taken) = self.sort_received(files, &mut summary)?;
             if !ready.is_empty() {
@@ -108,7 +108,7 @@ impl Registrar {
         }
         for file in files {
             match std::fs::remove_file(&file.path) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(self.queue_error(err)),
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(self.outbound.error(err)),
                 _ => {}
             }
         }
@@ -126,7 +126,7 @@ impl Registrar {
     pub fn replay(&self, from: Option<&Path>) -> Result<usize, RegistrarError> {
         let mut extra = Vec::new();
         if let Some(dir) = from {
-            let files = handoff::inbound_dir(dir, usize::MAX).map_err(|source| self.queue_error(source))?;
+            let files = handoff::inbound_dir(dir, usize::MAX).map_err(|source| self.outbound.error(source))?;
             for file in files {
                 let update = Update::parse(&file.bytes)
                     .and_then(|update| ripem_update::check(&update, &self.policy).map(|()| update))

@@ -38,7 +38,7 @@ use ripem_core::reply::{Mailer, Reply};
 use ripem_core::spool::{self, QueueName, Spool, SpoolError, SpoolFile};
 use ripem_core::txlog::{LogEntry, TransactionLog};
 use ripem_core::types::{Email, Fingerprint};
-use ripem_keydb::{KeyStore, RepairReport, StoreError};
+use ripem_keydb::{KeyStore, RepairReport};
 use ripem_openpgp::{KeyPolicy, SignedPart};
 use ripem_update::{time_of, Clock, Update};
 
@@ -197,11 +197,6 @@ impl Registrar {
         let _ = pidfile::signal_running(&self.config.paths.pid_file, Signal::SIGUSR1);
     }
 
-    /// Ends a window: switches it in, telling keyserv first.
-    fn end_window(&self, store: &mut KeyStore) -> Result<(), StoreError> {
-        store.end_window_announced(&|| self.announce_window())
-    }
-
     /// Opens the database as writer with a write window begun, after
     /// settling the updates a crash left half handed to keysync.
     pub(crate) fn open_for_writing(&self) -> Result<KeyStore, RegistrarError> {
@@ -216,25 +211,15 @@ impl Registrar {
         let store = self.open_writer()?;
         self.outbound.settle(&store).map_err(|err| match err {
             SettleError::Store(err) => RegistrarError::Store(err),
-            SettleError::Io(source) => self.queue_error(source),
+            SettleError::Io(source) => self.outbound.error(source),
         })?;
         Ok(store)
     }
 
-    pub(crate) fn queue_error(&self, source: std::io::Error) -> RegistrarError {
-        RegistrarError::SyncQueue {
-            path: self.outbound.dir().to_path_buf(),
-            source,
-        }
-    }
-
-    /// Switches the window in and hands its updates to keysync.
+    /// Switches the window in and hands its updates to keysync
+    /// ([`Outbound::switch_in`], telling keyserv first).
     pub(crate) fn end_window_and_hand_off(&self, store: &mut KeyStore, clock: &Clock) -> Result<(), RegistrarError> {
-        replication::log::save_clock(store, clock)?;
-        self.outbound.seal().map_err(|source| self.queue_error(source))?;
-        self.end_window(store)?;
-        self.outbound.release().map_err(|source| self.queue_error(source))?;
-        Ok(())
+        self.outbound.switch_in(store, clock, &|| self.announce_window())
     }
 
     /// Rebuilds the database (see [`KeyStore::repair`]): `damaged` when
@@ -463,7 +448,9 @@ impl Registrar {
     /// Stages updates for keysync (see [`Outbound`]).
     fn stage(&self, updates: &[Update]) -> Result<(), RegistrarError> {
         for update in updates {
-            self.outbound.stage(update).map_err(|source| self.queue_error(source))?;
+            self.outbound
+                .stage(update)
+                .map_err(|source| self.outbound.error(source))?;
         }
         Ok(())
     }

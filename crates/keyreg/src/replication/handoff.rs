@@ -23,10 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use ripem_core::atomic::sync_dir;
-use ripem_keydb::KeyDb;
-use ripem_update::{BatchWriter, Update};
+use ripem_keydb::{KeyDb, KeyStore};
+use ripem_update::{BatchWriter, Clock, Update};
 
 use super::log;
+use crate::error::RegistrarError;
 
 /// A batch is sealed and a new one begun once it holds this many bytes.
 pub const BATCH_BYTES: u64 = 4 << 20;
@@ -73,6 +74,26 @@ impl Outbound {
     /// The queue's directory, for error messages.
     pub fn dir(&self) -> &Path {
         self.tmp.parent().unwrap_or(&self.tmp)
+    }
+
+    /// A failure of this queue, as keyreg reports it (naming the directory).
+    pub fn error(&self, source: io::Error) -> RegistrarError {
+        RegistrarError::SyncQueue {
+            path: self.dir().to_path_buf(),
+            source,
+        }
+    }
+
+    /// Switches the write window in and hands its updates to keysync, in
+    /// the order the hand-off needs: the clock saved inside the window, the
+    /// open batch sealed before the switch, the batches released after it.
+    /// `announce` tells keyserv the switch is coming.
+    pub fn switch_in(&self, store: &mut KeyStore, clock: &Clock, announce: &dyn Fn()) -> Result<(), RegistrarError> {
+        log::save_clock(store, clock)?;
+        self.seal().map_err(|source| self.error(source))?;
+        store.end_window_announced(announce)?;
+        self.release().map_err(|source| self.error(source))?;
+        Ok(())
     }
 
     fn open_batch(&self) -> MutexGuard<'_, Option<OpenBatch>> {
