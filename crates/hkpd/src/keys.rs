@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ripem_core::record::Record;
 use ripem_core::types::{Email, Fingerprint, Query};
-use ripem_keydb::{KeyStore, LiveReader, StoreError};
+use ripem_keydb::{KeyStore, LiveReader, Mappings, StoreError};
 use ripem_openpgp::{read_stored_key, CheckedKey, KeyPolicy};
 
 use crate::search::Search;
@@ -46,6 +46,7 @@ pub struct Database {
     path: PathBuf,
     lock: PathBuf,
     pool: Mutex<Vec<LiveReader>>,
+    maps: Mappings,
     cache: Mutex<KeyCache>,
     wkd: Mutex<Option<WkdTable>>,
 }
@@ -59,6 +60,7 @@ impl Database {
             path: path.to_path_buf(),
             lock: lock.to_path_buf(),
             pool: Mutex::new(Vec::new()),
+            maps: Mappings::default(),
             cache: Mutex::new(HashMap::new()),
             wkd: Mutex::new(None),
         }
@@ -68,7 +70,7 @@ impl Database {
     /// database yet), with the session's write generation.
     fn read<T>(&self, read: impl FnOnce(Option<&KeyStore>, u64) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let taken = self.pool.lock().ok().and_then(|mut pool| pool.pop());
-        let mut reader = taken.unwrap_or_else(|| LiveReader::new(&self.path, &self.lock));
+        let mut reader = taken.unwrap_or_else(|| LiveReader::new(&self.path, &self.lock, &self.maps));
         let result = match reader.begin(READER_WAIT) {
             Ok(session) => read(session.store(), session.generation()),
             Err(err) => Err(err),

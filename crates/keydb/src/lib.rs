@@ -53,13 +53,14 @@ mod sort;
 mod value;
 mod verify;
 
+use std::cell::OnceCell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use applylog::Op;
 pub use db::KeyDb;
-pub use live::{LiveReader, ReadSession};
+pub use live::{LiveReader, Mappings, ReadSession};
 pub use memory::MemoryDb;
 pub use repair::RepairReport;
 pub use sort::SortedKeys;
@@ -181,7 +182,9 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 /// An open key database: a reader of `keys.gdbm`, or the writer, whose
 /// handle is on the standby file.
 pub struct KeyStore {
-    db: Gdbm,
+    /// libgdbm's handle; a mapped reader opens it only when the mapping
+    /// can't answer (see [`live`]).
+    db: OnceCell<Gdbm>,
     /// The same file mapped, for keyserv's readers (see [`mapped`]).
     table: Option<mapped::MappedTable>,
     path: PathBuf,
@@ -223,20 +226,40 @@ fn open_retrying(path: &Path, mode: OpenMode, timeout: Duration) -> Result<Gdbm,
 impl KeyStore {
     fn reading(db: Gdbm, path: &Path) -> KeyStore {
         KeyStore {
-            db,
+            db: OnceCell::from(db),
             table: None,
             path: path.to_path_buf(),
             writer: None,
         }
     }
 
-    /// A reader that also maps the file for its lookups (keyserv's, under
-    /// the lock file's protocol, so the file is the one `db` has open).
-    fn reading_mapped(db: Gdbm, path: &Path) -> KeyStore {
+    /// A reader of the file `table` maps, the one at `path` (keyserv's,
+    /// under the lock file's protocol, so libgdbm opens that same file
+    /// when it is needed).
+    fn reading_mapped(table: mapped::MappedTable, path: &Path) -> KeyStore {
         KeyStore {
-            table: mapped::MappedTable::open(path),
-            ..KeyStore::reading(db, path)
+            db: OnceCell::new(),
+            table: Some(table),
+            path: path.to_path_buf(),
+            writer: None,
         }
+    }
+
+    /// libgdbm's handle, opened now if this reader had not needed it yet.
+    fn gdbm(&self) -> Result<&Gdbm, StoreError> {
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        let db = Gdbm::open(&self.path, OpenMode::ReaderUnlocked)?;
+        Ok(self.db.get_or_init(|| db))
+    }
+
+    /// The writer's handle, which it opens with the store; a reader has
+    /// no window to write in.
+    fn gdbm_mut(&mut self) -> Result<&mut Gdbm, StoreError> {
+        self.db.get_mut().ok_or_else(|| StoreError::NoWindow {
+            path: self.path.clone(),
+        })
     }
 
     /// Opens the database read-only with GDBM's reader lock (db2flat). The
@@ -292,7 +315,7 @@ impl KeyStore {
             }
             Some(mapped::Probe::Unreadable) | None => {}
         }
-        match self.db.fetch_with(key, |stored| value::open(stored).map(read))? {
+        match self.gdbm()?.fetch_with(key, |stored| value::open(stored).map(read))? {
             None => Ok(None),
             Some(Some(found)) => Ok(Some(found)),
             Some(None) => Err(self.damaged(key, "checksum mismatch")),
@@ -305,7 +328,14 @@ impl KeyStore {
 
     /// Every key of the file, raw, in GDBM's order.
     fn raw_keys(&self) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + '_ {
-        self.db.keys().map(|key| key.map_err(StoreError::from))
+        let keys = self.gdbm().map(Gdbm::keys);
+        let (keys, opening) = match keys {
+            Ok(keys) => (Some(keys), None),
+            Err(err) => (None, Some(Err(err))),
+        };
+        opening
+            .into_iter()
+            .chain(keys.into_iter().flatten().map(|key| key.map_err(StoreError::from)))
     }
 
     /// The number of write windows this file has seen.
@@ -433,7 +463,7 @@ impl KeyStore {
     /// Stores `payload` under `key`, in the window's log too.
     fn write(&mut self, key: &[u8], payload: &[u8]) -> Result<(), StoreError> {
         self.check_window()?;
-        self.db.replace(key, &value::seal(payload))?;
+        self.gdbm_mut()?.replace(key, &value::seal(payload))?;
         match &mut self.writer {
             Some(writer) => writer.logged(Op::Put(key.to_vec(), payload.to_vec())),
             None => Ok(()),
@@ -443,7 +473,7 @@ impl KeyStore {
     /// Deletes `key`, in the window's log too; returns whether it was there.
     fn erase(&mut self, key: &[u8]) -> Result<bool, StoreError> {
         self.check_window()?;
-        let existed = self.db.delete(key)?;
+        let existed = self.gdbm_mut()?.delete(key)?;
         if let (true, Some(writer)) = (existed, &mut self.writer) {
             writer.logged(Op::Delete(key.to_vec()))?;
         }

@@ -19,9 +19,12 @@
 //! is open (`live`): the pair protocol guarantees the mapping doesn't
 //! change under a lookup.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+#[cfg(test)]
 use std::path::Path;
+use std::sync::Arc;
 
 /// GDBM 1.23's magics for files with 64-bit offsets, without and with the
 /// extended (numsync) header; neither changes the fields read here.
@@ -49,26 +52,79 @@ pub(crate) enum Probe<'a> {
     Unreadable,
 }
 
-/// A read-only mapping of a GDBM file, with the header fields a lookup needs.
-pub(crate) struct MappedTable {
+/// A read-only shared mapping of one file, made larger than the file so
+/// that it still covers it after the writer has grown it: readers keep it
+/// across write windows (see `live`), and the pages they touched stay
+/// mapped instead of being faulted in again after every switch.
+pub(crate) struct Mapping {
     base: *const u8,
-    len: usize,
-    dir: usize,
-    dir_bits: u32,
-    bucket_elems: usize,
+    capacity: usize,
+    device: u64,
+    inode: u64,
 }
 
 // SAFETY: the mapping is read-only and lives as long as the value; the
 // pair protocol keeps the file unchanged while sessions read it.
-unsafe impl Send for MappedTable {}
+unsafe impl Send for Mapping {}
 // SAFETY: as above; probes only read.
-unsafe impl Sync for MappedTable {}
+unsafe impl Sync for Mapping {}
 
-impl Drop for MappedTable {
+impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: base/len are the mapping made in `open`, unmapped once.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+        // SAFETY: base/capacity are the mapping made in `of`, unmapped once.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.capacity) };
     }
+}
+
+impl Mapping {
+    /// Maps `file`, `len` bytes long now, with room to grow by a quarter
+    /// (and 64 MiB) before it must be mapped again. The part past the end
+    /// of the file is never read: a table reads only `len` bytes.
+    pub(crate) fn of(file: &File, len: usize) -> Option<Mapping> {
+        let meta = file.metadata().ok()?;
+        let capacity = len.checked_add(len / 4)?.checked_add(64 << 20)?;
+        // SAFETY: a fresh read-only shared mapping of an open file; the
+        // result is checked before use and unmapped on drop.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                capacity,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Mapping {
+            base: base as *const u8,
+            capacity,
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
+
+    /// Whether this maps the file `meta` describes.
+    pub(crate) fn is_of(&self, meta: &Metadata) -> bool {
+        self.device == meta.dev() && self.inode == meta.ino()
+    }
+
+    /// Whether it covers the first `len` bytes of its file.
+    pub(crate) fn covers(&self, len: usize) -> bool {
+        len <= self.capacity
+    }
+}
+
+/// One generation's view of a GDBM file through a [`Mapping`], with the
+/// header fields a lookup needs.
+pub(crate) struct MappedTable {
+    map: Arc<Mapping>,
+    len: usize,
+    dir: usize,
+    dir_bits: u32,
+    bucket_elems: usize,
 }
 
 /// GDBM's hash of a key (`_gdbm_hash`); its bytes are C's signed `char`s.
@@ -91,31 +147,24 @@ fn read_offset(bytes: &[u8], at: usize) -> Option<usize> {
 }
 
 impl MappedTable {
-    /// Maps the GDBM file at `path`; `None` if it can't be mapped or its
-    /// header is not one this reader knows (libgdbm then does every read).
+    /// Maps the GDBM file at `path` afresh; `None` if it can't be mapped
+    /// or its header is not one this reader knows.
+    #[cfg(test)]
     pub(crate) fn open(path: &Path) -> Option<MappedTable> {
         let file = File::open(path).ok()?;
         let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
-        if len < 64 {
-            return None;
-        }
-        // SAFETY: a fresh read-only shared mapping of a whole open file;
-        // the result is checked before use and unmapped on drop.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
+        MappedTable::over(Arc::new(Mapping::of(&file, len)?), len)
+    }
+
+    /// The table in the first `len` bytes of the file `map` maps (its
+    /// length now); `None` if the header is not one this reader knows
+    /// (libgdbm then does every read).
+    pub(crate) fn over(map: Arc<Mapping>, len: usize) -> Option<MappedTable> {
+        if len < 64 || !map.covers(len) {
             return None;
         }
         let mut table = MappedTable {
-            base: base as *const u8,
+            map,
             len,
             dir: 0,
             dir_bits: 0,
@@ -125,8 +174,9 @@ impl MappedTable {
     }
 
     fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` readable bytes for the value's life.
-        unsafe { std::slice::from_raw_parts(self.base, self.len) }
+        // SAFETY: the mapping covers the file's first `len` bytes (checked
+        // in `over`), and lives as long as the `Arc` held here.
+        unsafe { std::slice::from_raw_parts(self.map.base, self.len) }
     }
 
     /// Reads and checks the header fields; false if they don't describe

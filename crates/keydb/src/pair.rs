@@ -31,6 +31,7 @@
 //! reader lock) is not taken back as the standby: the writer copies the
 //! active file to a new standby instead, and the dump reads on undisturbed.
 
+use std::cell::OnceCell;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -452,7 +453,7 @@ impl KeyStore {
         let db = open_standby(&paths, timeout)?;
         writer.write_state(true)?;
         Ok(KeyStore {
-            db,
+            db: OnceCell::from(db),
             table: None,
             path: paths.standby.clone(),
             writer: Some(writer),
@@ -492,7 +493,7 @@ impl KeyStore {
         }
         let next = writer.generation + 1;
         self.write(GENERATION_KEY, next.to_string().as_bytes())?;
-        self.db.sync()?;
+        self.gdbm_mut()?.sync()?;
         let Some(writer) = self.writer.as_mut() else {
             return Ok(());
         };
@@ -518,13 +519,13 @@ impl KeyStore {
             true => open_standby_now(&paths).and_then(|mut db| apply_ops(&mut db, &ops).ok().map(|()| db)),
             false => None,
         };
-        self.db = match caught_up {
+        self.db = OnceCell::from(match caught_up {
             Some(db) => db,
             None => {
                 Writer::copy_active_to_standby(&paths)?;
                 open_standby(&paths, timeout)?
             }
-        };
+        });
         match &self.writer {
             Some(writer) => writer.write_state(true),
             None => Ok(()),

@@ -7,6 +7,7 @@ use super::*;
 use crate::gdbm::{Gdbm, OpenMode};
 use chrono::Utc;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -154,7 +155,7 @@ fn a_dump_does_not_keep_the_writer_out_and_reads_one_state() {
 #[test]
 fn live_readers_go_on_during_a_window_and_see_it_once_switched_in() {
     let fx = Fixture::new();
-    let mut live = LiveReader::new(&fx.db, &fx.lock);
+    let mut live = LiveReader::new(&fx.db, &fx.lock, &Mappings::default());
     let a = Query::parse("a@example.com").unwrap();
     assert!(live.begin(TIMEOUT).unwrap().store().is_none(), "no database yet");
     let mut store = fx.writer();
@@ -182,6 +183,65 @@ fn live_readers_go_on_during_a_window_and_see_it_once_switched_in() {
     let session = live.begin(TIMEOUT).unwrap();
     let b = Query::parse("b@example.com").unwrap();
     assert!(session.store().unwrap().record(&b).unwrap().is_some());
+}
+
+/// Puts one window of `count` keys with addresses `w<window>n<n>@example.org`.
+fn put_window(store: &mut KeyStore, window: usize, count: usize) {
+    store.begin_window().unwrap();
+    for n in 0..count {
+        let fpr = format!("{:040X}", 500_000 + window * 1000 + n);
+        store
+            .put(&record(&fpr, &[&format!("w{window}n{n}@example.org")]))
+            .unwrap();
+    }
+    store.end_window().unwrap();
+}
+
+#[test]
+fn live_readers_share_one_mapping_per_file_and_keep_it_across_switches() {
+    let fx = Fixture::new();
+    // Large enough that a small window is replayed into the standby, not copied.
+    put_window(&mut KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap(), 0, 400);
+    let maps = Mappings::default();
+    let mut one = LiveReader::new(&fx.db, &fx.lock, &maps);
+    let mut two = LiveReader::new(&fx.db, &fx.lock, &maps);
+    let found = |live: &mut LiveReader, address: &str| {
+        let session = live.begin(TIMEOUT).unwrap();
+        let store = session.store().unwrap();
+        assert!(store.table.is_some(), "read through the mapping");
+        let found = store.record(&Query::parse(address).unwrap()).unwrap().is_some();
+        assert!(
+            store.db.get().is_none(),
+            "libgdbm is left closed while the mapping answers"
+        );
+        found
+    };
+    assert!(found(&mut one, "w0n3@example.org") && found(&mut two, "w0n399@example.org"));
+    let first = maps.kept();
+    assert_eq!(first.len(), 1, "the two readers share one mapping");
+    // Window 1 goes to the other file, window 2 back to the first, which
+    // the writer caught up in place and which grew meanwhile.
+    let mut store = KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap();
+    put_window(&mut store, 1, 2);
+    assert!(found(&mut two, "w1n1@example.org"));
+    put_window(&mut store, 2, 2);
+    assert!(found(&mut one, "w1n0@example.org") && found(&mut one, "w2n1@example.org"));
+    assert!(found(&mut two, "w2n0@example.org") && !found(&mut two, "w3n0@example.org"));
+    let kept = maps.kept();
+    assert_eq!(kept.len(), 2, "one mapping per file of the pair");
+    assert!(
+        kept.iter().any(|map| Arc::ptr_eq(map, &first[0])),
+        "the first file's mapping was kept across both switches"
+    );
+    // A dump holds the active file, so the writer takes a fresh copy as
+    // its standby: the file it replaced is not kept mapped.
+    let dump = fx.reader();
+    put_window(&mut store, 3, 2);
+    assert!(found(&mut one, "w3n1@example.org"));
+    let kept = maps.kept();
+    assert_eq!(kept.len(), 1, "only the active file is mapped now");
+    assert!(!Arc::ptr_eq(&kept[0], &first[0]));
+    drop(dump);
 }
 
 #[test]
@@ -361,7 +421,7 @@ fn a_damaged_value_is_damage_not_data() {
     let mut out = Vec::new();
     assert!(reader.append_record(&by_address, &mut out).is_err());
     // keyserv's reader, through the mapped table, finds the same damage.
-    let mut live = LiveReader::new(&fx.db, &fx.lock);
+    let mut live = LiveReader::new(&fx.db, &fx.lock, &Mappings::default());
     let session = live.begin(TIMEOUT).unwrap();
     let store = session.store().unwrap();
     assert!(store.table.is_some(), "keyserv's reader maps the file");
@@ -388,7 +448,7 @@ fn an_address_entry_of_the_earlier_layout_still_reads() {
     db.replace(b"user:u0x3@example.org", format!("{:040X}", 3).as_bytes())
         .unwrap();
     drop(db);
-    let mut live = LiveReader::new(&fx.db, &fx.lock);
+    let mut live = LiveReader::new(&fx.db, &fx.lock, &Mappings::default());
     let session = live.begin(TIMEOUT).unwrap();
     let store = session.store().unwrap();
     let query = Query::parse("u0x3@example.org").unwrap();

@@ -5,7 +5,8 @@
 //! A worker takes up to [`BATCH`] datagrams with one `recvmmsg`, answers
 //! them into buffers it reuses, and sends the answers with one `sendmmsg`:
 //! nothing is allocated per request on the lookup path but the address.
-//! Each worker keeps its own database handle, a [`LiveReader`]: opened
+//! Each worker keeps its own database handle, a [`LiveReader`] (the
+//! workers share its mappings of the files): opened
 //! without GDBM's lock, and guarded by the database's lock file, held
 //! shared only while a batch is answered. keyreg takes that lock
 //! exclusively for its short write window and bumps a generation number in
@@ -47,7 +48,7 @@ use ripem_core::pidfile::{PidFile, PidFileError};
 use ripem_core::ratelimit::{source_network, Limits, RateLimiter};
 use ripem_core::signals;
 use ripem_keydb::journal;
-use ripem_keydb::LiveReader;
+use ripem_keydb::{LiveReader, Mappings};
 
 /// Datagrams taken and answered per system call (at most 64: a bit mask
 /// marks the cache misses of a batch).
@@ -135,6 +136,8 @@ struct Shared {
     /// The cookie secret, drawn at start and kept across SIGHUP so the
     /// cookies clients hold stay good.
     cookies: CookieJar,
+    /// The database's mappings, which every worker's reader shares.
+    maps: Mappings,
     /// Bumped on SIGHUP: workers reopen the database from the new settings.
     generation: AtomicU64,
     stop: AtomicBool,
@@ -177,6 +180,7 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
         settings: RwLock::new(Settings::from_config(config)),
         cache: RwLock::new(new_cache(config)),
         cookies: CookieJar::random(),
+        maps: Mappings::default(),
         generation: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
@@ -273,7 +277,7 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             Some(reader) if generation == seen_generation => reader,
             _ => {
                 seen_generation = generation;
-                reader.insert(LiveReader::new(&settings.database, &settings.lock))
+                reader.insert(LiveReader::new(&settings.database, &settings.lock, &shared.maps))
             }
         };
         let writer = signals::release_requests();
