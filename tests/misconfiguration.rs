@@ -156,3 +156,18 @@ fn unreadable_database() {
         "{log}"
     );
 }
+
+#[test]
+fn a_replay_from_a_directory_that_is_not_one_names_that_directory() {
+    let server = Server::new();
+    let file = server.path("updates");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let run = server.run("keyreg", &["--replay", file.to_str().unwrap()], b"");
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert_one_line(&run, "keyreg", &["updates", "Not a directory"]);
+    assert!(
+        !run.stderr.contains("sync/queue"),
+        "not the outgoing queue: {}",
+        run.stderr
+    );
+}

@@ -244,6 +244,49 @@ fn live_readers_share_one_mapping_per_file_and_keep_it_across_switches() {
     drop(dump);
 }
 
+/// Many switches, some onto a freshly copied standby (a dump holding
+/// the file): readers sharing their mappings always find every key
+/// written so far, through the mapping, and never keep more than the
+/// pair's two files mapped.
+#[test]
+fn live_readers_sharing_mappings_stay_right_over_many_switches() {
+    let fx = Fixture::new();
+    let mut store = KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap();
+    put_window(&mut store, 0, 400);
+    let maps = Mappings::default();
+    let mut readers = [
+        LiveReader::new(&fx.db, &fx.lock, &maps),
+        LiveReader::new(&fx.db, &fx.lock, &maps),
+    ];
+    let mut written = vec![(0, 400)];
+    for window in 1..40 {
+        let dump = (window % 7 == 0).then(|| fx.reader());
+        put_window(&mut store, window, 1 + window % 3);
+        written.push((window, 1 + window % 3));
+        drop(dump);
+        let reader = &mut readers[window % 2];
+        let session = reader.begin(TIMEOUT).unwrap();
+        let store = session.store().unwrap();
+        assert!(store.table.is_some());
+        for &(window, count) in &written {
+            for n in 0..count {
+                let query = Query::parse(&format!("w{window}n{n}@example.org")).unwrap();
+                assert!(store.record(&query).unwrap().is_some(), "w{window}n{n}");
+            }
+        }
+        assert!(store
+            .record(&Query::parse("nobody@example.org").unwrap())
+            .unwrap()
+            .is_none());
+        drop(session);
+        assert!(
+            maps.kept().len() <= 2,
+            "window {window}: {} mappings",
+            maps.kept().len()
+        );
+    }
+}
+
 #[test]
 fn key_id_index_lists_owners() {
     let fx = Fixture::new();

@@ -44,6 +44,15 @@ pub enum RegistrarError {
         /// The system error.
         source: std::io::Error,
     },
+    /// Updates received from keysync, or given to replay, could not be
+    /// read or removed.
+    #[error("{path}: {source}")]
+    Inbound {
+        /// The directory of received updates.
+        path: PathBuf,
+        /// The system error (naming the file, if one).
+        source: std::io::Error,
+    },
     /// A lookup-only replica takes no keys but its peers'.
     #[error("this server ({0}) is a lookup-only replica: it imports nothing (replica = true in [sync])")]
     Replica(String),
@@ -104,6 +113,7 @@ impl ExitStatus for RegistrarError {
             RegistrarError::Log { source, .. }
             | RegistrarError::Import { source, .. }
             | RegistrarError::SyncQueue { source, .. }
+            | RegistrarError::Inbound { source, .. }
             | RegistrarError::NoticeRecord { source, .. }
             | RegistrarError::Pending { source, .. } => io_exit_code(source, exit::IOERR),
         }

@@ -28,14 +28,22 @@ use crate::replication::{log, Conflict, ReceivedSummary};
 /// At most this many received updates share one write window.
 pub const MAX_RECEIVED: usize = 2000;
 
+/// An error reading or removing received updates, naming where.
+fn inbound_error(path: &Path) -> impl FnOnce(std::io::Error) -> RegistrarError + '_ {
+    move |source| RegistrarError::Inbound {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 impl Registrar {
     /// Applies every update waiting in `spool/sync/` (see the
     /// [module](self) docs).
     pub fn process_received(&self) -> Result<ReceivedSummary, RegistrarError> {
         let mut summary = ReceivedSummary::default();
         loop {
-            let files = handoff::inbound_dir(&self.spool.new_dir(QueueName::Sync), MAX_RECEIVED)
-                .map_err(|source| self.outbound.error(source))?;
+            let dir = self.spool.new_dir(QueueName::Sync);
+            let files = handoff::inbound_dir(&dir, MAX_RECEIVED).map_err(inbound_error(&dir))?;
             let listed = files.len();
             let (ready, taken) = self.sort_received(files, &mut summary)?;
             if !ready.is_empty() {
@@ -108,7 +116,9 @@ impl Registrar {
         }
         for file in files {
             match std::fs::remove_file(&file.path) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(self.outbound.error(err)),
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(inbound_error(&file.path)(err));
+                }
                 _ => {}
             }
         }
@@ -126,7 +136,7 @@ impl Registrar {
     pub fn replay(&self, from: Option<&Path>) -> Result<usize, RegistrarError> {
         let mut extra = Vec::new();
         if let Some(dir) = from {
-            let files = handoff::inbound_dir(dir, usize::MAX).map_err(|source| self.outbound.error(source))?;
+            let files = handoff::inbound_dir(dir, usize::MAX).map_err(inbound_error(dir))?;
             for file in files {
                 let update = Update::parse(&file.bytes)
                     .and_then(|update| ripem_update::check(&update, &self.policy).map(|()| update))

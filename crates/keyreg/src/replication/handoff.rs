@@ -216,13 +216,16 @@ pub struct Inbound {
     pub bytes: Vec<u8>,
 }
 
-/// The update files in `dir` (dot files aside), at most `limit`, in name order.
+/// The update files in `dir` (dot files aside), at most `limit`, in name
+/// order. An error on a file names it; one on `dir` itself does not (the
+/// caller names the directory).
 pub fn inbound_dir(dir: &Path, limit: usize) -> io::Result<Vec<Inbound>> {
     let dir = dir.to_path_buf();
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(with_path(&dir)(err)),
+        // The caller names the directory.
+        Err(err) => return Err(err),
     };
     let mut paths: Vec<PathBuf> = Vec::new();
     for entry in entries {
