@@ -52,7 +52,7 @@ impl Mappings {
         let map = match kept {
             Some(map) => map,
             None => {
-                let map = Arc::new(Mapping::of(file, len)?);
+                let map = Arc::new(Mapping::of(file, &meta)?);
                 maps.retain(|old| !old.is_of(&meta));
                 maps.push(Arc::clone(&map));
                 map

@@ -77,11 +77,12 @@ impl Drop for Mapping {
 }
 
 impl Mapping {
-    /// Maps `file`, `len` bytes long now, with room to grow by a quarter
-    /// (and 64 MiB) before it must be mapped again. The part past the end
-    /// of the file is never read: a table reads only `len` bytes.
-    pub(crate) fn of(file: &File, len: usize) -> Option<Mapping> {
-        let meta = file.metadata().ok()?;
+    /// Maps `file`, which `meta` describes, with room to grow by a
+    /// quarter (and 64 MiB) before it must be mapped again. The part past
+    /// the end of the file is never read: a table reads only the length
+    /// the file had at its session.
+    pub(crate) fn of(file: &File, meta: &Metadata) -> Option<Mapping> {
+        let len = usize::try_from(meta.len()).ok()?;
         let capacity = len.checked_add(len / 4)?.checked_add(64 << 20)?;
         // SAFETY: a fresh read-only shared mapping of an open file; the
         // result is checked before use and unmapped on drop.
@@ -159,8 +160,9 @@ impl MappedTable {
     #[cfg(test)]
     pub(crate) fn open(path: &Path) -> Option<MappedTable> {
         let file = File::open(path).ok()?;
-        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
-        MappedTable::over(Arc::new(Mapping::of(&file, len)?), len)
+        let meta = file.metadata().ok()?;
+        let len = usize::try_from(meta.len()).ok()?;
+        MappedTable::over(Arc::new(Mapping::of(&file, &meta)?), len)
     }
 
     /// The table in the first `len` bytes of the file `map` maps (its

@@ -48,9 +48,10 @@ pub enum RegistrarError {
     /// read or removed.
     #[error("{path}: {source}")]
     Inbound {
-        /// The directory of received updates.
+        /// The directory of received updates, or the file that could
+        /// not be removed.
         path: PathBuf,
-        /// The system error (naming the file, if one).
+        /// The system error (naming the file, if one could not be read).
         source: std::io::Error,
     },
     /// A lookup-only replica takes no keys but its peers'.

@@ -220,11 +220,9 @@ pub struct Inbound {
 /// order. An error on a file names it; one on `dir` itself does not (the
 /// caller names the directory).
 pub fn inbound_dir(dir: &Path, limit: usize) -> io::Result<Vec<Inbound>> {
-    let dir = dir.to_path_buf();
-    let entries = match fs::read_dir(&dir) {
+    let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        // The caller names the directory.
         Err(err) => return Err(err),
     };
     let mut paths: Vec<PathBuf> = Vec::new();
