@@ -118,6 +118,12 @@ impl EntryWriter {
         self.file.write_all(&self.buffer)
     }
 
+    /// The entry's file, with what was pushed so far written to it.
+    pub fn flushed_file(&mut self) -> io::Result<File> {
+        self.file.flush()?;
+        self.file.get_ref().try_clone()
+    }
+
     /// Writes the header and fsyncs; returns where the entry ends.
     pub fn finish(self, kind: EntryKind, generation: u64) -> io::Result<u64> {
         let file = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;

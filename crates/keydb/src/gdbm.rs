@@ -341,6 +341,16 @@ impl Gdbm {
     }
 }
 
+/// GDBM's own descriptor of the file, lent: for asking the kernel about
+/// the file (its writeback), never for reading or writing it.
+impl std::os::fd::AsFd for Gdbm {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the handle is open, and its descriptor stays open for as
+        // long as the handle, which the borrow cannot outlive.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(sys::gdbm_fdesc(self.handle)) }
+    }
+}
+
 impl Drop for Gdbm {
     fn drop(&mut self) {
         // SAFETY: the handle is open and is never used after this.

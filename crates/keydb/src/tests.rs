@@ -550,7 +550,7 @@ fn a_log_cut_short_by_hand_starts_again_from_a_base_entry() {
 }
 
 #[test]
-fn a_window_too_large_for_memory_is_logged_as_it_comes() {
+fn a_window_too_large_for_memory_is_logged_as_it_comes_and_written_out_early() {
     let fx = Fixture::new();
     fill(&fx, 1);
     let mut store = KeyStore::open_write(&fx.db, &fx.lock, TIMEOUT).unwrap();
@@ -565,6 +565,7 @@ fn a_window_too_large_for_memory_is_logged_as_it_comes() {
             .unwrap();
     }
     store.end_window().unwrap();
+    assert!(store.writeback_requested(), "the disk was asked to catch up");
     drop(store);
     let after = items_of(&fx);
     assert_eq!(fx.reader().key_count().unwrap(), 520);

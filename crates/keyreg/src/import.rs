@@ -275,12 +275,13 @@ fn read_keys(format: Format, input: Input, send: &mut dyn FnMut(Parsed) -> bool)
 
 /// The candidates of one item read: one, or for a keyring's key as
 /// many as its packets parse into (normally one); a key's armored text
-/// made here, on a checker thread ([`ripem_openpgp::CheckedKey::with_armor`]).
+/// and key IDs made here, on a checker thread
+/// ([`ripem_openpgp::CheckedKey::with_derived`]).
 fn candidates(sequence: usize, parsed: Parsed, policy: &KeyPolicy) -> Vec<Candidate> {
     checked_candidates(sequence, parsed, policy)
         .into_iter()
         .map(|candidate| match candidate {
-            Candidate::Key(key) => Candidate::Key(Box::new((*key).with_armor())),
+            Candidate::Key(key) => Candidate::Key(Box::new((*key).with_derived())),
             other => other,
         })
         .collect()

@@ -82,7 +82,7 @@ fn check_key_inner(key: SignedPublicKey, policy: &KeyPolicy) -> Result<CheckedKe
         revoked,
         expires_at,
         created_at: to_utc(created_secs),
-        armor: Default::default(),
+        derived: Default::default(),
     })
 }
 

@@ -207,7 +207,7 @@ mod tests {
 
         let mut bare = checked.clone();
         bare.key.public_subkeys.clear();
-        bare.armor = Default::default();
+        bare.derived = Default::default();
         assert!(matches!(
             encrypt_to_key(&bare, b"x"),
             Err(EncryptError::NoEncryptionKey)

@@ -5,6 +5,7 @@
 //! `check`'s job; merging and re-reading one is `merge`'s, so this module
 //! depends on neither.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
@@ -50,23 +51,28 @@ pub struct CheckedKey {
     pub(crate) revoked: bool,
     pub(crate) expires_at: Option<DateTime<Utc>>,
     pub(crate) created_at: DateTime<Utc>,
-    /// [`CheckedKey::to_armored`]'s text once made; emptied by whatever
-    /// changes the packets.
-    pub(crate) armor: ArmorCache,
+    /// What is made from the packets once and kept.
+    pub(crate) derived: Derived,
 }
 
-/// A key's armored text, made at most once. Never part of a key's
-/// identity: two keys are equal whether or not either has made it.
+/// What a key's packets give that is made at most once: its armored text
+/// ([`CheckedKey::to_armored`], emptied by whatever changes the packets)
+/// and its key IDs ([`CheckedKey::key_ids`], which dropping user IDs
+/// leaves alone). Never part of a key's identity: two keys are equal
+/// whether or not either has made them.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ArmorCache(OnceLock<String>);
+pub(crate) struct Derived {
+    armor: OnceLock<String>,
+    key_ids: OnceLock<Vec<String>>,
+}
 
-impl PartialEq for ArmorCache {
-    fn eq(&self, _: &ArmorCache) -> bool {
+impl PartialEq for Derived {
+    fn eq(&self, _: &Derived) -> bool {
         true
     }
 }
 
-impl Eq for ArmorCache {}
+impl Eq for Derived {}
 
 impl CheckedKey {
     /// The primary key's fingerprint.
@@ -128,10 +134,10 @@ impl CheckedKey {
 
     /// ASCII armor of the stripped key: deterministic (no `Version:` or
     /// `Comment:` headers, with a CRC24 checksum line), lines ending in `"\n"`.
-    /// Made once per key and kept (see [`CheckedKey::with_armor`]).
+    /// Made once per key and kept (see [`CheckedKey::with_derived`]).
     pub fn to_armored(&self) -> String {
-        self.armor
-            .0
+        self.derived
+            .armor
             .get_or_init(|| {
                 // Writing into a Vec cannot fail.
                 let out = ArmoredKeyringWriter::new(Vec::new())
@@ -145,11 +151,13 @@ impl CheckedKey {
             .clone()
     }
 
-    /// The key with its armored text made now: an import makes it on a
-    /// checker thread, so the one thread that applies keys (the import's
-    /// bottleneck) finds it made for the record and for the update.
-    pub fn with_armor(self) -> CheckedKey {
+    /// The key with its armored text and key IDs made now: an import
+    /// makes them on a checker thread, so the one thread that applies keys
+    /// (the import's bottleneck) finds them made for the record, the
+    /// key-ID index and the update.
+    pub fn with_derived(self) -> CheckedKey {
         self.to_armored();
+        self.key_ids();
         self
     }
 
@@ -175,19 +183,24 @@ impl CheckedKey {
     /// stays out of the block, or `gpg --list-keys victim@example.org` on
     /// the flat keyring would list whoever added victim's address to their
     /// key.
-    pub fn keeping_user_ids(&self, keep: impl Fn(&Email) -> bool) -> super::CheckedKey {
-        let mut kept = self.clone();
-        kept.key.details.users.retain(|user| {
+    /// The key itself, uncopied, when every user ID stays.
+    pub fn keeping_user_ids(&self, keep: impl Fn(&Email) -> bool) -> Cow<'_, CheckedKey> {
+        let stays = |user: &pgp::types::SignedUser| {
             std::str::from_utf8(user.id.id())
                 .ok()
                 .and_then(email_of_user_id)
                 .is_none_or(|email| keep(&email))
-        });
+        };
+        if self.key.details.users.iter().all(stays) && self.emails.iter().all(&keep) {
+            return Cow::Borrowed(self);
+        }
+        let mut kept = self.clone();
+        kept.key.details.users.retain(stays);
         if kept.key.details.users.len() != self.key.details.users.len() {
-            kept.armor = ArmorCache::default();
+            kept.derived.armor = OnceLock::new();
         }
         kept.emails.retain(|email| keep(email));
-        kept
+        Cow::Owned(kept)
     }
 
     /// The primary key's OpenPGP algorithm number (1 RSA, 19 ECDSA, 22
@@ -223,15 +236,18 @@ impl CheckedKey {
 
 impl CheckedKey {
     /// The key IDs of the primary key and every subkey, as 16 upper-case hex
-    /// digits: what a signature names as its issuer.
-    pub fn key_ids(&self) -> Vec<String> {
-        let mut ids = vec![hex_upper(self.key.primary_key.legacy_key_id().as_ref())];
-        ids.extend(
-            self.key
-                .public_subkeys
-                .iter()
-                .map(|sub| hex_upper(sub.key.legacy_key_id().as_ref())),
-        );
-        ids
+    /// digits: what a signature names as its issuer. Made once per key
+    /// and kept.
+    pub fn key_ids(&self) -> &[String] {
+        self.derived.key_ids.get_or_init(|| {
+            let mut ids = vec![hex_upper(self.key.primary_key.legacy_key_id().as_ref())];
+            ids.extend(
+                self.key
+                    .public_subkeys
+                    .iter()
+                    .map(|sub| hex_upper(sub.key.legacy_key_id().as_ref())),
+            );
+            ids
+        })
     }
 }

@@ -127,6 +127,28 @@ fn rpgp_ed25519_key_passes() {
 }
 
 #[test]
+fn keeping_user_ids_copies_only_a_key_it_changes_and_keeps_what_it_made() {
+    let secret = ed25519_secret(&["Kim <kim@example.org>", "kim@work.example.com"]);
+    let checked = check_key(secret.to_public_key(), &KeyPolicy::default())
+        .expect("accepted")
+        .with_derived();
+    let whole = checked.keeping_user_ids(|_| true);
+    assert!(matches!(whole, std::borrow::Cow::Borrowed(_)), "nothing dropped, nothing copied");
+    let work = checked.keeping_user_ids(|email| email.as_str() == "kim@work.example.com");
+    assert!(matches!(work, std::borrow::Cow::Owned(_)));
+    let emails: Vec<&str> = work.emails().iter().map(Email::as_str).collect();
+    assert_eq!(emails, ["kim@work.example.com"]);
+    assert_eq!(work.user_ids(), ["kim@work.example.com"]);
+    // The armor is made again for the smaller key; the key IDs stay.
+    assert_ne!(work.to_armored(), checked.to_armored());
+    let reread = parse_armored_keys(&work.to_armored()).expect("parses").remove(0);
+    let reread = check_key(reread, &KeyPolicy::default()).expect("accepted");
+    assert_eq!(reread.user_ids(), ["kim@work.example.com"]);
+    assert_eq!(work.key_ids(), checked.key_ids());
+    assert_eq!(checked.key_ids().len(), 2);
+}
+
+#[test]
 fn rpgp_rsa_key_passes_and_rsa1024_is_refused() {
     let checked = check_key(rsa2048().to_public_key(), &KeyPolicy::default()).expect("rsa2048 accepted");
     assert_eq!(checked.algorithm(), "RSA 2048");

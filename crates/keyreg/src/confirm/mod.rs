@@ -317,13 +317,14 @@ fn split_candidate<D: KeyDb>(
             if !held_by_other(store, email, key.fingerprint(), policy)? {
                 to_confirm.push(ToConfirm {
                     email: email.clone(),
-                    key: key.keeping_user_ids(|kept| kept == email),
+                    key: key.keeping_user_ids(|kept| kept == email).into_owned(),
                 });
             }
         }
     }
-    let known =
-        key.keeping_user_ids(|email| registered.contains(email) || !to_confirm.iter().any(|item| item.email == *email));
+    let known = key
+        .keeping_user_ids(|email| registered.contains(email) || !to_confirm.iter().any(|item| item.email == *email))
+        .into_owned();
     if registered.is_empty() && known.emails().is_empty() && !to_confirm.is_empty() {
         return Ok((None, to_confirm));
     }
@@ -375,7 +376,9 @@ pub fn publish<D: KeyDb>(
         .record(&Query::Fingerprint(key.fingerprint().clone()))?
         .map(|record| record.users)
         .unwrap_or_default();
-    let kept = key.keeping_user_ids(|email| *email == entry.email || registered.contains(email));
+    let kept = key
+        .keeping_user_ids(|email| *email == entry.email || registered.contains(email))
+        .into_owned();
     let outcome = request::apply_key(store, &kept, policy, now)?;
     let mut lines = vec![format!("confirmation for {}: the nonce matches", entry.email)];
     lines.extend(outcome.lines());

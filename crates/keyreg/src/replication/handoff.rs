@@ -5,9 +5,12 @@
 //! [`ripem_update::BatchWriter`]'s; a file is named by its first update's
 //! id and holds about [`BATCH_BYTES`]). Each batch is fsynced before its
 //! window is switched in, and renamed into `new/` only after, so keysync
-//! never announces an update the database does not hold; one file and one
-//! fsync per batch, not per update, which an import of many keys would
-//! otherwise spend most of its time on. A file left in `tmp/` by a crash
+//! never announces an update the database does not hold; one file per
+//! batch, not per update, which an import of many keys would otherwise
+//! spend most of its time on. A full batch is only closed, its writeback
+//! started (`sync_file_range`); the window's batches are all fsynced at
+//! its end, when the disk has mostly written them, so an import does not
+//! wait for the disk every [`BATCH_BYTES`]. A file left in `tmp/` by a crash
 //! is settled by the next writer ([`Outbound::settle`]): renamed if its
 //! first update is in the database (its window was switched in, so the
 //! whole batch is there and was synced), deleted if not (the requests are
@@ -22,7 +25,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use ripem_core::atomic::sync_dir;
+use ripem_core::atomic::{start_writeback, sync_dir};
 use ripem_keydb::{KeyDb, KeyStore};
 use ripem_update::{BatchWriter, Clock, Update};
 
@@ -37,8 +40,15 @@ pub const BATCH_BYTES: u64 = 4 << 20;
 pub struct Outbound {
     tmp: PathBuf,
     new: PathBuf,
-    /// The batch being written, if any.
-    open: Mutex<Option<OpenBatch>>,
+    /// The window's batches: the one being written, and those closed.
+    open: Mutex<Batches>,
+}
+
+/// A window's batches, not yet synced.
+#[derive(Debug, Default)]
+struct Batches {
+    open: Option<OpenBatch>,
+    closed: Vec<(PathBuf, File)>,
 }
 
 #[derive(Debug)]
@@ -63,7 +73,7 @@ impl Outbound {
         let queue = Outbound {
             tmp: root.join("tmp"),
             new: root.join("new"),
-            open: Mutex::new(None),
+            open: Mutex::new(Batches::default()),
         };
         for dir in [&queue.tmp, &queue.new] {
             fs::create_dir_all(dir).map_err(with_path(dir))?;
@@ -96,16 +106,16 @@ impl Outbound {
         Ok(())
     }
 
-    fn open_batch(&self) -> MutexGuard<'_, Option<OpenBatch>> {
-        // A panic while writing leaves a batch that settle() clears.
+    fn batches(&self) -> MutexGuard<'_, Batches> {
+        // A panic while writing leaves batches that settle() clears.
         self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Appends `update` to the open batch in `tmp/` (inside its write
     /// window), beginning one if none is open.
     pub fn stage(&self, update: &Update) -> io::Result<()> {
-        let mut open = self.open_batch();
-        let batch = match &mut *open {
+        let mut batches = self.batches();
+        let batch = match &mut batches.open {
             Some(batch) => batch,
             None => {
                 let path = self.tmp.join(update.id());
@@ -116,21 +126,33 @@ impl Outbound {
                     .mode(0o640)
                     .open(&path)
                     .map_err(with_path(&path))?;
-                let writer = BatchWriter::new(BufWriter::new(file)).map_err(with_path(&path))?;
-                open.insert(OpenBatch { path, writer })
+                let writer = BatchWriter::new(BufWriter::with_capacity(1 << 20, file)).map_err(with_path(&path))?;
+                batches.open.insert(OpenBatch { path, writer })
             }
         };
         batch.writer.push(update.to_bytes()).map_err(with_path(&batch.path))?;
         if batch.writer.bytes() >= BATCH_BYTES {
-            seal(open.take())?;
+            if let Some(full) = batches.open.take() {
+                let (path, file) = close(full)?;
+                start_writeback(&file).map_err(with_path(&path))?;
+                batches.closed.push((path, file));
+            }
         }
         Ok(())
     }
 
-    /// Flushes and fsyncs the open batch: called before the window is
-    /// switched in, so a batch whose updates the database holds is whole.
+    /// Flushes and fsyncs the window's batches: called before the window
+    /// is switched in, so a batch whose updates the database holds is whole.
     pub fn seal(&self) -> io::Result<()> {
-        seal(self.open_batch().take())
+        let mut batches = self.batches();
+        if let Some(open) = batches.open.take() {
+            let closed = close(open)?;
+            batches.closed.push(closed);
+        }
+        for (path, file) in batches.closed.drain(..) {
+            file.sync_all().map_err(with_path(&path))?;
+        }
+        Ok(())
     }
 
     fn staged(&self) -> io::Result<Vec<String>> {
@@ -166,7 +188,7 @@ impl Outbound {
     /// the [module](self) docs); called by the writer before it begins a
     /// window.
     pub fn settle<D: KeyDb>(&self, db: &D) -> Result<usize, SettleError<D::Error>> {
-        drop(self.open_batch().take());
+        *self.batches() = Batches::default();
         let mut released = 0;
         for name in self.staged().map_err(SettleError::Io)? {
             if log::has_update(db, &name).map_err(SettleError::Store)? {
@@ -184,16 +206,13 @@ impl Outbound {
     }
 }
 
-/// Flushes and fsyncs `batch`, if there is one.
-fn seal(batch: Option<OpenBatch>) -> io::Result<()> {
-    let Some(OpenBatch { path, writer }) = batch else {
-        return Ok(());
-    };
-    let file = writer
-        .into_inner()
-        .into_inner()
-        .map_err(|err| with_path(&path)(err.into_error()))?;
-    file.sync_all().map_err(with_path(&path))
+/// Flushes `batch` to its file, which it gives back unsynced.
+fn close(batch: OpenBatch) -> io::Result<(PathBuf, File)> {
+    let OpenBatch { path, writer } = batch;
+    match writer.into_inner().into_inner() {
+        Ok(file) => Ok((path, file)),
+        Err(err) => Err(with_path(&path)(err.into_error())),
+    }
 }
 
 /// Why settling the outbound queue failed.

@@ -134,7 +134,7 @@ impl KeyOutcome {
 /// Deletes a key's record, its addresses and its key-ID index entries.
 pub(crate) fn delete_key<D: KeyDb>(store: &mut D, record: &Record, policy: &KeyPolicy) -> Result<(), D::Error> {
     if let Ok(key) = openpgp::read_stored_key(&record.key_armor, policy) {
-        store.unindex_key_ids(&record.fingerprint, &key.key_ids())?;
+        store.unindex_key_ids(&record.fingerprint, key.key_ids())?;
     }
     store.delete(&record.fingerprint)?;
     Ok(())
@@ -143,7 +143,7 @@ pub(crate) fn delete_key<D: KeyDb>(store: &mut D, record: &Record, policy: &KeyP
 /// Puts a record back as it was (undoing a change whose new key was refused).
 fn restore_key<D: KeyDb>(store: &mut D, record: &Record, key: &CheckedKey) -> Result<(), D::Error> {
     store.put(record)?;
-    store.index_key_ids(&record.fingerprint, &key.key_ids())
+    store.index_key_ids(&record.fingerprint, key.key_ids())
 }
 
 /// Tallies of a batch or an import, for logs and summaries.

@@ -179,7 +179,7 @@ fn a_free_address_is_registered_and_a_held_one_refused() {
     assert_eq!(owner(&db, "alice@example.org"), Some(alice.fingerprint()));
     for key_id in alice.checked().key_ids() {
         assert_eq!(
-            db.fingerprints_with_key_id(&key_id).expect("index"),
+            db.fingerprints_with_key_id(key_id).expect("index"),
             vec![alice.fingerprint()]
         );
     }
@@ -253,7 +253,7 @@ fn the_same_key_again_is_merged_and_a_replay_changes_nothing() {
     assert!(merged.updated > record.updated);
     for key_id in bob.checked().key_ids() {
         assert_eq!(
-            db.fingerprints_with_key_id(&key_id).expect("index"),
+            db.fingerprints_with_key_id(key_id).expect("index"),
             vec![bob.fingerprint()]
         );
     }
@@ -344,7 +344,7 @@ fn a_signed_change_moves_the_addresses_the_new_key_carries() {
     assert_eq!(owner(&db, "dan@example.net"), None);
     assert_eq!(db.record(&Query::Fingerprint(old.fingerprint())).expect("read"), None);
     for key_id in old.checked().key_ids() {
-        assert!(db.fingerprints_with_key_id(&key_id).expect("index").is_empty());
+        assert!(db.fingerprints_with_key_id(key_id).expect("index").is_empty());
     }
 
     // The same request again: the old key is gone, so it signs nothing.
