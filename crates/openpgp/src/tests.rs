@@ -133,7 +133,10 @@ fn keeping_user_ids_copies_only_a_key_it_changes_and_keeps_what_it_made() {
         .expect("accepted")
         .with_derived();
     let whole = checked.keeping_user_ids(|_| true);
-    assert!(matches!(whole, std::borrow::Cow::Borrowed(_)), "nothing dropped, nothing copied");
+    assert!(
+        matches!(whole, std::borrow::Cow::Borrowed(_)),
+        "nothing dropped, nothing copied"
+    );
     let work = checked.keeping_user_ids(|email| email.as_str() == "kim@work.example.com");
     assert!(matches!(work, std::borrow::Cow::Owned(_)));
     let emails: Vec<&str> = work.emails().iter().map(Email::as_str).collect();
