@@ -464,17 +464,8 @@ impl KeyStore {
     fn write(&mut self, key: &[u8], payload: &[u8]) -> Result<(), StoreError> {
         self.check_window()?;
         self.gdbm_mut()?.replace(key, &value::seal(payload))?;
-        let due = match &mut self.writer {
-            Some(writer) => writer.logged(Op::Put(key.to_vec(), payload.to_vec()))?,
-            None => false,
-        };
-        self.catch_up_if(due)
-    }
-
-    /// Asks the disk to write out the window so far, if `due`.
-    fn catch_up_if(&mut self, due: bool) -> Result<(), StoreError> {
         match (&mut self.writer, self.db.get()) {
-            (Some(writer), Some(db)) if due => writer.start_writeback(db),
+            (Some(writer), Some(db)) => writer.logged(Op::Put(key.to_vec(), payload.to_vec()), db),
             _ => Ok(()),
         }
     }
@@ -483,9 +474,8 @@ impl KeyStore {
     fn erase(&mut self, key: &[u8]) -> Result<bool, StoreError> {
         self.check_window()?;
         let existed = self.gdbm_mut()?.delete(key)?;
-        if let (true, Some(writer)) = (existed, &mut self.writer) {
-            let due = writer.logged(Op::Delete(key.to_vec()))?;
-            self.catch_up_if(due)?;
+        if let (true, Some(writer), Some(db)) = (existed, &mut self.writer, self.db.get()) {
+            writer.logged(Op::Delete(key.to_vec()), db)?;
         }
         Ok(existed)
     }

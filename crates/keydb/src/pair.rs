@@ -210,17 +210,21 @@ impl Writer {
         self.window
     }
 
-    /// Adds a write to the window's log; true when it is time to ask the
-    /// disk to catch up with the standby too ([`WRITEBACK_BYTES`]).
-    pub(super) fn logged(&mut self, op: Op) -> Result<bool, StoreError> {
+    /// Adds a write made to `standby` (the open GDBM handle) to the
+    /// window's log, and every [`WRITEBACK_BYTES`] asks the disk to catch up.
+    pub(super) fn logged(&mut self, op: Op, standby: &impl AsFd) -> Result<(), StoreError> {
         self.unwritten += op.size();
-        let due = self.unwritten >= self.writeback_bytes;
-        if due {
+        self.log_op(op)?;
+        if self.unwritten >= self.writeback_bytes {
             self.unwritten = 0;
+            self.start_writeback(standby)?;
         }
+        Ok(())
+    }
+
+    fn log_op(&mut self, op: Op) -> Result<(), StoreError> {
         if let Some(entry) = &mut self.streaming {
-            entry.push(&op).map_err(io_error(&self.paths.log))?;
-            return Ok(due);
+            return entry.push(&op).map_err(io_error(&self.paths.log));
         }
         self.ops_bytes += op.size();
         self.ops.push(op);
@@ -231,7 +235,7 @@ impl Writer {
             }
             self.streaming = Some(entry);
         }
-        Ok(due)
+        Ok(())
     }
 
     /// Asks the disk to write out what the window has written so far to
@@ -239,7 +243,7 @@ impl Writer {
     /// entry, on a thread of its own: the request can block for a good
     /// part of a second on a busy disk, which the window need not wait
     /// for. Skipped while the last request is still under way.
-    pub(super) fn start_writeback(&mut self, standby: &impl AsFd) -> Result<(), StoreError> {
+    fn start_writeback(&mut self, standby: &impl AsFd) -> Result<(), StoreError> {
         if self.writeback.as_ref().is_some_and(|request| !request.is_finished()) {
             return Ok(());
         }

@@ -182,8 +182,7 @@ impl CheckedKey {
     /// its own addresses vouch for: one for an address another key holds
     /// stays out of the block, or `gpg --list-keys victim@example.org` on
     /// the flat keyring would list whoever added victim's address to their
-    /// key.
-    /// The key itself, uncopied, when every user ID stays.
+    /// key. The key itself, uncopied, when every user ID stays.
     pub fn keeping_user_ids(&self, keep: impl Fn(&Email) -> bool) -> Cow<'_, CheckedKey> {
         let stays = |user: &pgp::types::SignedUser| {
             std::str::from_utf8(user.id.id())

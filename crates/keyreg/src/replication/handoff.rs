@@ -41,7 +41,7 @@ pub struct Outbound {
     tmp: PathBuf,
     new: PathBuf,
     /// The window's batches: the one being written, and those closed.
-    open: Mutex<Batches>,
+    batches: Mutex<Batches>,
 }
 
 /// A window's batches, not yet synced.
@@ -73,7 +73,7 @@ impl Outbound {
         let queue = Outbound {
             tmp: root.join("tmp"),
             new: root.join("new"),
-            open: Mutex::new(Batches::default()),
+            batches: Mutex::new(Batches::default()),
         };
         for dir in [&queue.tmp, &queue.new] {
             fs::create_dir_all(dir).map_err(with_path(dir))?;
@@ -108,7 +108,7 @@ impl Outbound {
 
     fn batches(&self) -> MutexGuard<'_, Batches> {
         // A panic while writing leaves batches that settle() clears.
-        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.batches.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Appends `update` to the open batch in `tmp/` (inside its write
