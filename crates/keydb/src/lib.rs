@@ -74,6 +74,9 @@ use ripem_core::types::{Email, Fingerprint, Query};
 
 const KEY_PREFIX: &[u8] = b"key:";
 const USER_PREFIX: &[u8] = b"user:";
+/// The most lookups [`KeyStore::prefetch_records`] warms in one go: more
+/// than the CPU can have misses outstanding.
+const PREFETCH_BATCH: usize = 64;
 const KEY_ID_PREFIX: &[u8] = b"keyid:";
 const GENERATION_KEY: &[u8] = b"meta:generation";
 
@@ -403,6 +406,35 @@ impl KeyStore {
         Ok(self
             .value_with(record_key, |record| out.extend_from_slice(record))?
             .is_some())
+    }
+
+    /// Warms the lines the records of `queries` will be read from (the
+    /// address entry for an address, the record for a fingerprint), all
+    /// of a batch's at once so that their misses overlap (see
+    /// [`mapped`]). A hint only: a store that is not mapped does nothing.
+    pub fn prefetch_records<'q>(&self, queries: impl IntoIterator<Item = &'q Query>) {
+        let Some(table) = &self.table else {
+            return;
+        };
+        let mut pending = [mapped::Prefetch::default(); PREFETCH_BATCH];
+        let mut count = 0;
+        let mut key = [0u8; 8 + 256];
+        for query in queries {
+            let (prefix, rest) = match query {
+                Query::Email(email) => (USER_PREFIX, email.as_str().as_bytes()),
+                Query::Fingerprint(fingerprint) => (KEY_PREFIX, fingerprint.as_str().as_bytes()),
+            };
+            let Some(key) = prefixed(&mut key, prefix, rest) else {
+                continue;
+            };
+            pending[count] = mapped::Prefetch::of(key);
+            count += 1;
+            if count == PREFETCH_BATCH {
+                table.prefetch(&mut pending);
+                count = 0;
+            }
+        }
+        table.prefetch(&mut pending[..count]);
     }
 
     /// The parsed record of the key a query names.

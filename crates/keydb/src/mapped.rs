@@ -18,6 +18,13 @@
 //! It is used only on files the writer never writes while a read session
 //! is open (`live`): the pair protocol guarantees the mapping doesn't
 //! change under a lookup.
+//!
+//! A batch of lookups is also warmed first ([`MappedTable::prefetch`]):
+//! each probe is three dependent reads of random lines in a file of
+//! gigabytes (directory entry, element, item), and one at a time they
+//! queue behind each other's cache and TLB misses. Asked for in rounds
+//! across the batch, a round's misses overlap. It is only a hint: it reads
+//! what `find` would check, and `find` still does every check.
 
 use std::fs::{File, Metadata};
 use std::os::fd::AsRawFd;
@@ -40,6 +47,51 @@ const ELEMENT: usize = 24;
 const KEY_START: usize = 4;
 /// The element hash that marks an empty slot.
 const EMPTY: i32 = -1;
+
+/// How many elements from a key's home slot the prefetch looks through
+/// for its item (three or four cache lines): GDBM's linear probing keeps
+/// about 19 keys in 20 that near home, and a key further away is only
+/// read without the warming.
+const PREFETCH_SLOTS: usize = 8;
+/// The item lines prefetched: the key, and the value's first lines, after
+/// which the hardware's own stream prefetch takes over the copy.
+const PREFETCH_ITEM: usize = 256;
+
+/// One key on its way through [`MappedTable::prefetch`]: its hash and
+/// length, and the offset the last round reached (at the end, its item's;
+/// `None` where the path left the file or the item was not near home).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Prefetch {
+    hash: u32,
+    len: usize,
+    at: Option<usize>,
+}
+
+impl Prefetch {
+    /// The prefetch of `key`'s probe.
+    pub(crate) fn of(key: &[u8]) -> Prefetch {
+        Prefetch {
+            hash: gdbm_hash(key),
+            len: key.len(),
+            at: None,
+        }
+    }
+}
+
+/// Asks the CPU to bring the cache line holding `bytes[at]` in, without
+/// waiting for it. A hint: where the architecture has no stable prefetch
+/// instruction, nothing is done.
+fn prefetch_line(bytes: &[u8], at: usize) {
+    if let Some(byte) = bytes.get(at) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults, and the address is in the mapping.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(std::ptr::from_ref(byte).cast::<i8>(), std::arch::x86_64::_MM_HINT_T0)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = byte;
+    }
+}
 
 /// What a probe of the table found.
 #[derive(Debug, PartialEq, Eq)]
@@ -218,6 +270,56 @@ impl MappedTable {
         self.find(key).unwrap_or(Probe::Unreadable)
     }
 
+    /// Warms the lines the probes of `keys` will read, one round for
+    /// each step of the path across all of them (see the module's notes).
+    pub(crate) fn prefetch(&self, keys: &mut [Prefetch]) {
+        let bytes = self.bytes();
+        for key in keys.iter_mut() {
+            let index = (key.hash >> (HASH_BITS - self.dir_bits)) as usize;
+            let entry = self.dir + 8 * index;
+            prefetch_line(bytes, entry);
+            key.at = Some(entry);
+        }
+        for key in keys.iter_mut() {
+            let home = key.hash as usize % self.bucket_elems;
+            key.at = key
+                .at
+                .and_then(|entry| read_offset(bytes, entry))
+                .and_then(|bucket| bucket.checked_add(BUCKET_TABLE + ELEMENT * home));
+            if let Some(element) = key.at {
+                for line in (element..element + ELEMENT * PREFETCH_SLOTS).step_by(64) {
+                    prefetch_line(bytes, line);
+                }
+            }
+        }
+        for key in keys.iter_mut() {
+            key.at = key.at.and_then(|element| self.item_near(element, key));
+            if let Some(item) = key.at {
+                for line in (item..item + PREFETCH_ITEM).step_by(64) {
+                    prefetch_line(bytes, line);
+                }
+            }
+        }
+    }
+
+    /// Where the item of the element at `element` or one of the next few
+    /// that has `key`'s hash and length is stored, if one does.
+    fn item_near(&self, element: usize, key: &Prefetch) -> Option<usize> {
+        let bytes = self.bytes();
+        for slot in 0..PREFETCH_SLOTS {
+            let at = element + ELEMENT * slot;
+            let hash = read_i32(bytes, at)?;
+            if hash == EMPTY {
+                return None;
+            }
+            let size = usize::try_from(read_i32(bytes, at + 16)?).ok();
+            if hash as u32 == key.hash && size == Some(key.len) {
+                return read_offset(bytes, at + 8);
+            }
+        }
+        None
+    }
+
     fn find(&self, key: &[u8]) -> Option<Probe<'_>> {
         let bytes = self.bytes();
         let hash = gdbm_hash(key);
@@ -293,6 +395,41 @@ mod tests {
         assert_eq!(table.probe(b""), Probe::Absent);
     }
 
+    /// The prefetch's rounds end at the very item the probe reads, for
+    /// nearly every key; where they don't, they end nowhere.
+    #[test]
+    fn prefetch_reaches_the_item_the_probe_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.gdbm");
+        let mut db = Gdbm::open(&path, OpenMode::WriterCreate).unwrap();
+        let key = |n: usize| format!("user:someone{n}@example.org").into_bytes();
+        for n in 0..5000 {
+            db.replace(&key(n), &vec![b'v'; n % 2000]).unwrap();
+        }
+        db.sync().unwrap();
+        drop(db);
+        let table = MappedTable::open(&path).unwrap();
+        let base = table.bytes().as_ptr() as usize;
+        let mut reached = 0;
+        for chunk in (0..5000).collect::<Vec<_>>().chunks(64) {
+            let mut pending: Vec<_> = chunk.iter().map(|&n| Prefetch::of(&key(n))).collect();
+            table.prefetch(&mut pending);
+            for (&n, prefetch) in chunk.iter().zip(&pending) {
+                let Probe::Found(value) = table.probe(&key(n)) else {
+                    panic!("key {n} not found");
+                };
+                if let Some(item) = prefetch.at {
+                    assert_eq!(item + key(n).len(), value.as_ptr() as usize - base, "key {n}");
+                    reached += 1;
+                }
+            }
+        }
+        assert!(reached > 4700, "only {reached} of 5000 items reached");
+        let mut absent = [Prefetch::of(b"user:nobody@example.org")];
+        table.prefetch(&mut absent);
+        assert_eq!(absent[0].at, None);
+    }
+
     #[test]
     fn a_file_that_is_not_gdbm_is_not_mapped() {
         let dir = tempfile::tempdir().unwrap();
@@ -324,5 +461,8 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let table = MappedTable::open(&path).unwrap();
         assert_eq!(table.probe(b"key:A"), Probe::Unreadable);
+        let mut pending = [Prefetch::of(b"key:A")];
+        table.prefetch(&mut pending);
+        assert_eq!(pending[0].at, None);
     }
 }

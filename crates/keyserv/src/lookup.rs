@@ -1,12 +1,12 @@
-//! keyserv's whole answer path for one datagram, over the key database:
-//! decode the request, look the key up (the exact address, then RIPEM's
+//! keyserv's whole answer path for one request, over the key database:
+//! look the key up (the exact address, then RIPEM's
 //! fallback one domain level up at a time, then the redirect map), and
 //! encode the answer into a buffer the caller reuses. A database error
 //! appends nothing, so a half-written answer is never sent.
 
 use std::collections::BTreeMap;
 
-use ripem_core::protocol::{append_response, parse_request, Request, Response, USERINFO_LINE};
+use ripem_core::protocol::{append_response, Request, Response, USERINFO_LINE};
 use ripem_core::types::Query;
 use ripem_keydb::{KeyStore, StoreError};
 
@@ -23,19 +23,20 @@ pub enum Handled {
     Quit,
 }
 
-/// keyserv's answer to one request datagram, appended to `out`. A lookup
+/// keyserv's answer to one request (decoded by the caller, which warms
+/// a batch's lookups before answering them), appended to `out`. A lookup
 /// tries the exact address, then (RIPEM's fallback) the same mailbox one
 /// domain level up at a time, then the redirect map by domain (most
 /// specific first). `store` is `None` while no database exists yet. On a
 /// database error nothing is appended.
 pub fn answer(
-    datagram: &[u8],
+    request: Request,
     store: Option<&KeyStore>,
     redirects: &BTreeMap<String, String>,
     allow_quit: bool,
     out: &mut Vec<u8>,
 ) -> Result<Handled, StoreError> {
-    let query = match parse_request(datagram) {
+    let query = match request {
         Request::LookUser(query) => query,
         Request::Malformed => {
             append_response(&Response::BadFormat, out);
@@ -106,13 +107,14 @@ fn redirect_for<'a>(redirects: &'a BTreeMap<String, String>, mut domain: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ripem_core::protocol::parse_request;
 
     #[test]
     fn answers_without_a_database() {
         let redirects = BTreeMap::from([("example.net".to_string(), "keys.example.net:1611".to_string())]);
         let answer_text = |request: &[u8], allow_quit: bool| {
             let mut out = b"previous".to_vec();
-            let handled = answer(request, None, &redirects, allow_quit, &mut out).unwrap();
+            let handled = answer(parse_request(request), None, &redirects, allow_quit, &mut out).unwrap();
             (handled, String::from_utf8(out[8..].to_vec()).unwrap())
         };
         assert_eq!(

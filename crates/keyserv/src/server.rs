@@ -45,6 +45,7 @@ use ripem_core::config::Config;
 use ripem_core::cookie::{self, CookieGate, CookieJar};
 use ripem_core::exit::{self, ExitStatus};
 use ripem_core::pidfile::{PidFile, PidFileError};
+use ripem_core::protocol::{parse_request, Request};
 use ripem_core::ratelimit::{source_network, Limits, RateLimiter};
 use ripem_core::signals;
 use ripem_keydb::journal;
@@ -244,14 +245,24 @@ pub fn serve(config: &Config, listen: &[SocketAddr], reload: &dyn Fn() -> Option
 /// A request and its answer, to remember.
 type RequestAndAnswer = (Box<[u8]>, Box<[u8]>);
 
+/// What a worker's database pass keeps from batch to batch, so that it
+/// allocates nothing of its own per batch.
+#[derive(Default)]
+struct Scratch {
+    /// The batch's requests left for the database, decoded once (`None`
+    /// for the others), by index in the batch.
+    requests: Vec<Option<Request>>,
+    /// Answers read from GDBM that carry the record asked for.
+    found: Vec<RequestAndAnswer>,
+}
+
 /// One thread's receive–answer loop on a socket it shares.
 fn worker(socket: &UdpSocket, shared: &Shared) {
     let mut batch = Batch::new(BATCH, MAX_REQUEST);
     let mut reader: Option<LiveReader> = None;
     let mut seen_generation = u64::MAX;
     let mut seen_writer = signals::release_requests();
-    // Answers read from GDBM that carry the record asked for: (request, answer).
-    let mut found: Vec<RequestAndAnswer> = Vec::new();
+    let mut scratch = Scratch::default();
     while !shared.stop.load(Ordering::SeqCst) {
         match batch.receive(socket, true) {
             Ok(_) => {}
@@ -297,7 +308,7 @@ fn worker(socket: &UdpSocket, shared: &Shared) {
             return;
         };
         if misses != 0 {
-            turn.answer_from_database(&mut batch, shared, reader, misses, &mut found);
+            turn.answer_from_database(&mut batch, shared, reader, misses, &mut scratch);
         }
         send(&mut batch, socket);
     }
@@ -374,17 +385,18 @@ impl Turn<'_> {
         Some(misses)
     }
 
-    /// Second pass, under the database lock: the datagrams in `misses`.
-    /// Answers that carry the record asked for are remembered in the cache
-    /// whole, before the cookie check, so the request repeated with its
-    /// cookie is a cache hit.
+    /// Second pass, under the database lock: the datagrams in `misses`,
+    /// decoded first and their lookups warmed together (see
+    /// [`ripem_keydb::KeyStore::prefetch_records`]). Answers that carry the
+    /// record asked for are remembered in the cache whole, before the
+    /// cookie check, so the request repeated with its cookie is a cache hit.
     fn answer_from_database(
         &self,
         batch: &mut Batch,
         shared: &Shared,
         reader: &mut LiveReader,
         misses: u64,
-        found: &mut Vec<RequestAndAnswer>,
+        scratch: &mut Scratch,
     ) {
         let session = match reader.begin(READER_WAIT) {
             Ok(session) => session,
@@ -405,14 +417,29 @@ impl Turn<'_> {
             }
         }
         let settings = self.settings;
+        let Scratch { requests, found } = scratch;
+        requests.clear();
+        requests.extend((0..batch.len()).map(|index| {
+            let (datagram, truncated, _) = batch.datagram(index);
+            (misses & (1 << index) != 0).then(|| parse_request(request_of(datagram, truncated).0))
+        }));
+        if let Some(store) = session.store() {
+            store.prefetch_records(requests.iter().filter_map(|request| match request {
+                Some(Request::LookUser(query)) => Some(query),
+                _ => None,
+            }));
+        }
         let mut failed = None;
         batch.answer_all(|index, datagram, truncated, peer, out| {
-            if misses & (1 << index) == 0 || self.overdrawn(&peer) {
+            let Some(decoded) = requests[index].take() else {
+                return;
+            };
+            if self.overdrawn(&peer) {
                 return;
             }
             let begin = out.len();
             let (request, cookie) = request_of(datagram, truncated);
-            match lookup::answer(request, session.store(), &settings.redirects, settings.allow_quit, out) {
+            match lookup::answer(decoded, session.store(), &settings.redirects, settings.allow_quit, out) {
                 Ok(Handled::Found) if settings.doorkeeper.seen_before(request) => {
                     found.push((request.into(), out[begin..].into()))
                 }
