@@ -74,6 +74,58 @@ fn protocol_answers() {
     );
 }
 
+/// Datagrams queued together are answered in one batch, decoded and
+/// warmed together before any is answered: each sender still gets the
+/// answer to its own request, whatever the others asked, in every round
+/// (the later ones partly from the answer cache).
+#[test]
+fn a_burst_of_mixed_requests_gets_each_its_own_answer() {
+    let (server, fpr) = registered_server("rate_limit = 0\nrate_bytes = 0\ncookies = false\n");
+    let keyserv = server.start_keyserv();
+    let found = keyserv.lookup("alice@example.org");
+    assert!(found.starts_with("USERINFO\n"), "{found}");
+    let request = |n: usize| match n % 5 {
+        0 => "LOOKUSER\nUser: alice@example.org\n".to_string(),
+        1 => format!("LOOKUSER\nUser: nobody{n}@example.org\n"),
+        2 => format!("LOOKUSER\nUser: 0x{fpr}\n"),
+        3 => "LOOKUSER\nUser: not an address\n".to_string(),
+        _ => format!("LOOKUSER\nUser: alice@host{n}.mail.cs.example.edu\n"),
+    };
+    let expected = |n: usize| match n % 5 {
+        1 => format!("NOTFOUND\nUser: nobody{n}@example.org\n\0"),
+        3 => "BADFMT\n\0".to_string(),
+        _ => found.clone(),
+    };
+    let sockets: Vec<_> = (0..40)
+        .map(|_| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            socket
+        })
+        .collect();
+    let mut buffer = vec![0u8; 65_536];
+    let pid = keyserv.child.id().to_string();
+    for round in 0..5 {
+        // Stopped, keyserv finds them all queued and takes them in batches.
+        send_signal(&pid, "STOP");
+        for (n, socket) in sockets.iter().enumerate() {
+            socket
+                .send_to(request(n).as_bytes(), ("127.0.0.1", keyserv.port))
+                .unwrap();
+        }
+        send_signal(&pid, "CONT");
+        for (n, socket) in sockets.iter().enumerate() {
+            let (length, _) = socket.recv_from(&mut buffer).expect("every request is answered");
+            assert_eq!(
+                String::from_utf8_lossy(&buffer[..length]),
+                expected(n),
+                "round {round}, request {n}: {}",
+                request(n)
+            );
+        }
+    }
+}
+
 #[test]
 fn junk_datagrams_never_break_it() {
     let (server, _) = registered_server("");
