@@ -1,4 +1,4 @@
-//! keyserv's whole answer path on any bytes, against a real database with
+//! keyserv's whole answer path on any bytes (decoded, warmed, answered), against a real database with
 //! one record and a redirect: it never panics, and every answer is one of
 //! the protocol's, ended by one NUL.
 #![no_main]
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use keyserv::lookup::{answer, Handled};
 use libfuzzer_sys::fuzz_target;
+use ripem_core::protocol::{parse_request, Request};
 use ripem_core::record::Record;
 use ripem_core::types::{Email, Fingerprint};
 use ripem_keydb::KeyStore;
@@ -52,7 +53,12 @@ fn fixture() -> &'static Mutex<Fixture> {
 fuzz_target!(|datagram: &[u8]| {
     let fixture = fixture().lock().expect("fixture");
     let mut out = Vec::new();
-    match answer(datagram, Some(&fixture.store), &fixture.redirects, false, &mut out) {
+    // As keyserv does: decoded once, warmed, then answered.
+    let request = parse_request(datagram);
+    if let Request::LookUser(query) = &request {
+        fixture.store.prefetch_records([query]);
+    }
+    match answer(request, Some(&fixture.store), &fixture.redirects, false, &mut out) {
         Ok(handled @ (Handled::Answered | Handled::Found)) => {
             assert!(handled == Handled::Answered || out.starts_with(b"USERINFO\n"));
             assert_eq!(out.last(), Some(&0));

@@ -5,6 +5,9 @@
 //! A worker takes up to [`BATCH`] datagrams with one `recvmmsg`, answers
 //! them into buffers it reuses, and sends the answers with one `sendmmsg`:
 //! nothing is allocated per request on the lookup path but the address.
+//! The requests the answer cache can't answer are decoded once and their
+//! lookups warmed together before any is answered, so that the batch's
+//! misses in the mapped file overlap rather than queue.
 //! Each worker keeps its own database handle, a [`LiveReader`] (the
 //! workers share its mappings of the files): opened
 //! without GDBM's lock, and guarded by the database's lock file, held
