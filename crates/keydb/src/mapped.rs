@@ -302,11 +302,13 @@ impl MappedTable {
         }
     }
 
-    /// Where the item of the element at `element` or one of the next few
-    /// that has `key`'s hash and length is stored, if one does.
+    /// Where the item of the element at `element` (`key`'s home slot) or
+    /// one of the next few in its bucket that has `key`'s hash and length
+    /// is stored, if one does.
     fn item_near(&self, element: usize, key: &Prefetch) -> Option<usize> {
         let bytes = self.bytes();
-        for slot in 0..PREFETCH_SLOTS {
+        let home = key.hash as usize % self.bucket_elems;
+        for slot in 0..PREFETCH_SLOTS.min(self.bucket_elems - home) {
             let at = element + ELEMENT * slot;
             let hash = read_i32(bytes, at)?;
             if hash == EMPTY {
