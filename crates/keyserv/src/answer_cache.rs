@@ -58,8 +58,13 @@ struct Entry {
 }
 
 impl Entry {
+    /// The bytes an entry of these parts counts against the limit.
+    fn size_of(request: &[u8], answer: &[u8], fingerprint: &str) -> usize {
+        request.len() + answer.len() + fingerprint.len() + ENTRY_OVERHEAD
+    }
+
     fn size(&self) -> usize {
-        self.request.len() + self.answer.len() + self.fingerprint.len() + ENTRY_OVERHEAD
+        Entry::size_of(&self.request, &self.answer, &self.fingerprint)
     }
 }
 
@@ -163,16 +168,17 @@ impl AnswerCache {
         let Some(fingerprint) = fingerprint_in(answer) else {
             return;
         };
+        // Sized before it is built: an answer too large is not copied.
+        let size = Entry::size_of(request, answer, fingerprint);
+        if size > self.limit {
+            return;
+        }
         let entry = Entry {
             request: request.into(),
             answer: answer.into(),
             fingerprint: fingerprint.into(),
             visited: AtomicBool::new(false),
         };
-        let size = entry.size();
-        if size > self.limit {
-            return;
-        }
         if let Some(&slot) = self.by_request.get(request) {
             self.remove(slot);
         }
@@ -363,6 +369,12 @@ mod tests {
         }
         assert!(!cache.is_empty());
         assert_eq!(cache.generation(), Some(0));
+        // An answer larger than the whole cache is refused without evicting.
+        let held = cache.bytes;
+        let huge = answer(A, &format!("{}@x.org", "h".repeat(1000)));
+        cache.insert(0, b"LOOKUSER\nUser: huge@x.org\n", &huge);
+        assert_eq!(cache.bytes, held);
+        assert_eq!(cache.get(0, b"LOOKUSER\nUser: huge@x.org\n"), None);
     }
 
     #[test]
