@@ -1,8 +1,8 @@
 //! keyserv's whole answer path for one request, over the key database:
-//! look the key up (the exact address, then RIPEM's
-//! fallback one domain level up at a time, then the redirect map), and
-//! encode the answer into a buffer the caller reuses. A database error
-//! appends nothing, so a half-written answer is never sent.
+//! look the key up (the exact address, then RIPEM's fallback one domain
+//! level up at a time, then the redirect map), and encode the answer into
+//! a buffer the caller reuses. A database error appends nothing, so a
+//! half-written answer is never sent.
 
 use std::collections::BTreeMap;
 
