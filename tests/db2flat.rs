@@ -77,6 +77,44 @@ fn empty_database_gives_empty_files() {
 }
 
 #[test]
+fn a_dump_removes_what_a_killed_dump_left_and_spares_a_running_one() {
+    let server = Server::new();
+    assert_eq!(server.run("db2flat", &[], b"").code, 0);
+    // What a dump killed half-way leaves: its temp files, named by its pid.
+    let mut killed = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let running = killed.id();
+    let pub_dir = server.path("pub");
+    let temp = |name: &str, pid: u32| pub_dir.join(format!(".{name}.{pid}.0badc0de.tmp"));
+    for name in ["pubkeys.txt", "pubkeys.asc"] {
+        std::fs::write(temp(name, running), "half a dump").unwrap();
+    }
+    let run = server.run("db2flat", &[], b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("removed"),
+        "a running writer's files stay: {}",
+        run.stderr
+    );
+    assert!(temp("pubkeys.txt", running).exists() && temp("pubkeys.asc", running).exists());
+
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let run = server.run("db2flat", &[], b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("removed 2 temp files of killed dumps"),
+        "{}",
+        run.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(&pub_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn wkd_tree_for_the_configured_domains() {
     let server = Server::new();
     let keys = tempfile::tempdir().unwrap();

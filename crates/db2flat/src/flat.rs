@@ -4,14 +4,16 @@
 //! record once, sorted by its first address, records separated by a blank
 //! line; `keyreg --import` reads it back. `pubkeys.asc` is one armored
 //! keyring holding every key, which `gpg --import` reads. Both are written
-//! atomically, streaming record by record.
+//! atomically, streaming record by record; a dump killed half-way leaves
+//! its temp files, a gigabyte each at a million keys, and the next dump
+//! removes them.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use ripem_core::atomic::AtomicFile;
+use ripem_core::atomic::{self, AtomicFile};
 use ripem_core::exit::{self, io_exit_code, ExitStatus};
 use ripem_core::record::Record;
 use ripem_core::types::Query;
@@ -50,6 +52,8 @@ pub struct DumpSummary {
     pub keys: usize,
     /// Keys whose stored armor could not be decoded (left out of the `.asc`).
     pub skipped: usize,
+    /// Temp files of earlier dumps that were killed, removed.
+    pub abandoned: usize,
 }
 
 /// Writes both flat files from `store`, streaming: memory stays bounded
@@ -96,12 +100,18 @@ fn dump_records(
         path: armored_path.to_path_buf(),
         source,
     };
+    let abandoned = atomic::remove_abandoned(text_path).map_err(text_err)?
+        + atomic::remove_abandoned(armored_path).map_err(armored_err)?;
     let mut text = AtomicFile::create(text_path).map_err(text_err)?;
     let armored = AtomicFile::create(armored_path).map_err(armored_err)?;
     let mut keyring = ArmoredKeyringWriter::new(armored).map_err(armored_err)?;
     writeln!(text, "# Created on {}", now.to_rfc3339_opts(SecondsFormat::Secs, true)).map_err(text_err)?;
 
-    let mut summary = DumpSummary { keys: 0, skipped: 0 };
+    let mut summary = DumpSummary {
+        keys: 0,
+        skipped: 0,
+        abandoned,
+    };
     for record in records {
         let record = record?;
         write_record(&mut text, &record).map_err(text_err)?;

@@ -57,13 +57,18 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     progress.finish();
     let summary = summary?;
     eprintln!(
-        "db2flat: wrote {} keys to {} and {} in {:.1} s{}",
+        "db2flat: wrote {} keys to {} and {} in {:.1} s{}{}",
         summary.keys,
         text.display(),
         armored.display(),
         started.elapsed().as_secs_f64(),
         if summary.skipped > 0 {
             format!(" ({} unreadable keys left out of the .asc)", summary.skipped)
+        } else {
+            String::new()
+        },
+        if summary.abandoned > 0 {
+            format!("; removed {} temp files of killed dumps", summary.abandoned)
         } else {
             String::new()
         }
