@@ -3,9 +3,10 @@
 //! the old file or the new one, never half of one, and a crash leaves at
 //! most a stray dot-file behind, which [`remove_abandoned`] clears for
 //! the large files that are worth a look at the directory (the nightly
-//! dump's, a gigabyte each at a million keys). Also the two steps of a large file's
-//! durability: its writeback started early ([`start_writeback`]), so the
-//! fsync that must come later finds the disk has done most of the work.
+//! dump's, a gigabyte each at a million keys). Also the two steps of a
+//! large file's durability: its writeback started early
+//! ([`start_writeback`]), so the fsync that must come later finds the
+//! disk has done most of the work.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
