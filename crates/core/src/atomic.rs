@@ -14,6 +14,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
 /// Flushes a directory so a rename or unlink in it survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -68,9 +72,7 @@ fn temp_writer(file_name: &str, name: &str) -> Option<i32> {
 
 /// Whether process `pid` exists (`kill(pid, 0)`; one we may not signal exists too).
 fn process_exists(pid: i32) -> bool {
-    // SAFETY: signal 0 only asks whether the process exists.
-    let signalled = unsafe { libc::kill(pid, 0) };
-    signalled == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
 }
 
 /// Removes the temp files of `target` whose writer is no longer running
