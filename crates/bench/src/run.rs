@@ -42,6 +42,40 @@ use crate::load::{self, LoadReport, LoadSpec, Order};
 pub const REAL_WORLD_KEYRING: &str = "/usr/share/keyrings/debian-keyring.gpg";
 /// The configuration of keyserv with cookies off, in the work directory.
 const NO_COOKIES_CONFIG: &str = "keyserver-no-cookies.toml";
+/// One turn of keyserv or of the no-op when the load alternates between
+/// them. Short, so that many pairs of turns meet the same spells of a
+/// shared machine: single turns of 4 s at a million keys ranged from 0.49
+/// to 1.08 of the no-op on one machine within two minutes.
+const TURN: Duration = Duration::from_secs(2);
+
+/// keyserv's and the no-op's load over alternating turns, and each pair
+/// of turns' throughput ratio.
+#[derive(Default)]
+struct Alternation {
+    served: LoadReport,
+    baseline: LoadReport,
+    shares: Vec<f64>,
+}
+
+impl Alternation {
+    /// keyserv's throughput over all its turns as a share of the no-op's.
+    fn share(&self) -> f64 {
+        self.served.throughput() / self.baseline.throughput().max(1e-9)
+    }
+
+    /// The median and range of the pairs' ratios.
+    fn spread(&self) -> String {
+        let mut shares = self.shares.clone();
+        shares.sort_by(f64::total_cmp);
+        match (shares.first(), shares.last()) {
+            (Some(low), Some(high)) => format!(
+                "pairs of turns: median {:.2}, {low:.2}–{high:.2}",
+                shares[shares.len() / 2]
+            ),
+            _ => "no turns".to_string(),
+        }
+    }
+}
 
 /// How many keys an import's summary line (`641 keys added, 0 merged, 264
 /// refused; ...`) says the file held.
@@ -418,15 +452,15 @@ impl Bench {
 
     /// Phase 2; returns keyserv's memory at its end. keyserv (cookies on)
     /// and the no-op responder run side by side; after a warm-up pass over
-    /// every address at each, the random load alternates between them,
-    /// half the phase's duration at a time, twice, so both see the same
-    /// spells of a shared machine. Then keyserv with cookies off, once.
+    /// every address at each, the random load alternates between them in
+    /// short turns, so both see the same spells of a shared machine. Then
+    /// keyserv with cookies off, alternating with the same no-op.
     fn lookups(&self) -> Result<Memory> {
         let (mut keyserv, pass) = self.start_warm_keyserv()?;
         let noop_port = free_port()?;
         let noop_target = SocketAddr::from(([127, 0, 0, 1], noop_port));
         let reply_size = pass.mean_answer().to_string();
-        let lifetime = warm_up(self.spec.keys) + 2 * self.spec.duration + Duration::from_secs(10);
+        let lifetime = 3 * warm_up(self.spec.keys) + 4 * self.spec.duration + Duration::from_secs(30);
         let seconds = lifetime.as_secs().to_string();
         let listen = noop_target.to_string();
         let mut noop = self.start(
@@ -444,34 +478,32 @@ impl Bench {
         )?;
         wait_for_answer(noop_target)?;
         self.warm_up(noop_target)?;
-        let half = self.spec.duration / 2;
-        let (mut served, mut baseline) = (LoadReport::default(), LoadReport::default());
-        for _ in 0..2 {
-            served.then(self.load_for(self.target(), half)?);
-            baseline.then(self.load_for(noop_target, half)?);
-        }
+        let cookies = self.alternate(self.target(), noop_target)?;
         let memory = keyserv.memory();
         keyserv.stop();
-        noop.stop();
         let (mut open, _) = self.start_warm_keyserv_with(&self.spec.work_dir.join(NO_COOKIES_CONFIG))?;
-        let uncookied = self.load(self.target())?;
+        let uncookied = self.alternate(self.target(), noop_target)?;
         open.stop();
-        let share = |report: &LoadReport| report.throughput() / baseline.throughput().max(1e-9);
+        noop.stop();
         println!(
             "\n2. UDP lookups on loopback (closed loop, addresses at random over all {}; every one is registered)",
             self.addresses.len()
         );
-        println!("   keyserv, cookies on:  {}", served.summary());
-        println!("   no-op responder:      {}", baseline.summary());
+        println!("   keyserv, cookies on:  {}", cookies.served.summary());
+        println!("   no-op responder:      {}", cookies.baseline.summary());
+        println!("   keyserv, cookies off: {}", uncookied.served.summary());
+        println!("   no-op responder:      {}", uncookied.baseline.summary());
         println!(
-            "   (alternating with keyserv above, {} s at a time, after a warm-up pass each)",
-            half.as_secs_f64()
+            "   (each keyserv alternating with the no-op in {} turns of {} s each, after a warm-up pass at each)",
+            cookies.shares.len(),
+            TURN.as_secs_f64()
         );
-        println!("   keyserv, cookies off: {} (a later run)", uncookied.summary());
         println!(
-            "   keyserv / no-op throughput: {:.2} with cookies on, {:.2} with cookies off",
-            share(&served),
-            share(&uncookied)
+            "   keyserv / no-op throughput: {:.2} with cookies on ({}), {:.2} with cookies off ({})",
+            cookies.share(),
+            cookies.spread(),
+            uncookied.share(),
+            uncookied.spread()
         );
         println!(
             "   keyserv's anonymous memory (RssAnon) after the lookups: {} MB; resident {} MB (the rest maps the database file)",
@@ -479,6 +511,23 @@ impl Bench {
             memory.resident / 1024
         );
         Ok(memory)
+    }
+
+    /// The random load at `server` and at `noop` in turn, for the phase's
+    /// duration at each.
+    fn alternate(&self, server: SocketAddr, noop: SocketAddr) -> Result<Alternation> {
+        let turns = self.spec.duration.as_millis().div_ceil(TURN.as_millis()).max(2);
+        let mut alternation = Alternation::default();
+        for _ in 0..turns {
+            let served = self.load_for(server, TURN)?;
+            let baseline = self.load_for(noop, TURN)?;
+            alternation
+                .shares
+                .push(served.throughput() / baseline.throughput().max(1e-9));
+            alternation.served.then(served);
+            alternation.baseline.then(baseline);
+        }
+        Ok(alternation)
     }
 
     /// Phase 3; returns keyserv's memory at its end.
