@@ -57,10 +57,15 @@ struct Alternation {
     shares: Vec<f64>,
 }
 
+/// `served`'s throughput as a share of `baseline`'s.
+fn share_of(served: &LoadReport, baseline: &LoadReport) -> f64 {
+    served.throughput() / baseline.throughput().max(1e-9)
+}
+
 impl Alternation {
     /// keyserv's throughput over all its turns as a share of the no-op's.
     fn share(&self) -> f64 {
-        self.served.throughput() / self.baseline.throughput().max(1e-9)
+        share_of(&self.served, &self.baseline)
     }
 
     /// The median and range of the pairs' ratios.
@@ -521,9 +526,7 @@ impl Bench {
         for _ in 0..turns {
             let served = self.load_for(server, TURN)?;
             let baseline = self.load_for(noop, TURN)?;
-            alternation
-                .shares
-                .push(served.throughput() / baseline.throughput().max(1e-9));
+            alternation.shares.push(share_of(&served, &baseline));
             alternation.served.then(served);
             alternation.baseline.then(baseline);
         }
